@@ -1,0 +1,79 @@
+"""``python -m benchmark``: parse, call one function, print. Heavy imports stay
+inside the commands so ``--help`` and ``list tasks`` are instant.
+
+A :class:`UserError` ends as one line on stderr and exit status 2; anything
+else is an internal error and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from benchmark.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _trial_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="a registered method (see `list methods`)")
+    p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field; method.KEY / task.KEY when both have it (repeatable)")
+    p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="one trial: pre-train (or reuse) an encoder, fit a task, store test metrics")
+    _trial_args(run)
+    run.add_argument("--task", required=True, help="a named task (see `list tasks`)")
+    run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
+    run.add_argument("--seed", type=int, default=42, help="seed of the fraction subset and the head (default 42)")
+    run.add_argument("--force", action="store_true", help="re-run even if the store has this trial finished")
+
+    pre = sub.add_parser("pretrain", help="pre-train a method and cache its encoder")
+    _trial_args(pre)
+    pre.add_argument("--max-steps", type=int, help="stop after N optimiser steps (smoke runs)")
+    pre.add_argument("--force", action="store_true", help="re-train even if the encoder is cached")
+
+    lst = sub.add_parser("list", help="what is registered")
+    lst.add_argument("what", choices=["methods", "tasks"])
+    return parser
+
+
+def _setup_logging() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "timm"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _setup_logging()
+        from benchmark import commands
+
+        return getattr(commands, args.command)(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def emit_json(obj: dict) -> None:
+    print(json.dumps(obj, sort_keys=True, default=str))

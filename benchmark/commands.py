@@ -1,0 +1,82 @@
+"""The commands behind the CLI: each takes parsed args, does one thing, prints."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmark.cli import emit_json
+from benchmark.config import available, named_yaml, parse_sets
+
+
+def _is_phantom(source: str) -> bool:
+    return source.startswith("phantom")
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmark.runner import run_trial
+
+    out = run_trial(
+        args.method, args.task, args.fraction, args.seed, args.profile, parse_sets(args.sets),
+        args.data_root, args.device, args.force,
+    )
+    t = out.trial
+    if out.reused:
+        print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
+    print(f"{t.task} {t.metric} = {t.value:.4f}   ({t.method}, fraction {t.fraction:g}, seed {t.seed}, protocol {t.protocol})")
+    others = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t.metrics.items() if k != t.metric)
+    if others:
+        print(f"  other: {others}")
+    print(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
+    note = "  (synthetic phantom data: not a real-data number)" if _is_phantom(t.data_source) else ""
+    print(f"  data {t.data_source}{note}")
+    pre = f" (pre-training {t.pretrain_seconds:.1f}s)" if t.pretrain_seconds else " (cached encoder)"
+    print(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
+    print(f"  store {out.store_path}")
+    if args.json:
+        emit_json(
+            {
+                "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
+                "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
+                "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
+                "seconds": t.seconds, "reused": out.reused,
+            }
+        )
+    return 0
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    from benchmark.data.sources import data_root
+    from benchmark.runner import get_encoder, resolve
+
+    sets = parse_sets(args.sets)
+    if args.max_steps is not None:
+        sets.append(("max_steps", args.max_steps))
+    resolved = resolve(args.method, None, args.profile, sets)
+    pre = get_encoder(resolved, data_root(args.data_root), args.device, args.force)
+    m = pre.meta
+    state = "cached" if pre.reused else "pre-trained"
+    print(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
+          f"final loss {m['final_loss']:.4f}, {m['seconds']:.1f}s on {m['device']}")
+    print(f"  encoder {pre.path}")
+    print(f"  loss curve {pre.path.parent / 'losses.csv'}")
+    if args.json:
+        emit_json({"method": args.method, "encoder": str(pre.path), "reused": pre.reused, **m})
+    return 0
+
+
+def list(args: argparse.Namespace) -> int:  # noqa: A001  (the command's name)
+    if args.what == "methods":
+        import methods  # noqa: F401
+        from benchmark.registry import METHODS
+
+        for name in METHODS.names():
+            desc = named_yaml("methods", name).get("description", "") if name in available("methods") else ""
+            print(f"{name:12s} {desc}")
+        return 0
+    rows = []
+    for name in available("tasks"):
+        cfg = named_yaml("tasks", name)
+        rows.append((name, cfg.get("kind", "?"), cfg.get("dataset", "?"), cfg.get("metric", "?"), cfg.get("description", "")))
+    for row in rows:
+        print(f"{row[0]:20s} {row[1]:15s} {row[2]:10s} {row[3]:8s} {row[4]}")
+    return 0

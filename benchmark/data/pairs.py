@@ -1,0 +1,50 @@
+"""Pre-training pairs as a torch Dataset: two augmented views per image.
+
+Augmentation randomness is seeded per (seed, epoch, index) and batch order per
+(seed, epoch), so results do not depend on worker count, and a run resumed
+mid-epoch sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def sample_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+class PairViews(Dataset):
+    def __init__(self, images: np.ndarray, transform: Callable, seed: int) -> None:
+        self.images, self.transform, self.seed = images, transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        image = np.asarray(self.images[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
+            view1, view2 = self.transform(image), self.transform(image)
+        return {"view1": view1, "view2": view2, "index": i}
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Full batches of a per-epoch permutation, starting at batch ``start``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        for b in range(self.start, self.n // self.batch_size):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()

@@ -1,0 +1,57 @@
+"""Which data a run uses: the real downloads under a data root, or the phantom.
+
+No data root configured -> phantom. A data root configured -> real data or a
+clear error; never a silent fallback to phantom data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+PHANTOM = "phantom"
+
+
+def data_root(arg: str | None = None) -> Path | None:
+    """``--data-root`` or ``BENCHMARK_DATA``; a configured root must exist."""
+    value = arg or os.environ.get("BENCHMARK_DATA")
+    if not value:
+        return None
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist or is not a folder (from {'--data-root' if arg else 'BENCHMARK_DATA'})")
+    return root
+
+
+def _real_unavailable(what: str, root: Path) -> UserError:
+    return UserError(
+        f"real {what} data under {root} is not supported by this version yet; "
+        "unset --data-root/BENCHMARK_DATA to run on the phantom data"
+    )
+
+
+def pretrain_corpus(cfg, root: Path | None):
+    """The image/report pairs a method pre-trains on."""
+    if root is not None:
+        raise _real_unavailable("MIMIC-CXR", root)
+    from benchmark.data.phantom.datasets import phantom_corpus
+
+    return phantom_corpus(cfg.corpus_size, round(cfg.image_size * 8 / 7))
+
+
+PHANTOM_SETS = {"rsna": "phantom_rsna"}
+
+
+def task_splits(cfg, root: Path | None) -> tuple[dict[str, object], str]:
+    """(train/val/test splits, data source name) for a task config."""
+    if root is not None:
+        raise _real_unavailable(cfg.dataset, root)
+    from benchmark.data.phantom import datasets
+
+    if cfg.dataset not in PHANTOM_SETS:
+        raise UserError(f"no phantom stand-in for data set {cfg.dataset!r} yet; available: {', '.join(PHANTOM_SETS)}")
+    make = getattr(datasets, PHANTOM_SETS[cfg.dataset])
+    sizes = {"train": cfg.phantom_train, "val": cfg.phantom_val, "test": cfg.phantom_test}
+    return {split: make(split, n, cfg.image_size) for split, n in sizes.items()}, PHANTOM

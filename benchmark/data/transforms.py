@@ -1,0 +1,66 @@
+"""Image transforms: pre-training augmentations and the downstream protocol's handling.
+
+Images travel as uint8 grayscale (H x W) until here; the model sees 3 identical
+channels, as every ImageNet-shaped ResNet-50 in these papers does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(image))
+    return t.unsqueeze(0) if t.ndim == 2 else t
+
+
+def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    x = x.expand(3, *x.shape[-2:])
+    m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
+    return (x - m) / s
+
+
+class ImitateViews:
+    """IMITATE's augmentation: resize to size*8/7, random crop, horizontal flip,
+    rotation +-30 deg, perspective (0.5, p .5), autocontrast (p .5), ImageNet norm."""
+
+    def __init__(self, size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.size = size
+        self.geometric = v2.Compose(
+            [
+                v2.Resize(round(size * 8 / 7), antialias=True),
+                v2.RandomCrop(size),
+                v2.RandomHorizontalFlip(),
+                v2.RandomRotation(30),
+                v2.RandomPerspective(0.5, p=0.5),
+                v2.RandomAutocontrast(p=0.5),
+            ]
+        )
+
+    def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = self.geometric(_as_tensor(image)).float().div_(255)
+        return _normalise(x, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def downstream_batch(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """mgca-protocol evaluation input: uint8 (N x H x W) -> float (N x 3 x size x size),
+    mean 0.5 / std 0.5. Resizes only when the stored size differs."""
+    x = torch.as_tensor(np.asarray(images)).unsqueeze(1).float().div_(255)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+
+
+def resize_masks(masks: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    m = torch.as_tensor(np.asarray(masks)).unsqueeze(1).float()
+    if m.shape[-1] != size or m.shape[-2] != size:
+        m = F.interpolate(m, size=(size, size), mode="nearest")
+    return m

@@ -1,0 +1,48 @@
+"""Device choice and the per-device training settings (AMP bf16 + channels_last on CUDA)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+from benchmark.errors import UserError
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "auto":
+        preference = os.environ.get("BENCHMARK_DEVICE", "auto")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {preference!r} asked for, but no CUDA device is available; use --device cpu")
+    try:
+        return torch.device(preference)
+    except RuntimeError:
+        raise UserError(f"unknown device {preference!r}; use auto, cpu or cuda[:N]") from None
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing on CPU (fp32 there is both faster and exact)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{torch.get_num_threads()}threads"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,190 @@
+"""The method-agnostic pre-training loop (the "GPU runner").
+
+A method supplies model + loss (``Method.training_step``); this loop supplies
+AdamW, cosine warm restarts stepped per iteration with the period set from the
+real iteration count, bf16 autocast and channels_last on CUDA (plain fp32 on
+CPU), checkpoints that resume to the same result, progress, and a loss curve
+(``losses.csv``) with every loss term in its own column.
+
+Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
+transferred ResNet-50, torchvision key names), ``meta.json``, ``losses.csv``.
+The hash covers the method name, its resolved config and the corpus
+fingerprint, so every distinct pre-training happens once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from benchmark import __version__
+from benchmark.config import config_hash, to_dict
+from benchmark.data.pairs import EpochBatches, PairViews
+from benchmark.data.transforms import ImitateViews
+from benchmark.device import autocast, describe, memory_format, pick_device, seed_everything
+from benchmark.errors import UserError
+from benchmark.paths import cache_dir
+from benchmark.progress import Progress
+from benchmark.registry import METHODS
+from methods.base import MethodConfig
+from methods.text_cache import TextEmbeddingCache, text_bank
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+ENCODER = "encoder.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Pretrained:
+    path: Path  # encoder.pt
+    meta: dict
+    reused: bool
+
+
+def encoder_dir(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Path:
+    return cache_dir("encoders", f"{method}-{config_hash(method, cfg, corpus_fingerprint)}")
+
+
+def cached_encoder(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Pretrained | None:
+    out = encoder_dir(method, cfg, corpus_fingerprint)
+    if (out / ENCODER).exists() and (out / "meta.json").exists():
+        return Pretrained(out / ENCODER, json.loads((out / "meta.json").read_text()), reused=True)
+    return None
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force: bool = False) -> Pretrained:
+    """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder."""
+    if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
+        return hit
+    out = encoder_dir(method, cfg, corpus.fingerprint)
+    if force:
+        for name in (ENCODER, CHECKPOINT, "meta.json", "losses.csv"):
+            (out / name).unlink(missing_ok=True)
+    dev = pick_device(device)
+    n, bs = len(corpus), cfg.batch_size
+    if n < bs:
+        raise UserError(f"the corpus has {n} pairs, fewer than batch_size={bs}: lower batch_size or raise corpus_size")
+    seed_everything(cfg.seed)
+
+    cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling, device=str(dev))
+    model = METHODS.get(method)(cfg, cache.dim)
+    model.attach_text(text_bank(cache, corpus, model.text_fields))
+    model = model.to(dev, memory_format=memory_format(dev))
+
+    steps_per_epoch = n // bs
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=dev.type == "cuda")
+    period = max(1, round(cfg.lr_restart_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=period, eta_min=cfg.min_lr)
+
+    step, history = 0, []
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        model.load_rng_state(state["method_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, history = state["step"], state["history"]
+        log.info("resuming %s pre-training at step %d/%d from %s", method, step, total, ckpt_path)
+
+    def save_checkpoint() -> None:
+        _atomic_save(
+            {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "method_rng": model.rng_state(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+            },
+            ckpt_path,
+        )
+        _write_losses(out / "losses.csv", history)
+
+    dataset = PairViews(corpus.images, ImitateViews(cfg.image_size), cfg.seed)
+    sampler = EpochBatches(n, bs, cfg.seed)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
+    fmt = memory_format(dev)
+    started = time.monotonic()
+    model.train()
+    log.info(
+        "pre-training %s on %d %s pairs: %d steps (batch %d, %d px) on %s",
+        method, n, corpus.source, total, bs, cfg.image_size, describe(dev),
+    )
+    with Progress(total=total, desc=f"pretrain {method}", unit="step") as bar:
+        bar.update(step)
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            dataset.epoch = sampler.epoch = epoch
+            sampler.start = offset
+            for batch in loader:
+                views = {k: batch[k].to(dev, non_blocking=True, memory_format=fmt) for k in ("view1", "view2")}
+                with autocast(dev):
+                    terms = model.training_step({**views, "index": batch["index"].to(dev)})
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"{method} pre-training loss became {loss.item()} at step {step + 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+                row.update({k: float(v) for k, v in terms.items()})
+                history.append(row)
+                bar.update(1, loss=row["loss"])
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                    save_checkpoint()
+                if step >= total:
+                    break
+
+    seconds = time.monotonic() - started
+    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
+    _atomic_save(encoder_state, out / ENCODER)
+    _write_losses(out / "losses.csv", history)
+    meta = {
+        "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
+        "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
+        "steps": step, "seconds": round(seconds, 2), "device": describe(dev),
+        "final_loss": history[-1]["loss"] if history else math.nan,
+        "text_cache": {"hits": cache.hits, "misses": cache.misses}, "version": __version__,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    ckpt_path.unlink(missing_ok=True)  # the optimiser state is 2x the model: drop it once done
+    log.info("pre-trained %s in %.1fs, final loss %.4f -> %s", method, seconds, meta["final_loss"], out)
+    return Pretrained(out / ENCODER, meta, reused=False)
+
+
+def _write_losses(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,53 @@
+"""Name -> class registries for methods and task kinds, in the spirit of timm's
+``register_model`` / ``create_model``.
+
+A bad name is a :class:`UserError` that lists the valid names, closest first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, Iterable, TypeVar
+
+from benchmark.errors import UserError
+
+T = TypeVar("T")
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
+    """One-line error for a bad name: the valid names, closest match first."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=len(valid), cutoff=0.0)
+    hint = ", ".join(close)
+    return UserError(f"unknown {kind} {name!r}; valid: {hint}")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise unknown_name(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
+METHODS: Registry = Registry("method")
+TASK_KINDS: Registry = Registry("task kind")

@@ -1,0 +1,171 @@
+"""One trial: encoder (pre-train or reuse) -> task fit on the fraction subset -> test
+metrics -> results store. Also where configs are resolved from their layers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from benchmark import __version__
+from benchmark.config import build, config_hash, named_yaml, profile_overrides, route_sets, to_dict
+from benchmark.data.splits import check_fraction, fraction_subset
+from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits
+from benchmark.errors import UserError
+from benchmark.paths import REPO_ROOT
+from benchmark.registry import METHODS, TASK_KINDS
+from benchmark.store import Store, Trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resolved:
+    method: str
+    method_cls: type
+    method_cfg: Any
+    task: str | None = None
+    task_cls: type | None = None
+    task_cfg: Any = None
+
+
+def _method_layers(method: str) -> tuple[type, dict]:
+    import methods  # noqa: F401  (registers the methods)
+
+    cls = METHODS.get(method)
+    values = named_yaml("methods", method)
+    values.pop("method", None)
+    values.pop("description", None)
+    return cls, values
+
+
+def _task_layers(task: str) -> tuple[type, dict]:
+    import tasks  # noqa: F401  (registers the task kinds)
+
+    values = named_yaml("tasks", task)
+    values["name"] = task
+    if "kind" not in values:
+        raise UserError(f"task config configs/tasks/{task}.yaml has no 'kind'")
+    return TASK_KINDS.get(values["kind"]), values
+
+
+def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> Resolved:
+    """Configs from class defaults < YAML < profile < ``--set``, validated."""
+    method_cls, method_values = _method_layers(method)
+    scopes = {"method": method_cls.config_class}
+    if task is not None:
+        task_cls, task_values = _task_layers(task)
+        scopes["task"] = task_cls.config_class
+    layers = profile_overrides(profile)
+    routed = route_sets(list(sets), scopes)
+    method_cfg = build(
+        method_cls.config_class, {**method_values, **layers["method"], **routed["method"]}, f"method {method}"
+    )
+    resolved = Resolved(method, method_cls, method_cfg)
+    if task is not None:
+        resolved.task, resolved.task_cls = task, task_cls
+        resolved.task_cfg = build(task_cls.config_class, {**task_values, **layers["task"], **routed["task"]}, f"task {task}")
+    return resolved
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def source_tag(root) -> str:
+    if root is None:
+        from benchmark.data.phantom.datasets import PHANTOM_VERSION
+
+        return f"{PHANTOM}-{PHANTOM_VERSION}"
+    return "real"
+
+
+def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = False):
+    from benchmark.pretrain import pretrain
+
+    corpus = pretrain_corpus(resolved.method_cfg, root)
+    pre = pretrain(resolved.method, resolved.method_cfg, corpus, device=device, force=force)
+    if pre.reused:
+        log.info("reusing the cached %s encoder %s (pretrain --force re-trains it)", resolved.method, pre.path.parent)
+    return pre
+
+
+def select(split, ids: list[str]):
+    """The rows of a split whose ids are in ``ids`` (every per-sample field indexed)."""
+    wanted = set(ids)
+    rows = [i for i, x in enumerate(split.ids) if x in wanted]
+    n = len(split.ids)
+    changes = {}
+    for f in dataclasses.fields(split):
+        value = getattr(split, f.name)
+        if hasattr(value, "__len__") and not isinstance(value, str) and len(value) == n:
+            changes[f.name] = value[rows] if hasattr(value, "shape") else [value[i] for i in rows]
+    return dataclasses.replace(split, **changes)
+
+
+@dataclass
+class Outcome:
+    trial: Trial
+    reused: bool
+    store_path: str
+    manifest: str | None = None
+
+
+def run_trial(
+    method: str,
+    task: str,
+    fraction: float,
+    seed: int = 42,
+    profile: str = "cpu",
+    sets: list[tuple[str, Any]] = (),
+    data_root_arg: str | None = None,
+    device: str = "auto",
+    force: bool = False,
+    store: Store | None = None,
+) -> Outcome:
+    import torch
+
+    from benchmark.device import describe, pick_device
+
+    fraction = check_fraction(fraction)
+    resolved = resolve(method, task, profile, sets)
+    root = data_root(data_root_arg)
+    tag = source_tag(root)
+    mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
+    trial = Trial(
+        method=method, method_hash=config_hash(method, mcfg, tag), task=task, task_hash=config_hash(tcfg),
+        protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
+        method_config=to_dict(mcfg), task_config=to_dict(tcfg),
+    )
+    store = store or Store()
+    if not force and (done := store.finished(trial)):
+        return Outcome(done, reused=True, store_path=str(store.path))
+
+    dev = pick_device(device)
+    started = time.monotonic()
+    pre = get_encoder(resolved, root, device=str(dev))
+    splits, _ = task_splits(tcfg, root)
+    task_obj = resolved.task_cls(tcfg)
+    train = splits["train"]
+    ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
+    log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)", task, len(ids), len(train.ids), fraction, seed, manifest)
+    encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
+    metrics = task_obj.fit_evaluate(encoder_state, select(train, ids), splits["val"], splits["test"], seed, dev)
+    trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
+    trial.metrics = metrics
+    trial.device, trial.seconds = describe(dev), round(time.monotonic() - started, 2)
+    trial.pretrain_seconds = 0.0 if pre.reused else pre.meta.get("seconds")
+    trial.version, trial.git_rev, trial.finished_at = __version__, git_revision(), None
+    store.record(trial)
+    return Outcome(trial, reused=False, store_path=str(store.path), manifest=str(manifest))

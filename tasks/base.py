@@ -1,0 +1,97 @@
+"""What every downstream task kind shares: its config fields and the fit/evaluate
+interface, plus frozen-encoder feature handling used by the frozen protocols.
+
+A named task is data (``configs/tasks/<name>.yaml``): its kind, data set,
+metric and the protocol's hyper-parameters. A kind is code (one module here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+
+
+@dataclass
+class TaskConfig:
+    name: str = ""
+    kind: str = ""
+    dataset: str = ""  # data set key: which loader serves it, real or phantom
+    description: str = ""
+    metric: str = ""  # primary metric
+    protocol: Literal["mgca"] = "mgca"
+    image_size: int = 224
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 1e-6
+    epochs: int = 50
+    patience: int = 10  # early stopping on validation loss
+    phantom_train: int = 1000  # phantom stand-in split sizes
+    phantom_val: int = 200
+    phantom_test: int = 200
+    real: dict = field(default_factory=dict)  # the real data set's definition (files, split)
+
+    def validate(self) -> None:
+        for key in ("image_size", "batch_size", "epochs", "patience", "phantom_train", "phantom_val", "phantom_test"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.image_size % 32:
+            raise UserError(f"image_size must be a multiple of 32 (ResNet stride), got {self.image_size}")
+
+
+class Task:
+    """A task kind. ``fit_evaluate`` trains the protocol's head on ``train`` (the
+    fraction subset), selects on ``val`` and returns test metrics."""
+
+    config_class: type[TaskConfig] = TaskConfig
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg
+
+    def strata(self, split) -> np.ndarray | None:
+        """Labels that stratify the fraction subset (None: no stratification)."""
+        return None
+
+    def fit_evaluate(self, encoder_state: dict, train, val, test, seed: int, device: torch.device) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def batches(n: int, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[np.ndarray]:
+    """Index batches, shuffled per (seed, epoch) when a seed is given."""
+    order = np.arange(n) if seed is None else np.random.default_rng([seed, epoch]).permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+class FrozenFeatures:
+    """A frozen encoder's outputs for one split.
+
+    With a frozen encoder and no augmentation the features never change, so they
+    are computed once (when they fit in ``budget_bytes``) and every epoch trains
+    only the head; otherwise they are recomputed per batch, with the same result.
+    """
+
+    def __init__(self, encoder: nn.Module, inputs, n: int, device: torch.device, batch_size: int, budget_bytes: float = 2e9):
+        self.encoder, self.inputs, self.n, self.device, self.batch_size = encoder, inputs, n, device, batch_size
+        self.cached: list[torch.Tensor] | None = None
+        with torch.no_grad():
+            sample = self.encoder(inputs(np.arange(1)).to(device))
+        per_image = sum(t[0].numel() * t.element_size() for t in sample)
+        if per_image * n <= budget_bytes:
+            parts = [self._encode(idx) for idx in batches(n, batch_size)]
+            self.cached = [torch.cat(level) for level in zip(*parts)]
+
+    @torch.no_grad()
+    def _encode(self, idx: np.ndarray) -> list[torch.Tensor]:
+        return [t.detach() for t in self.encoder(self.inputs(idx).to(self.device))]
+
+    def __call__(self, idx: np.ndarray) -> list[torch.Tensor]:
+        if self.cached is not None:
+            index = torch.as_tensor(idx, device=self.cached[0].device)
+            return [t.index_select(0, index) for t in self.cached]
+        return self._encode(idx)

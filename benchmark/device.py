@@ -1,4 +1,4 @@
-"""Device choice and the per-device training settings (AMP bf16 + channels_last on CUDA)."""
+"""Device choice and the per-device training settings (AMP bf16 on CUDA, channels_last)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def autocast(device: torch.device):
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    """channels_last everywhere: on CUDA for tensor cores, on CPU because oneDNN's
+    ResNet-50 convolutions run about 2x faster in it (measured: 22 vs 10.6 img/s
+    forward+backward at 64 px, batch 64, 2 cores)."""
+    return torch.channels_last
 
 
 def describe(device: torch.device) -> str:

@@ -155,7 +155,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
                 sched.step()
                 step += 1
                 row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-                row.update({k: float(v) for k, v in terms.items()})
+                row.update({k: float(v.detach()) for k, v in terms.items()})
                 history.append(row)
                 bar.update(1, loss=row["loss"])
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:

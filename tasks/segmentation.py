@@ -61,7 +61,8 @@ def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def load_encoder(encoder: nn.Module, state: dict) -> None:
     """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    # nn.Module's own method: smp's encoder overrides it and returns nothing
+    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"encoder weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

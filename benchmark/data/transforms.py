@@ -15,7 +15,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _as_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(image))
+    t = torch.from_numpy(np.array(image, copy=True)) if not torch.is_tensor(image) else image
     return t.unsqueeze(0) if t.ndim == 2 else t
 
 
@@ -53,14 +53,14 @@ class ImitateViews:
 def downstream_batch(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """mgca-protocol evaluation input: uint8 (N x H x W) -> float (N x 3 x size x size),
     mean 0.5 / std 0.5. Resizes only when the stored size differs."""
-    x = torch.as_tensor(np.asarray(images)).unsqueeze(1).float().div_(255)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).unsqueeze(1).div_(255)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
 def resize_masks(masks: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    m = torch.as_tensor(np.asarray(masks)).unsqueeze(1).float()
+    m = torch.from_numpy(np.array(masks, dtype=np.float32)).unsqueeze(1)
     if m.shape[-1] != size or m.shape[-2] != size:
         m = F.interpolate(m, size=(size, size), mode="nearest")
     return m

@@ -1,0 +1,125 @@
+"""End to end through the CLI on the smoke profile (tiny phantom data, seconds)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.cli import main
+
+SMOKE = ["--method", "imitate", "--task", "rsna_seg", "--profile", "smoke"]
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_run_stores_then_reuses_then_forces(capsys, monkeypatch):
+    assert main(["run", *SMOKE, "--fraction", "0.1", "--json"]) == 0
+    first = last_json(capsys.readouterr().out)
+    assert first["metric"] == "dice" and 0 <= first["value"] <= 1
+    assert first["data_source"] == "phantom-v1" and first["reused"] is False
+    from benchmark.data.phantom.datasets import phantom_rsna
+
+    counts = np.bincount(phantom_rsna("train", 20, 32).labels)
+    assert first["metrics"]["train_images"] == sum(max(1, round(0.1 * c)) for c in counts)  # stratified
+    assert {"method", "task", "protocol", "fraction", "seed", "config_hash", "device", "seconds"} <= set(first)
+
+    from tasks.segmentation import Segmentation
+
+    def boom(*a, **k):
+        raise AssertionError("a finished trial must not run again")
+
+    monkeypatch.setattr(Segmentation, "fit_evaluate", boom)
+    assert main(["run", *SMOKE, "--fraction", "0.1", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "reused" in out
+    again = last_json(out)
+    assert again["reused"] is True and again["value"] == first["value"]
+    monkeypatch.undo()
+    assert main(["run", *SMOKE, "--fraction", "0.1", "--force", "--json"]) == 0
+    forced = last_json(capsys.readouterr().out)
+    assert forced["reused"] is False
+    assert forced["value"] == pytest.approx(first["value"])  # same seed, CPU: same result
+
+
+def test_ablation_switch_changes_the_config_hash(capsys):
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--max-steps", "1", "--json"]) == 0
+    base = last_json(capsys.readouterr().out)
+    assert base["steps"] == 1 and base["reused"] is False
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--max-steps", "1", "--json",
+                 "--set", "loss=infonce", "--set", "hierarchical=false"]) == 0
+    flat = last_json(capsys.readouterr().out)
+    assert flat["config_hash"] != base["config_hash"]
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--max-steps", "1", "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["reused"] is True
+
+
+def test_list(capsys):
+    assert main(["list", "methods"]) == 0
+    assert "imitate" in capsys.readouterr().out
+    assert main(["list", "tasks"]) == 0
+    assert "rsna_seg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--method", "imitat", "--task", "rsna_seg"], "unknown method 'imitat'; valid: imitate"),
+        (["run", "--method", "imitate", "--task", "rsna"], "unknown task 'rsna'; valid: rsna_seg"),
+        (["run", *SMOKE, "--fraction", "0"], "fraction must be in (0, 1]"),
+        (["run", *SMOKE, "--fraction", "1.5"], "fraction must be in (0, 1]"),
+        (["run", *SMOKE, "--fraction", "ten"], "invalid float value: 'ten'"),
+        (["run", *SMOKE, "--set", "los=cicl"], "unknown --set key 'los'"),
+        (["run", *SMOKE, "--set", "view_view=sometimes"], "expected bool"),
+        (["run", *SMOKE, "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
+        (["pretrain", "--method", "imitate", "--set", "text_encoder=no/such-model"], "text encoder 'no/such-model' is not available"),
+        (["list", "metods"], "invalid choice: 'metods'"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_module_entry_point_exit_status():
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "run", "--method", "nope", "--task", "rsna_seg"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown method 'nope'; valid: imitate"
+
+
+def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
+    from benchmark.pretrain import cached_encoder
+    from benchmark.runner import get_encoder, resolve
+    from methods.imitate import Imitate
+
+    sets = [("epochs", 2), ("checkpoint_every", 1)]  # smoke corpus 8 / batch 4: 4 steps
+
+    monkeypatch.setenv("BENCHMARK_HOME", str(isolated_home / "straight"))
+    straight = torch.load(get_encoder(resolve("imitate", None, "smoke", sets), None).path)
+
+    monkeypatch.setenv("BENCHMARK_HOME", str(isolated_home / "killed"))
+    real_step, calls = Imitate.training_step, []
+
+    def dies_at_step_3(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(Imitate, "training_step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        get_encoder(resolve("imitate", None, "smoke", sets), None)
+    assert cached_encoder("imitate", resolve("imitate", None, "smoke", sets).method_cfg, "x") is None
+    monkeypatch.setattr(Imitate, "training_step", real_step)
+    resumed = get_encoder(resolve("imitate", None, "smoke", sets), None)
+    assert resumed.meta["steps"] == 4
+    state = torch.load(resumed.path)
+    for key, value in straight.items():
+        assert torch.allclose(value.float(), state[key].float(), atol=1e-5), key

@@ -197,13 +197,15 @@ def available(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
 
 
-def profile_overrides(profile: str) -> dict[str, dict[str, Any]]:
-    """A profile's ``method:`` and ``task:`` sections (sizes, epochs, encoders)."""
+def profile_overrides(profile: str, method: str) -> dict[str, dict[str, Any]]:
+    """A profile's overrides: ``method:`` (every method), ``methods: {name: ...}``
+    (one method's own keys) and ``task:`` (every task)."""
     data = named_yaml("profiles", profile)
-    extra = set(data) - {"method", "task", "description"}
+    extra = set(data) - {"method", "methods", "task", "description"}
     if extra:
-        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra)}; use method: and task:")
-    return {"method": data.get("method") or {}, "task": data.get("task") or {}}
+        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra)}; use method:, methods: and task:")
+    own = (data.get("methods") or {}).get(method) or {}
+    return {"method": {**(data.get("method") or {}), **own}, "task": data.get("task") or {}}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     if task is not None:
         task_cls, task_values = _task_layers(task)
         scopes["task"] = task_cls.config_class
-    layers = profile_overrides(profile)
+    layers = profile_overrides(profile, method)
     routed = route_sets(list(sets), scopes)
     method_cfg = build(
         method_cls.config_class, {**method_values, **layers["method"], **routed["method"]}, f"method {method}"

@@ -80,7 +80,7 @@ class FrozenFeatures:
         self.encoder, self.inputs, self.n, self.device, self.batch_size = encoder, inputs, n, device, batch_size
         self.cached: list[torch.Tensor] | None = None
         with torch.no_grad():
-            sample = self.encoder(inputs(np.arange(1)).to(device))
+            sample = self._encode(np.arange(1))
         per_image = sum(t[0].numel() * t.element_size() for t in sample)
         if per_image * n <= budget_bytes:
             parts = [self._encode(idx) for idx in batches(n, batch_size)]
@@ -88,7 +88,8 @@ class FrozenFeatures:
 
     @torch.no_grad()
     def _encode(self, idx: np.ndarray) -> list[torch.Tensor]:
-        return [t.detach() for t in self.encoder(self.inputs(idx).to(self.device))]
+        x = self.inputs(idx).to(self.device, memory_format=torch.channels_last)
+        return [t.detach() for t in self.encoder(x)]
 
     def __call__(self, idx: np.ndarray) -> list[torch.Tensor]:
         if self.cached is not None:

@@ -35,3 +35,25 @@ def test_minilm_is_available_offline():
     # mean pooling + normalisation is what sentence-transformers' all-MiniLM-L6-v2 encodes; similar sentences score higher
     e = torch.nn.functional.normalize(cache.encode(["Small right effusion.", "Normal chest.", "pleural effusion on the right"]))
     assert e[0] @ e[2] > e[0] @ e[1]
+
+
+def _pretrain_text_calls(epochs: int, home, monkeypatch) -> tuple[int, dict]:
+    from benchmark.runner import get_encoder, resolve
+    from methods.encoders import FrozenTextEncoder
+
+    calls = []
+    real = FrozenTextEncoder.forward
+    monkeypatch.setattr(FrozenTextEncoder, "forward", lambda self, texts: calls.append(len(texts)) or real(self, texts))
+    monkeypatch.setenv("BENCHMARK_HOME", str(home))
+    pre = get_encoder(resolve("imitate", None, "smoke", [("epochs", epochs)]), None)
+    return len(calls), pre.meta
+
+
+def test_pretraining_encodes_the_corpus_once_not_per_epoch(isolated_home, monkeypatch):
+    one_calls, one = _pretrain_text_calls(1, isolated_home / "a", monkeypatch)
+    two_calls, two = _pretrain_text_calls(2, isolated_home / "b", monkeypatch)
+    assert two["steps"] == 2 * one["steps"]
+    assert one_calls == two_calls > 0  # the second epoch only hits the cache
+    assert two["text_cache"]["misses"] == one["text_cache"]["misses"]
+    again_calls, again = _pretrain_text_calls(3, isolated_home / "b", monkeypatch)  # same home: disk cache
+    assert again_calls == 0 and again["text_cache"]["misses"] == 0

@@ -7,7 +7,8 @@ CPU), checkpoints that resume to the same result, progress, and a loss curve
 (``losses.csv``) with every loss term in its own column.
 
 Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
-transferred ResNet-50, torchvision key names), ``meta.json``, ``losses.csv``.
+transferred ResNet-50, torchvision key names), ``model.pt`` (the whole method),
+``meta.json``, ``losses.csv``.
 The hash covers the method name, its resolved config and the corpus
 fingerprint, so every distinct pre-training happens once.
 """
@@ -29,18 +30,17 @@ from torch.utils.data import DataLoader
 from benchmark import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
-from benchmark.data.transforms import ImitateViews
 from benchmark.device import autocast, describe, memory_format, pick_device, seed_everything
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from methods.base import MethodConfig
-from methods.text_cache import TextEmbeddingCache, text_bank
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-ENCODER = "encoder.pt"
+ENCODER = "encoder.pt"  # the transferred image encoder (torchvision ResNet-50 keys)
+MODEL = "model.pt"  # the whole method (heads, text projection): zero-shot and retrieval need it
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,7 +77,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         return hit
     out = encoder_dir(method, cfg, corpus.fingerprint)
     if force:
-        for name in (ENCODER, CHECKPOINT, "meta.json", "losses.csv"):
+        for name in (ENCODER, MODEL, CHECKPOINT, "meta.json", "losses.csv"):
             (out / name).unlink(missing_ok=True)
     dev = pick_device(device)
     n, bs = len(corpus), cfg.batch_size
@@ -85,9 +85,8 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         raise UserError(f"the corpus has {n} pairs, fewer than batch_size={bs}: lower batch_size or raise corpus_size")
     seed_everything(cfg.seed)
 
-    cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling, device=str(dev))
-    model = METHODS.get(method)(cfg, cache.dim)
-    model.attach_text(text_bank(cache, corpus, model.text_fields))
+    model = METHODS.get(method)(cfg)
+    model.prepare(corpus)
     model = model.to(dev, memory_format=memory_format(dev))
 
     steps_per_epoch = n // bs
@@ -121,7 +120,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         )
         _write_losses(out / "losses.csv", history)
 
-    dataset = PairViews(corpus.images, ImitateViews(cfg.image_size), cfg.seed)
+    dataset = PairViews(corpus.images, model.train_transform(), cfg.seed, model.views)
     sampler = EpochBatches(n, bs, cfg.seed)
     loader = DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
@@ -141,7 +140,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
             dataset.epoch = sampler.epoch = epoch
             sampler.start = offset
             for batch in loader:
-                views = {k: batch[k].to(dev, non_blocking=True, memory_format=fmt) for k in ("view1", "view2")}
+                views = {k: v.to(dev, non_blocking=True, memory_format=fmt) for k, v in batch.items() if k.startswith("view")}
                 with autocast(dev):
                     terms = model.training_step({**views, "index": batch["index"].to(dev)})
                 loss = terms["loss"]
@@ -166,14 +165,18 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     seconds = time.monotonic() - started
     encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
     _atomic_save(encoder_state, out / ENCODER)
+    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     _write_losses(out / "losses.csv", history)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
         "steps": step, "seconds": round(seconds, 2), "device": describe(dev),
         "final_loss": history[-1]["loss"] if history else math.nan,
-        "text_cache": {"hits": cache.hits, "misses": cache.misses}, "version": __version__,
+        "version": __version__,
     }
+    cache = getattr(model, "_text_cache", None)
+    if cache is not None:
+        meta["text_cache"] = {"hits": cache.hits, "misses": cache.misses}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     ckpt_path.unlink(missing_ok=True)  # the optimiser state is 2x the model: drop it once done
     log.info("pre-trained %s in %.1fs, final loss %.4f -> %s", method, seconds, meta["final_loss"], out)

@@ -8,7 +8,7 @@ checkpoints), so adding a method is one module plus one YAML.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -53,19 +53,64 @@ class MethodConfig:
 
 
 class Method(nn.Module):
-    """Base class: subclasses set ``config_class`` and ``text_fields`` and implement
-    ``training_step``. ``text_fields`` names the corpus texts whose frozen
-    embeddings the method looks up by sample index (``findings``, ``impression``,
-    ``report``)."""
+    """Base class: subclasses set ``config_class`` and implement ``training_step``.
+
+    The loop calls ``prepare(corpus)`` once before training: the place to
+    precompute per-corpus inputs (frozen text embeddings, tokenised sentences)
+    so that a step only indexes them by ``batch["index"]``. Batches carry
+    ``views`` augmented views (``view1``, ``view2``, ...) made by
+    ``train_transform()``. Methods with a joint image-text space implement
+    ``embed_images`` / ``embed_texts`` (zero-shot, retrieval).
+    """
 
     config_class: type[MethodConfig] = MethodConfig
-    text_fields: tuple[str, ...] = ()
+    text_fields: tuple[str, ...] = ()  # frozen-embedded corpus texts looked up by index
+    views: int = 2
 
-    def __init__(self, cfg: MethodConfig, text_dim: int) -> None:
+    def __init__(self, cfg: MethodConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.text_dim = text_dim
         self.backbone = ResNetStages(cfg.backbone_weights)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__.lower()
+
+    def train_transform(self) -> Callable:
+        from benchmark.data.transforms import ImitateViews
+
+        return ImitateViews(self.cfg.image_size)
+
+    def prepare(self, corpus) -> None:
+        """Per-corpus precomputation; default: frozen embeddings of ``text_fields``."""
+        if self.text_fields:
+            from methods.text_cache import text_bank
+
+            self.attach_text(text_bank(self.text_cache, corpus, self.text_fields))
+
+    @property
+    def text_cache(self):
+        """The frozen text encoder's per-text cache (built on first use)."""
+        if getattr(self, "_text_cache", None) is None:
+            from methods.text_cache import TextEmbeddingCache
+
+            cfg = self.cfg
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._text_cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling, device=device)
+        return self._text_cache
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised joint-space image embeddings (B x D)."""
+        raise UserError(f"method {self.name!r} has no joint image-text space (no text tower)")
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised joint-space text embeddings (N x D)."""
+        raise UserError(f"method {self.name!r} has no joint image-text space (no text tower)")
+
+    def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """Image-text scores (B x N) for zero-shot and retrieval; default: cosine in
+        the joint space. Methods with their own scoring (GLoRIA's global + local) override."""
+        return self.embed_images(images) @ self.embed_texts(texts).T
 
     def attach_text(self, bank: dict[str, torch.Tensor]) -> None:
         """Register the corpus' frozen text embeddings (N x dim each) as buffers."""

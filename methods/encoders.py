@@ -142,3 +142,42 @@ class FrozenTextEncoder(nn.Module):
             return hidden[:, 0].float()
         mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float()
+
+
+class TextTower(nn.Module):
+    """A trainable transformers text encoder for methods that fine-tune it
+    (ConVIRT, GLoRIA, PRIOR, ASG). ``keep_layers`` truncates the stack (MGCA and
+    ASG load only Bio_ClinicalBERT's first 6 layers); ``freeze_layers`` freezes
+    the embeddings and the first N layers."""
+
+    def __init__(self, name: str, max_length: int = 128, keep_layers: int = 0, freeze_layers: int = 0) -> None:
+        super().__init__()
+        self.name, self.max_length = name, max_length
+        self.tokenizer, self.model = load_text_model(name)
+        layers = self.model.encoder.layer
+        if keep_layers and keep_layers < len(layers):
+            self.model.encoder.layer = layers[:keep_layers]
+            self.model.config.num_hidden_layers = keep_layers
+        if freeze_layers:
+            self.model.embeddings.requires_grad_(False)
+            for layer in self.model.encoder.layer[:freeze_layers]:
+                layer.requires_grad_(False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Padded to ``max_length``, so a corpus can be tokenised once and indexed."""
+        tok = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False):
+        """Token states (B x L x H) of the last layer, or a tuple of every layer's."""
+        width = int(attention_mask.sum(1).max())  # trim padding shared by the batch
+        out = self.model(
+            input_ids=input_ids[:, :width], attention_mask=attention_mask[:, :width], output_hidden_states=all_layers
+        )
+        return out.hidden_states if all_layers else out.last_hidden_state

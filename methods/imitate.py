@@ -108,8 +108,9 @@ class ChannelTokenBranch(nn.Module):
 class Imitate(Method):
     config_class = ImitateConfig
 
-    def __init__(self, cfg: ImitateConfig, text_dim: int) -> None:
-        super().__init__(cfg, text_dim)
+    def __init__(self, cfg: ImitateConfig, text_dim: int | None = None) -> None:
+        super().__init__(cfg)
+        text_dim = text_dim or self.text_cache.dim
         self.text_fields = ("findings", "impression") if cfg.hierarchical else ("report",)
         self.impression_head = projection_head(STAGE_CHANNELS[-1], STAGE_CHANNELS[-1], cfg.embed_dim)
         self.findings_branch = (
@@ -119,6 +120,14 @@ class Imitate(Method):
         )
         self.text_projection = projection_head(text_dim, 1024, cfg.embed_dim)  # shared by findings and impression
         self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    # -- joint space (zero-shot, retrieval): impression branch <-> projected text --
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.impression(self.backbone(images)), dim=-1)
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        raw = self.text_cache.encode(list(texts)).to(self.text_projection[0].weight.device)
+        return F.normalize(self.text_projection(raw), dim=-1)
 
     # -- pieces ---------------------------------------------------------------
     def impression(self, feats: list[torch.Tensor]) -> torch.Tensor:

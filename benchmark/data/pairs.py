@@ -1,4 +1,4 @@
-"""Pre-training pairs as a torch Dataset: two augmented views per image.
+"""Pre-training pairs as a torch Dataset: augmented views of each image (two by default).
 
 Augmentation randomness is seeded per (seed, epoch, index) and batch order per
 (seed, epoch), so results do not depend on worker count, and a run resumed
@@ -19,8 +19,8 @@ def sample_seed(*keys: int) -> int:
 
 
 class PairViews(Dataset):
-    def __init__(self, images: np.ndarray, transform: Callable, seed: int) -> None:
-        self.images, self.transform, self.seed = images, transform, seed
+    def __init__(self, images: np.ndarray, transform: Callable, seed: int, views: int = 2) -> None:
+        self.images, self.transform, self.seed, self.views = images, transform, seed, views
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -30,8 +30,8 @@ class PairViews(Dataset):
         image = np.asarray(self.images[i])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, i))
-            view1, view2 = self.transform(image), self.transform(image)
-        return {"view1": view1, "view2": view2, "index": i}
+            views = {f"view{v + 1}": self.transform(image) for v in range(self.views)}
+        return {**views, "index": i}
 
 
 class EpochBatches(Sampler[list[int]]):

@@ -26,6 +26,8 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; method.KEY / task.KEY when both have it (repeatable)")
+    p.add_argument("--checkpoint", metavar="FILE", help="released encoder weights for --method checkpoint "
+                   "(format: --set checkpoint_format=auto|torchvision|mgca|gloria|prior)")
     p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")

@@ -6,17 +6,27 @@ import argparse
 
 from benchmark.cli import emit_json
 from benchmark.config import available, named_yaml, parse_sets
+from benchmark.errors import UserError
 
 
 def _is_phantom(source: str) -> bool:
     return source.startswith("phantom")
 
 
+def _sets(args: argparse.Namespace) -> list:
+    sets = parse_sets(args.sets)
+    if args.checkpoint is not None:
+        if args.method != "checkpoint":
+            raise UserError(f"--checkpoint is for --method checkpoint, not {args.method!r}")
+        sets.append(("checkpoint_path", args.checkpoint))
+    return sets
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_trial
 
     out = run_trial(
-        args.method, args.task, args.fraction, args.seed, args.profile, parse_sets(args.sets),
+        args.method, args.task, args.fraction, args.seed, args.profile, _sets(args),
         args.data_root, args.device, args.force,
     )
     t = out.trial
@@ -48,7 +58,7 @@ def pretrain(args: argparse.Namespace) -> int:
     from benchmark.data.sources import data_root
     from benchmark.runner import get_encoder, resolve
 
-    sets = parse_sets(args.sets)
+    sets = _sets(args)
     if args.max_steps is not None:
         sets.append(("max_steps", args.max_steps))
     resolved = resolve(args.method, None, args.profile, sets)

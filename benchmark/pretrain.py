@@ -71,6 +71,25 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
+    """Encoder of a method that is not pre-trained here (``random``, ``checkpoint``)."""
+    cls = METHODS.get(method)
+    fingerprint = f"baseline:{cls.fingerprint(cfg)}"
+    if hit := cached_encoder(method, cfg, fingerprint):
+        return hit
+    out = encoder_dir(method, cfg, fingerprint)
+    model = cls(cfg)
+    _atomic_save({k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}, out / ENCODER)
+    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
+    meta = {
+        "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
+        "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
+        "device": "cpu", "final_loss": math.nan, "version": __version__,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return Pretrained(out / ENCODER, meta, reused=False)
+
+
 def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force: bool = False) -> Pretrained:
     """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder."""
     if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):

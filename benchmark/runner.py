@@ -92,8 +92,10 @@ def source_tag(root) -> str:
 
 
 def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = False):
-    from benchmark.pretrain import pretrain
+    from benchmark.pretrain import export_baseline, pretrain
 
+    if not resolved.method_cls.pretrains:
+        return export_baseline(resolved.method, resolved.method_cfg)
     corpus = pretrain_corpus(resolved.method_cfg, root)
     pre = pretrain(resolved.method, resolved.method_cfg, corpus, device=device, force=force)
     if pre.reused:
@@ -144,7 +146,7 @@ def run_trial(
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
     trial = Trial(
-        method=method, method_hash=config_hash(method, mcfg, tag), task=task, task_hash=config_hash(tcfg),
+        method=method, method_hash=config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg)), task=task, task_hash=config_hash(tcfg),
         protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
         method_config=to_dict(mcfg), task_config=to_dict(tcfg),
     )

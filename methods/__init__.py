@@ -1,3 +1,3 @@
 """VLP methods; importing this package registers them."""
 
-from methods import imitate  # noqa: F401
+from methods import baselines, imitate  # noqa: F401

@@ -66,6 +66,12 @@ class Method(nn.Module):
     config_class: type[MethodConfig] = MethodConfig
     text_fields: tuple[str, ...] = ()  # frozen-embedded corpus texts looked up by index
     views: int = 2
+    pretrains: bool = True  # False: baselines whose encoder is ready at construction
+
+    @classmethod
+    def fingerprint(cls, cfg: MethodConfig) -> str:
+        """What identifies the encoder beyond the config (e.g. a checkpoint file's content)."""
+        return ""
 
     def __init__(self, cfg: MethodConfig) -> None:
         super().__init__()

@@ -1,0 +1,152 @@
+"""Baselines that are not pre-trained here: ``random`` (an untrained ResNet-50,
+the lower bound) and ``checkpoint`` (released encoder weights imported by key
+mapping, strictly).
+
+Formats users have, all optionally inside a Lightning ``state_dict`` wrapper
+and/or with DDP's ``module.`` prefix:
+
+| format | encoder keys |
+|---|---|
+| ``torchvision`` (IMITATE's release) | ``conv1.weight``, ``layer1.0...`` (``fc.*`` ignored) |
+| ``mgca`` (MGCA, ConVIRT-in-MGCA) | ``img_encoder_q.model.*`` |
+| ``gloria`` | ``gloria.img_encoder.model.*`` |
+| ``prior`` | ``image_encoder.encoder.*`` (1-channel ``conv1``: spread over 3 channels as w/3 each, which is the same function on a replicated grayscale input) |
+| ``auto`` | the format whose prefix matches the most keys |
+
+A missing or unexpected encoder key is an error that lists them: a half-loaded
+encoder would give plausible but wrong numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from benchmark.errors import UserError
+from benchmark.registry import METHODS
+from methods.base import Method, MethodConfig
+from methods.encoders import ResNetStages
+
+PREFIXES = {
+    "torchvision": "",
+    "mgca": "img_encoder_q.model.",
+    "gloria": "gloria.img_encoder.model.",
+    "prior": "image_encoder.encoder.",
+}
+IGNORED = ("fc.", "num_batches_tracked")  # classifier head; BN counters some exports drop
+
+
+@dataclass
+class RandomConfig(MethodConfig):
+    pass
+
+
+@METHODS.register("random")
+class RandomInit(Method):
+    """The untrained ResNet-50 (``backbone_weights=imagenet`` gives ImageNet init)."""
+
+    config_class = RandomConfig
+    pretrains = False
+
+    def __init__(self, cfg: RandomConfig) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            super().__init__(cfg)
+
+
+@dataclass
+class CheckpointConfig(MethodConfig):
+    checkpoint_path: str = ""
+    checkpoint_format: Literal["auto", "torchvision", "imitate", "mgca", "convirt", "gloria", "prior"] = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.checkpoint_path:
+            raise UserError("method 'checkpoint' needs a file: --checkpoint FILE")
+
+
+@METHODS.register("checkpoint")
+class Checkpoint(Method):
+    """A released encoder, imported into the project's ResNet-50."""
+
+    config_class = CheckpointConfig
+    pretrains = False
+
+    def __init__(self, cfg: CheckpointConfig) -> None:
+        super().__init__(cfg)
+        load_encoder_state(self.backbone, read_checkpoint(Path(cfg.checkpoint_path)), cfg.checkpoint_format)
+
+    @classmethod
+    def fingerprint(cls, cfg: CheckpointConfig) -> str:
+        """The file's content, not its path, identifies the encoder."""
+        path = Path(cfg.checkpoint_path)
+        if not path.is_file():
+            raise UserError(f"checkpoint file {path} does not exist")
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()[:16]
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed)."""
+    if not path.is_file():
+        raise UserError(f"checkpoint file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {(str(exc) or 'empty').splitlines()[0][:120]})"
+        ) from None
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise UserError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def detect_format(keys: list[str]) -> str:
+    expected = set(ResNetStages().state_dict())
+    scores = {fmt: sum(k[len(p):] in expected for k in keys if k.startswith(p)) for fmt, p in PREFIXES.items()}
+    best = max(scores, key=scores.get)
+    if scores[best] == 0:
+        raise UserError(f"no ResNet-50 encoder keys found in the checkpoint (first keys: {keys[:5]})")
+    return best
+
+
+def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto") -> str:
+    """Load the encoder part of ``state`` into ``backbone`` strictly; returns the format used."""
+    fmt = {"imitate": "torchvision", "convirt": "mgca"}.get(fmt, fmt)
+    if fmt == "auto":
+        fmt = detect_format(list(state))
+    prefix = PREFIXES[fmt]
+    mine = {
+        k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith(IGNORED[0])
+    }
+    conv = mine.get("conv1.weight")
+    if conv is not None and conv.shape[1] == 1:  # 1-channel stem (PRIOR): same function on replicated gray
+        mine["conv1.weight"] = conv.repeat(1, 3, 1, 1) / 3
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in mine and not k.endswith(IGNORED[1])]
+    unexpected = [k for k in mine if k not in expected]
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint keys do not match a ResNet-50 encoder in format {fmt!r} (prefix {prefix!r}): "
+            f"{len(missing)} missing {missing[:6]}, {len(unexpected)} unexpected {unexpected[:6]}; "
+            "try another --set checkpoint_format"
+        )
+    shapes = [k for k, v in mine.items() if v.shape != expected[k].shape]
+    if shapes:
+        raise UserError(f"checkpoint tensors have the wrong shape for a ResNet-50: {shapes[:6]}")
+    backbone.load_state_dict(mine, strict=False)
+    return fmt

@@ -1,0 +1,127 @@
+"""random and checkpoint: no pre-training, strict import of released encoders."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from benchmark.cli import main
+from benchmark.errors import UserError
+from methods.baselines import load_encoder_state, read_checkpoint
+from methods.encoders import ResNetStages
+
+
+def reference_encoder(seed: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet50()
+    with torch.no_grad():  # non-trivial BN statistics, so a mix-up would show
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return net.state_dict()
+
+
+def wrap(state, fmt):
+    prefix = {"torchvision": "", "mgca": "img_encoder_q.model.", "gloria": "gloria.img_encoder.model.",
+              "prior": "image_encoder.encoder."}[fmt]
+    keys = {prefix + k: v for k, v in state.items() if not (fmt != "torchvision" and k.startswith("fc."))}
+    if fmt == "mgca":  # MGCA's checkpoints also hold the text tower and heads
+        keys["text_encoder_q.model.embeddings.word_embeddings.weight"] = torch.zeros(3, 2)
+    if fmt in ("gloria", "prior", "mgca"):
+        return {"state_dict": keys, "epoch": 3}  # Lightning wrapper
+    return keys
+
+
+@pytest.mark.parametrize("fmt", ["torchvision", "mgca", "gloria", "prior"])
+def test_import_round_trip_every_format(fmt, tmp_path):
+    state = reference_encoder()
+    if fmt == "prior":  # PRIOR's stem takes one channel
+        state = dict(state, **{"conv1.weight": state["conv1.weight"].sum(1, keepdim=True)})
+    path = tmp_path / f"{fmt}.ckpt"
+    torch.save(wrap(state, fmt), path)
+    for asked in ("auto", fmt):
+        backbone = ResNetStages()
+        assert load_encoder_state(backbone, read_checkpoint(path), asked) == fmt
+        got = backbone.state_dict()
+        for key, value in got.items():
+            expected = state[key]
+            if key == "conv1.weight" and fmt == "prior":
+                expected = expected.repeat(1, 3, 1, 1) / 3
+            assert torch.equal(value, expected), key
+    if fmt == "prior":  # same function of a replicated grayscale image
+        gray = torch.rand(1, 1, 32, 32)
+        one = torch.nn.functional.conv2d(gray, state["conv1.weight"], stride=2, padding=3)
+        three = torch.nn.functional.conv2d(gray.expand(1, 3, 32, 32), backbone.conv1.weight, stride=2, padding=3)
+        assert torch.allclose(one, three, atol=1e-5)
+
+
+def test_ddp_prefix_is_stripped(tmp_path):
+    path = tmp_path / "ddp.pth"
+    torch.save({"module." + k: v for k, v in reference_encoder().items()}, path)
+    assert load_encoder_state(ResNetStages(), read_checkpoint(path)) == "torchvision"
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    state = reference_encoder()
+    del state["layer4.2.conv3.weight"]
+    state["layer5.0.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(UserError) as err:
+        load_encoder_state(ResNetStages(), read_checkpoint(path), "torchvision")
+    assert "1 missing ['layer4.2.conv3.weight']" in str(err.value)
+    assert "1 unexpected ['layer5.0.weight']" in str(err.value)
+    with pytest.raises(UserError, match="missing"):  # the right keys under the wrong format
+        load_encoder_state(ResNetStages(), read_checkpoint(path), "gloria")
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b""])
+def test_not_a_checkpoint(content, tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(path)
+
+
+def test_wrong_kind_of_file(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(UserError, match="no state dict of tensors"):
+        read_checkpoint(path)
+    torch.save({"a.weight": torch.zeros(1)}, path)
+    with pytest.raises(UserError, match="no ResNet-50 encoder keys"):
+        load_encoder_state(ResNetStages(), read_checkpoint(path))
+
+
+def test_checkpoint_method_through_the_cli(tmp_path, capsys):
+    path = tmp_path / "imitate_release.pth"
+    torch.save(reference_encoder(), path)
+    assert main(["pretrain", "--method", "checkpoint", "--checkpoint", str(path), "--profile", "smoke", "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert meta["steps"] == 0
+    encoder = torch.load(meta["encoder"])
+    assert torch.equal(encoder["layer3.1.bn2.running_var"], reference_encoder()["layer3.1.bn2.running_var"])
+    assert main(["run", "--method", "checkpoint", "--checkpoint", str(tmp_path / "nope.pth"), "--task", "rsna_seg",
+                 "--profile", "smoke"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["run", "--method", "imitate", "--checkpoint", str(path), "--task", "rsna_seg"]) == 2
+    assert "--checkpoint is for --method checkpoint" in capsys.readouterr().err
+
+
+def test_random_is_seeded_and_untrained(capsys):
+    assert main(["run", "--method", "random", "--task", "rsna_seg", "--profile", "smoke", "--fraction", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["method"] == "random" and 0 <= out["value"] <= 1
+    from benchmark.pretrain import export_baseline
+    from benchmark.runner import resolve
+
+    from methods.baselines import RandomInit
+
+    a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)
+    b = torch.load(export_baseline("random", resolve("random", None, "smoke", [("seed", 1)]).method_cfg).path)
+    assert not torch.equal(a["conv1.weight"], b["conv1.weight"])
+    torch.manual_seed(123)  # the global RNG does not matter, the config seed does
+    again = RandomInit(resolve("random", None, "smoke").method_cfg).backbone.state_dict()
+    assert torch.equal(a["conv1.weight"], again["conv1.weight"])

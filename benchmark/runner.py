@@ -3,7 +3,6 @@ metrics -> results store. Also where configs are resolved from their layers."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import subprocess
 import time
@@ -19,6 +18,7 @@ from benchmark.errors import UserError
 from benchmark.paths import REPO_ROOT
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
+from tasks.base import Fit
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +103,6 @@ def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = Fa
     return pre
 
 
-def select(split, ids: list[str]):
-    """The rows of a split whose ids are in ``ids`` (every per-sample field indexed)."""
-    wanted = set(ids)
-    rows = [i for i, x in enumerate(split.ids) if x in wanted]
-    n = len(split.ids)
-    changes = {}
-    for f in dataclasses.fields(split):
-        value = getattr(split, f.name)
-        if hasattr(value, "__len__") and not isinstance(value, str) and len(value) == n:
-            changes[f.name] = value[rows] if hasattr(value, "shape") else [value[i] for i in rows]
-    return dataclasses.replace(split, **changes)
-
-
 @dataclass
 class Outcome:
     trial: Trial
@@ -163,7 +150,8 @@ def run_trial(
     ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
     log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)", task, len(ids), len(train.ids), fraction, seed, manifest)
     encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
-    metrics = task_obj.fit_evaluate(encoder_state, select(train, ids), splits["val"], splits["test"], seed, dev)
+    fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits["val"], splits["test"], seed, dev)
+    metrics = task_obj.fit_evaluate(fit)
     trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
     trial.metrics = metrics
     trial.device, trial.seconds = describe(dev), round(time.monotonic() - started, 2)

@@ -8,7 +8,9 @@ metric and the protocol's hyper-parameters. A kind is code (one module here).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+import copy
+import math
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -44,9 +46,28 @@ class TaskConfig:
             raise UserError(f"image_size must be a multiple of 32 (ResNet stride), got {self.image_size}")
 
 
+@dataclass
+class Fit:
+    """What one trial hands its task."""
+
+    encoder_state: dict  # the transferred ResNet-50 (torchvision keys)
+    encoder_key: str  # identifies that encoder: keys feature caches
+    train: Any  # the whole training split
+    train_ids: list[str]  # the fraction subset of it
+    val: Any
+    test: Any
+    seed: int
+    device: torch.device
+
+    def train_subset(self):
+        from benchmark.data.splits import select
+
+        return select(self.train, self.train_ids)
+
+
 class Task:
-    """A task kind. ``fit_evaluate`` trains the protocol's head on ``train`` (the
-    fraction subset), selects on ``val`` and returns test metrics."""
+    """A task kind. ``fit_evaluate`` trains the protocol's head on the fraction
+    subset of the training split, selects on ``val`` and returns test metrics."""
 
     config_class: type[TaskConfig] = TaskConfig
 
@@ -57,8 +78,40 @@ class Task:
         """Labels that stratify the fraction subset (None: no stratification)."""
         return None
 
-    def fit_evaluate(self, encoder_state: dict, train, val, test, seed: int, device: torch.device) -> dict[str, float]:
+    def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         raise NotImplementedError
+
+
+def train_head(
+    head: nn.Module, cfg: TaskConfig, seed: int, n_train: int, n_val: int,
+    batch_loss: Callable[[str, np.ndarray], torch.Tensor],
+) -> tuple[float, int]:
+    """The frozen protocols' head training: AdamW, shuffled batches per (seed,
+    epoch), early stopping on the mean validation loss (head in eval mode), and
+    the best-validation weights restored. ``batch_loss(split, idx)`` is the mean
+    loss of the rows ``idx`` of ``split``. Returns (best val loss, epochs run)."""
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_state, stale, epochs_run = math.inf, copy.deepcopy(head.state_dict()), 0, 0
+    for epoch in range(cfg.epochs):
+        head.train()
+        for idx in batches(n_train, cfg.batch_size, seed, epoch):
+            loss = batch_loss("train", idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        epochs_run = epoch + 1
+        head.eval()
+        with torch.no_grad():
+            val = sum(float(batch_loss("val", idx)) * len(idx) for idx in batches(n_val, cfg.batch_size)) / n_val
+        if val < best:
+            best, best_state, stale = val, copy.deepcopy(head.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return best, epochs_run
 
 
 def batches(n: int, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[np.ndarray]:
@@ -96,3 +149,11 @@ class FrozenFeatures:
             index = torch.as_tensor(idx, device=self.cached[0].device)
             return [t.index_select(0, index) for t in self.cached]
         return self._encode(idx)
+
+
+def load_encoder(encoder: nn.Module, state: dict) -> None:
+    """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
+    # nn.Module's own method: smp's encoder overrides it and returns nothing
+    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"encoder weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")

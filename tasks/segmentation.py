@@ -10,8 +10,6 @@ are frozen); images are not augmented (so frozen features are computed once).
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +19,8 @@ from torch import nn
 
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.registry import TASK_KINDS
-from tasks.base import FrozenFeatures, Task, TaskConfig, batches
+from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder, train_head
+from tasks.metrics import per_image_dice
 
 
 @dataclass
@@ -51,22 +50,6 @@ def segmentation_loss(logits, target, focal_weight=10.0, gamma=2.0, smooth=1.0) 
     return focal_weight * focal_loss(logits, target, gamma) - torch.log(soft_dice(logits, target, smooth))
 
 
-def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Dice per image of binary masks (N x ...); both empty -> 1, one empty -> 0."""
-    pred, truth = pred.flatten(1).bool(), truth.flatten(1).bool()
-    inter = (pred & truth).sum(1).float()
-    total = pred.sum(1).float() + truth.sum(1).float()
-    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-
-
-def load_encoder(encoder: nn.Module, state: dict) -> None:
-    """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
-    # nn.Module's own method: smp's encoder overrides it and returns nothing
-    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"encoder weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
 @TASK_KINDS.register("segmentation")
 class Segmentation(Task):
     config_class = SegmentationConfig
@@ -78,13 +61,14 @@ class Segmentation(Task):
         c = self.cfg
         return segmentation_loss(logits, target, c.focal_weight, c.focal_gamma, c.dice_smooth)
 
-    def fit_evaluate(self, encoder_state, train, val, test, seed, device):
+    def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         import segmentation_models_pytorch as smp
 
-        c = self.cfg
+        c, seed, device = self.cfg, fit.seed, fit.device
+        train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
         model = smp.Unet("resnet50", encoder_weights=None, classes=1)
-        load_encoder(model.encoder, encoder_state)
+        load_encoder(model.encoder, fit.encoder_state)
         model.encoder.eval().requires_grad_(False)
         model.to(device, memory_format=torch.channels_last)  # 1.5x faster decoder on CPU too
         head = nn.Sequential(model.decoder, model.segmentation_head)
@@ -98,39 +82,15 @@ class Segmentation(Task):
         masks = {name: resize_masks(s.masks, c.image_size).to(device) for name, s in splits.items()}
 
         def predict(name: str, idx: np.ndarray) -> torch.Tensor:
-            idx = np.sort(idx)
-            return head(feats[name](idx))
+            return head(feats[name](np.sort(idx)))
 
-        opt = torch.optim.AdamW(head.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        best, best_state, stale, epochs_run = math.inf, copy.deepcopy(head.state_dict()), 0, 0
-        n_train = len(train.ids)
-        for epoch in range(c.epochs):
-            head.train()
-            for idx in batches(n_train, c.batch_size, seed, epoch):
-                loss = self._loss(predict("train", idx), masks["train"][np.sort(idx)])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            epochs_run = epoch + 1
-            val_loss = self._mean_loss(predict, masks["val"], len(val.ids))
-            if val_loss < best:
-                best, best_state, stale = val_loss, copy.deepcopy(head.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= c.patience:
-                    break
-        head.load_state_dict(best_state)
-        head.eval()
+        def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
+            return self._loss(predict(name, idx), masks[name][np.sort(idx)])
+
+        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss)
         dice = []
         with torch.no_grad():
             for idx in batches(len(test.ids), c.batch_size):
                 pred = torch.sigmoid(predict("test", idx)) > c.threshold
                 dice.append(per_image_dice(pred, masks["test"][idx]).cpu())
-        return {"dice": float(torch.cat(dice).mean()), "val_loss": best, "epochs": epochs_run, "train_images": n_train}
-
-    @torch.no_grad()
-    def _mean_loss(self, predict, masks: torch.Tensor, n: int) -> float:
-        total = 0.0
-        for idx in batches(n, self.cfg.batch_size):
-            total += float(self._loss(predict("val", idx), masks[idx])) * len(idx)
-        return total / n
+        return {"dice": float(torch.cat(dice).mean()), "val_loss": best, "epochs": epochs_run, "train_images": len(train.ids)}

@@ -10,6 +10,7 @@ every later run, so a trial's training set can be inspected and shared.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Sequence
@@ -66,3 +67,16 @@ def fraction_subset(
     tmp.write_text("\n".join(subset) + "\n")
     tmp.replace(path)
     return subset, path
+
+
+def select(split, ids: Sequence[str]):
+    """The rows of a split whose ids are in ``ids``: every per-sample field indexed."""
+    wanted = set(ids)
+    rows = [i for i, x in enumerate(split.ids) if x in wanted]
+    n = len(split.ids)
+    changes = {}
+    for f in dataclasses.fields(split):
+        value = getattr(split, f.name)
+        if hasattr(value, "__len__") and not isinstance(value, str) and len(value) == n:
+            changes[f.name] = value[rows] if hasattr(value, "shape") else [value[i] for i in rows]
+    return dataclasses.replace(split, **changes)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -25,3 +28,27 @@ def cache_dir(*parts: str) -> Path:
 def store_path() -> Path:
     """The SQLite results store (relative paths are taken from the working directory)."""
     return Path(os.environ.get("BENCHMARK_STORE", "results/benchmark.sqlite")).expanduser()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it into place, so a
+    reader (or a run killed mid-write) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_json(path: Path, obj: object) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8"))
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    import torch
+
+    atomic_write(path, lambda p: torch.save(obj, p))

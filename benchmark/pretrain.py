@@ -19,7 +19,6 @@ import csv
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
 from benchmark.device import autocast, describe, memory_format, pick_device, seed_everything
 from benchmark.errors import UserError
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_json, atomic_torch_save, cache_dir
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from methods.base import MethodConfig
@@ -65,12 +64,6 @@ def cached_encoder(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> P
     return None
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
     """Encoder of a method that is not pre-trained here (``random``, ``checkpoint``)."""
     cls = METHODS.get(method)
@@ -79,14 +72,14 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         return hit
     out = encoder_dir(method, cfg, fingerprint)
     model = cls(cfg)
-    _atomic_save({k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}, out / ENCODER)
-    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}, out / ENCODER)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
         "device": "cpu", "final_loss": math.nan, "version": __version__,
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    atomic_json(out / "meta.json", meta)  # written last: its presence marks a finished encoder
     return Pretrained(out / ENCODER, meta, reused=False)
 
 
@@ -113,8 +106,10 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=dev.type == "cuda")
-    period = max(1, round(cfg.lr_restart_epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
+    )
+    period = max(1, round(cfg.lr_restart_epochs * steps_per_epoch) if cfg.lr_restart_epochs else total)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=period, eta_min=cfg.min_lr)
 
     step, history = 0, []
@@ -130,7 +125,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         log.info("resuming %s pre-training at step %d/%d from %s", method, step, total, ckpt_path)
 
     def save_checkpoint() -> None:
-        _atomic_save(
+        atomic_torch_save(
             {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "method_rng": model.rng_state(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
@@ -183,8 +178,8 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
 
     seconds = time.monotonic() - started
     encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
-    _atomic_save(encoder_state, out / ENCODER)
-    _atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
+    atomic_torch_save(encoder_state, out / ENCODER)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     _write_losses(out / "losses.csv", history)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
@@ -196,7 +191,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     cache = getattr(model, "_text_cache", None)
     if cache is not None:
         meta["text_cache"] = {"hits": cache.hits, "misses": cache.misses}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    atomic_json(out / "meta.json", meta)  # written last: its presence marks a finished encoder
     ckpt_path.unlink(missing_ok=True)  # the optimiser state is 2x the model: drop it once done
     log.info("pre-trained %s in %.1fs, final loss %.4f -> %s", method, seconds, meta["final_loss"], out)
     return Pretrained(out / ENCODER, meta, reused=False)

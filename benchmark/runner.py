@@ -123,8 +123,6 @@ def run_trial(
     force: bool = False,
     store: Store | None = None,
 ) -> Outcome:
-    import torch
-
     from benchmark.device import describe, pick_device
 
     fraction = check_fraction(fraction)
@@ -132,9 +130,9 @@ def run_trial(
     root = data_root(data_root_arg)
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
+    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg))
     trial = Trial(
-        method=method, method_hash=config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg)), task=task, task_hash=config_hash(tcfg),
-        protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
+        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
         method_config=to_dict(mcfg), task_config=to_dict(tcfg),
     )
     store = store or Store()
@@ -143,6 +141,22 @@ def run_trial(
 
     dev = pick_device(device)
     started = time.monotonic()
+    trial.device, trial.version, trial.git_rev = describe(dev), __version__, git_revision()
+    try:
+        return _run(trial, resolved, root, dev, started, store)
+    except UserError:
+        raise
+    except Exception as exc:  # an internal failure is recorded, then keeps its traceback
+        trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
+        trial.seconds = round(time.monotonic() - started, 2)
+        store.record(trial)
+        raise
+
+
+def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Store) -> Outcome:
+    import torch
+
+    task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
     pre = get_encoder(resolved, root, device=str(dev))
     splits, _ = task_splits(tcfg, root)
     task_obj = resolved.task_cls(tcfg)
@@ -154,8 +168,7 @@ def run_trial(
     metrics = task_obj.fit_evaluate(fit)
     trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
     trial.metrics = metrics
-    trial.device, trial.seconds = describe(dev), round(time.monotonic() - started, 2)
+    trial.seconds = round(time.monotonic() - started, 2)
     trial.pretrain_seconds = 0.0 if pre.reused else pre.meta.get("seconds")
-    trial.version, trial.git_rev, trial.finished_at = __version__, git_revision(), None
     store.record(trial)
     return Outcome(trial, reused=False, store_path=str(store.path), manifest=str(manifest))

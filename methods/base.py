@@ -27,7 +27,8 @@ class MethodConfig:
     max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps
     lr: float = 2e-4
     weight_decay: float = 0.05
-    lr_restart_epochs: float = 1.0  # cosine warm-restart period, in epochs of the real iteration count
+    adam_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW (beta1, beta2); GLoRIA uses (0.5, 0.999)
+    lr_restart_epochs: float = 1.0  # cosine warm-restart period in epochs of the real iteration count; 0: one decay over the run
     min_lr: float = 1e-8
     grad_clip: float = 0.0
     text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
@@ -45,8 +46,10 @@ class MethodConfig:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.batch_size < 2:
             raise UserError("batch_size must be >= 2 for in-batch contrastive negatives")
-        if self.lr <= 0 or self.lr_restart_epochs <= 0:
-            raise UserError("lr and lr_restart_epochs must be > 0")
+        if self.lr <= 0 or self.lr_restart_epochs < 0:
+            raise UserError("lr must be > 0 and lr_restart_epochs >= 0")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
         for key in ("max_steps", "corpus_size", "num_workers", "checkpoint_every"):
             if getattr(self, key) < 0:
                 raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")

@@ -181,3 +181,107 @@ class TextTower(nn.Module):
             input_ids=input_ids[:, :width], attention_mask=attention_mask[:, :width], output_hidden_states=all_layers
         )
         return out.hidden_states if all_layers else out.last_hidden_state
+
+
+def continuation_mask(tokenizer) -> torch.Tensor:
+    """Bool per vocabulary id: True for WordPiece continuations ('##...'), which
+    belong to the word before them."""
+    vocab = tokenizer.get_vocab()
+    mask = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
+    mask[[i for t, i in vocab.items() if t.startswith("##")]] = True
+    return mask
+
+
+def merge_word_pieces(
+    states: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, continuation: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum the token states of each word (GLoRIA's ``aggregate_tokens``, vectorised):
+    a token starts a new word unless it is a '##' continuation; [CLS] and [SEP] are
+    words of their own. Returns words (B x W x H), zero-padded, and their mask (B x W)."""
+    valid = attention_mask.bool()
+    starts = valid & ~continuation.to(input_ids.device)[input_ids]
+    word = (starts.long().cumsum(1) - 1).clamp(min=0)  # the word each token belongs to
+    counts = starts.sum(1)
+    width = max(int(counts.max()), 1)
+    out = states.new_zeros(states.shape[0], width, states.shape[-1])
+    out.scatter_add_(1, word.unsqueeze(-1).expand_as(states), states * valid.unsqueeze(-1).to(states.dtype))
+    return out, torch.arange(width, device=states.device) < counts.unsqueeze(1)
+
+
+class TokenBank(nn.Module):
+    """Every text unit of a corpus (each report's sentences, or the whole report)
+    tokenised once and stored ragged in int32 buffers that move with the model, so
+    a training step indexes it and never calls the tokenizer (a padded N x 128 int64
+    table of MIMIC's ~1.7M sentences would be 1.7 GB). ``units[i]`` are sample i's units."""
+
+    def __init__(self, tower: TextTower, units: list[list[str]], chunk: int = 4096) -> None:
+        super().__init__()
+        self.pad_id = int(tower.tokenizer.pad_token_id or 0)
+        texts = [t for u in units for t in u]
+        ids, lengths = [], []
+        for s in range(0, len(texts), chunk):
+            tok = tower.tokenize(texts[s : s + chunk])
+            mask = tok["attention_mask"].bool()
+            ids.append(tok["input_ids"][mask].int())
+            lengths.append(mask.sum(1))
+        length = torch.cat(lengths)
+        counts = torch.tensor([len(u) for u in units])
+        if (counts < 1).any():
+            raise ValueError("every sample needs at least one text unit")
+        for name, value in {
+            "ids": torch.cat(ids), "length": length.int(), "offset": length.cumsum(0) - length,
+            "count": counts, "first": counts.cumsum(0) - counts,
+        }.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def draw(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One unit per sample, uniformly among its own units (unit ids, on ``index``'s device)."""
+        u = torch.rand(len(index), generator=generator).to(self.count.device)
+        count = self.count[index.to(self.count.device)]
+        return self.first[index.to(self.count.device)] + torch.minimum((u * count).long(), count - 1)
+
+    def tokens(self, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of the given units, padded to the longest."""
+        length = self.length[units].long()
+        pos = torch.arange(int(length.max()), device=length.device)
+        mask = pos < length.unsqueeze(1)
+        idx = (self.offset[units].unsqueeze(1) + pos).clamp(max=len(self.ids) - 1)
+        ids = torch.where(mask, self.ids[idx].long(), self.pad_id)
+        return ids, mask.long()
+
+
+class DrawsTextUnits:
+    """Mixin for methods that align each image with one text unit of its report per
+    step (ConVIRT's random sentence, GLoRIA's): ``prepare`` tokenises every unit once
+    into a TokenBank; draws come from the method-owned ``self.generator`` (seeded
+    from cfg.seed), whose state goes into checkpoints so a resumed run repeats them.
+    Needs ``self.text_tower``, ``self.generator`` and ``text_units(findings, impression)``."""
+
+    generator: torch.Generator
+
+    def text_units(self, findings: str, impression: str) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self, corpus) -> None:
+        units = [self.text_units(f, i) for f, i in zip(corpus.findings, corpus.impressions)]
+        self.bank = TokenBank(self.text_tower, units)
+
+    def drawn_tokens(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of one freshly drawn unit per sample of ``index``."""
+        bank = getattr(self, "bank", None)
+        if bank is None:
+            raise RuntimeError("call prepare(corpus) before training")
+        return bank.tokens(bank.draw(index, self.generator))
+
+    def rng_state(self) -> dict:
+        return {"text_draws": self.generator.get_state()}
+
+    def load_rng_state(self, state: dict) -> None:
+        if "text_draws" in state:
+            self.generator.set_state(state["text_draws"])
+
+
+def spatial_patches(fmap: torch.Tensor) -> torch.Tensor:
+    """(B x C x H x W) -> (B x HW x C): one token per spatial position, row-major
+    (not ``.view(B, -1, C)``, which would make channel groups into tokens)."""
+    return fmap.flatten(2).transpose(1, 2)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 
 import torch
 
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -71,9 +70,7 @@ class TextEmbeddingCache:
 
     def _save(self) -> None:
         texts = list(self._table)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"texts": texts, "emb": torch.stack([self._table[t] for t in texts])}, tmp)
-        os.replace(tmp, self.path)
+        atomic_torch_save({"texts": texts, "emb": torch.stack([self._table[t] for t in texts])}, self.path)
 
 
 def corpus_texts(corpus, field: str) -> list[str]:

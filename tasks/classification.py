@@ -14,7 +14,6 @@ MGCA upsamples its 224-px inputs to 299 inside the encoder; ``upsample_ratio``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +25,7 @@ from torch import nn
 from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
 from methods.encoders import ResNetStages
 from tasks.base import Fit, Task, TaskConfig, batches, load_encoder, train_head
@@ -76,9 +75,7 @@ def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: Classification
             x = downstream_batch(split.images[idx], cfg.image_size).to(fit.device, memory_format=torch.channels_last)
             parts.append(encoder(x).float().cpu())
     features = torch.cat(parts)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"ids": list(split.ids), "features": features}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"ids": list(split.ids), "features": features}, path)
     return features
 
 

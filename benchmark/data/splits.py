@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_write, cache_dir
 
 
 def check_fraction(fraction: float) -> float:
@@ -63,9 +63,7 @@ def fraction_subset(
             raise UserError(f"split manifest {path} names {len(unknown)} ids not in the training split; delete it")
         return subset, path
     subset = draw_subset(ids, labels, fraction, seed)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(subset) + "\n")
-    tmp.replace(path)
+    atomic_write(path, lambda p: p.write_text("\n".join(subset) + "\n"))
     return subset, path
 
 

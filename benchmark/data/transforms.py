@@ -50,6 +50,40 @@ class ImitateViews:
         return _normalise(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
+class CropViews(ImitateViews):
+    """Resize to size*8/7 and random crop only, ImageNet norm (ASG's augmentation:
+    256 -> random 224 crop). No flip, rotation or perspective: for methods whose
+    targets are tied to image positions (a flip swaps the patient's sides)."""
+
+    def __init__(self, size: int) -> None:
+        from torchvision.transforms import v2
+
+        self.size = size
+        self.geometric = v2.Compose([v2.Resize(round(size * 8 / 7), antialias=True), v2.RandomCrop(size)])
+
+
+class CropJitterView:
+    """One view for the two-tower baselines, mean/std 0.5 (MGCA's and GLoRIA's 'half'
+    normalisation, the downstream protocol's too). ConVIRT: random resized crop
+    (scale 0.8-1.0), horizontal flip, brightness/contrast jitter. ``scale=None``: a
+    plain random crop of the stored (size * 8/7) image, GLoRIA's only augmentation."""
+
+    def __init__(
+        self, size: int, scale: tuple[float, float] | None = (0.8, 1.0), flip: bool = True, jitter: float = 0.4
+    ) -> None:
+        from torchvision.transforms import v2
+
+        crop = v2.RandomCrop(size) if scale is None else v2.RandomResizedCrop(size, scale=scale, antialias=True)
+        steps = [v2.Resize(round(size * 8 / 7), antialias=True), crop] if scale is None else [crop]
+        steps += [v2.RandomHorizontalFlip()] if flip else []
+        steps += [v2.ColorJitter(brightness=jitter, contrast=jitter)] if jitter else []
+        self.size, self.augment = size, v2.Compose(steps)
+
+    def __call__(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = self.augment(_as_tensor(image)).float().div_(255)
+        return _normalise(x, (0.5,) * 3, (0.5,) * 3)
+
+
 def downstream_batch(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """mgca-protocol evaluation input: uint8 (N x H x W) -> float (N x 3 x size x size),
     mean 0.5 / std 0.5. Resizes only when the stored size differs."""

@@ -29,7 +29,7 @@ from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.errors import UserError
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_json, cache_dir
 from benchmark.progress import Progress
 
 #: Bump whenever rendering or lesion mapping changes: part of every cache key.
@@ -91,18 +91,6 @@ def _check_size(size: int) -> int:
     if not isinstance(size, (int, np.integer)) or size < 16 or size > 2048:
         raise UserError(f"phantom image size must be an integer in [16, 2048], got {size!r}")
     return int(size)
-
-
-def _atomic_write_json(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _render_stack(paths: Sequence[Path], n: int, size: int, draw: Callable[[int], tuple[np.ndarray, ...]],
@@ -180,7 +168,7 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
 
         _render_stack([npy], n, size, draw, desc=f"phantom corpus {size}px")
         # The JSON sidecar is written last: its presence marks a complete cache entry.
-        _atomic_write_json(meta, {"version": PHANTOM_VERSION, "size": size, "ids": ids,
+        atomic_json(meta, {"version": PHANTOM_VERSION, "size": size, "ids": ids,
                                   "uids": [r.uid for r in reports]})
         hit = (npy, n)
     images = _load_npy(hit[0])
@@ -272,7 +260,7 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
             return out.image, out.mask
 
         _render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
-        _atomic_write_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes})
+        atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes})
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     box_arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in meta["boxes"]]
     return LesionSet(

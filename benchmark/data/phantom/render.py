@@ -245,7 +245,7 @@ def _anatomy(sc: _Scene, tex: dict[str, np.ndarray], smooth: np.ndarray, ptx: np
 
     ``air`` is the attenuation the lungs removed: fluid-like lesions put it back.
     """
-    a, x, y, e = sc.anat, sc.x, sc.y, sc.edge
+    a, x, y = sc.anat, sc.x, sc.y
     ax = np.abs(x - _F(MID_X))
 
     # Body silhouette: neck, sloping shoulders, soft tissue thicker centrally.
@@ -294,7 +294,7 @@ def _anatomy(sc: _Scene, tex: dict[str, np.ndarray], smooth: np.ndarray, ptx: np
     lat = a.lung_gap + a.lung_width * 1.2
     y0, y1 = a.lung_top - 0.05, max(a.dome_r, a.dome_l) + 0.09
     sl = sc.window(MID_X, (y0 + y1) / 2, lat + 0.02, (y1 - y0) / 2)
-    xs, ys, axs = x[sl], y[sl], ax[sl]
+    ys, axs = y[sl], ax[sl]
     zone = _step((_F(lat) - axs) / _F(0.006)) * _step((axs - _F(0.035)) / _F(0.004))
     zone *= _step((_F(y1 - 0.02) - ys) / _F(0.01)) * _step((ys - _F(y0 + 0.01)) / _F(0.005))
     zone *= 1 - _F(0.6) * sc.front[sl]

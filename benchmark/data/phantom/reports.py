@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import tarfile
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.paths import cache_dir
+from benchmark.paths import atomic_json, cache_dir
 
 #: Bump when the parsing below changes: it is part of the JSON cache name.
 PARSER_VERSION = "1"
@@ -101,18 +99,6 @@ def parse_tarball(path: Path) -> list[Report]:
     return out
 
 
-def _write_json_atomic(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 #: In-process memo of the parsed reports, keyed by the tarball's identity.
 _MEMO: dict[tuple[str, int, int], tuple[Report, ...]] = {}
 
@@ -146,5 +132,5 @@ def load_reports() -> list[Report]:
             reports = tuple(r for r in parse_tarball(tarball) if r.impression)
         _MEMO[key] = reports
     if not cache.is_file():  # also when $BENCHMARK_HOME changed within the process
-        _write_json_atomic(cache, [asdict(r) for r in reports])
+        atomic_json(cache, [asdict(r) for r in reports])
     return list(reports)

@@ -26,8 +26,9 @@ the steps) adds conditional cross-modality reconstruction, as the code's
   algorithm (L1 cost) matches them one-to-one to the report's real sentences
   after the SPB; L1 to the matched sentence, and to 0 for a query left without
   one (the code's zero padding rows: its "no sentence" target; there is no
-  classification term). Mean over queries x dims, weighted by
-  ``prototype_weight`` (logged unweighted).
+  classification term). With more real sentences than queries the costliest
+  stay unmatched (the code truncates reports to ``num_queries`` sentences).
+  Mean over queries x dims, weighted by ``prototype_weight`` (logged unweighted).
 - ``spg_kl``: KL(real || generated) between the SPB affinity distributions
   (softmax of dot products with the prototypes) of each real sentence and its
   matched generated one, mean over matched sentences (the code's ``kl_loss``).
@@ -79,15 +80,15 @@ Deliberate differences from the authors' code:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from scipy.optimize import linear_sum_assignment
+from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
@@ -226,12 +227,14 @@ class ImageDecoder(nn.Module):
         super().__init__()
         self.drop = nn.Dropout2d(dropout)
         chans = [2 * dim // 2**k for k in range(blocks + 1)]
-        self.blocks = nn.ModuleList(nn.Sequential(conv_bn_relu(a, b), conv_bn_relu(b, b)) for a, b in zip(chans, chans[1:]))
+        self.blocks = nn.ModuleList(nn.Sequential(conv_bn_relu(a, b), conv_bn_relu(b, b)) for a, b in itertools.pairwise(chans))
         self.head = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
 
     def forward(self, patches: torch.Tensor, context: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Reconstruction (B x C x 32h x 32w) from patches and contexts (B x hw x E, row-major)."""
-        as_map = lambda x: x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)  # noqa: E731
+        def as_map(x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
+
         z = torch.cat([self.drop(as_map(patches)), as_map(context)], dim=1)
         for block in self.blocks:
             z = block(F.interpolate(z, scale_factor=2, mode="nearest"))
@@ -426,7 +429,7 @@ class Prior(Method):
         """Stage 3's conditional cross-modality reconstruction terms (unweighted)."""
         terms = {"rec_image": reconstruction_loss(self.image_decoder(patches, patch_context, grid), images)}
         generated = self.generator(patches)
-        terms["spg"], query_sentence, sentence_query = spg_loss(generated, sents, present)
+        terms["spg"], _, sentence_query = spg_loss(generated, sents, present)
         # per real sentence: the generated sentence matched to it
         matched = gather_rows(generated, sentence_query)
         valid = (sentence_query >= 0).to(present.device)

@@ -135,6 +135,8 @@ def run_trial(
         method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
         method_config=to_dict(mcfg), task_config=to_dict(tcfg),
     )
+    if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
+        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")
     store = store or Store()
     if not force and (done := store.finished(trial)):
         return Outcome(done, reused=True, store_path=str(store.path))
@@ -158,17 +160,31 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
 
     task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
     pre = get_encoder(resolved, root, device=str(dev))
-    splits, _ = task_splits(tcfg, root)
     task_obj = resolved.task_cls(tcfg)
-    train = splits["train"]
-    ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
-    log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)", task, len(ids), len(train.ids), fraction, seed, manifest)
+    splits, _ = task_splits(tcfg, root, task_obj.splits)
+    train, ids, manifest = splits.get("train"), [], None
+    if train is not None:
+        ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
+        log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)",
+                 task, len(ids), len(train.ids), fraction, seed, manifest)
     encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
-    fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits["val"], splits["test"], seed, dev)
+    fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
+              load_method=lambda: load_method(resolved, pre))
     metrics = task_obj.fit_evaluate(fit)
     trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
     trial.metrics = metrics
     trial.seconds = round(time.monotonic() - started, 2)
     trial.pretrain_seconds = 0.0 if pre.reused else pre.meta.get("seconds")
     store.record(trial)
-    return Outcome(trial, reused=False, store_path=str(store.path), manifest=str(manifest))
+    return Outcome(trial, reused=False, store_path=str(store.path), manifest=manifest and str(manifest))
+
+
+def load_method(resolved: Resolved, pre):
+    """The whole pre-trained method (heads, text tower) from its ``model.pt``."""
+    import torch
+
+    from benchmark.pretrain import MODEL
+
+    model = resolved.method_cls(resolved.method_cfg)
+    model.load_state_dict(torch.load(pre.path.parent / MODEL, map_location="cpu", weights_only=True))
+    return model

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import UserError
+from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from methods.encoders import ResNetStages
 
 
@@ -70,6 +71,12 @@ class Method(nn.Module):
     text_fields: tuple[str, ...] = ()  # frozen-embedded corpus texts looked up by index
     views: int = 2
     pretrains: bool = True  # False: baselines whose encoder is ready at construction
+    image_stats = (IMAGENET_MEAN, IMAGENET_STD)  # input normalisation of pre-training (and zero-shot)
+
+    @classmethod
+    def has_joint_space(cls) -> bool:
+        """Whether the method embeds text (zero-shot and retrieval need it)."""
+        return cls.embed_texts is not Method.embed_texts
 
     @classmethod
     def fingerprint(cls, cfg: MethodConfig) -> str:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.data.transforms import HALF
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
@@ -65,6 +66,7 @@ def make_head(kind: str, in_dim: int, out_dim: int) -> nn.Sequential:
 @METHODS.register("convirt")
 class Convirt(DrawsTextUnits, Method):
     config_class = ConvirtConfig
+    image_stats = HALF  # its pre-training normalisation (mean/std 0.5)
     views = 1
 
     def __init__(self, cfg: ConvirtConfig) -> None:

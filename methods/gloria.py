@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.data.transforms import HALF
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
@@ -70,6 +71,7 @@ def clean_sentence(sentence: str) -> str:
 @METHODS.register("gloria")
 class Gloria(DrawsTextUnits, Method):
     config_class = GloriaConfig
+    image_stats = HALF  # its pre-training normalisation (mean/std 0.5)
     views = 1
 
     def __init__(self, cfg: GloriaConfig) -> None:

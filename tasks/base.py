@@ -58,6 +58,7 @@ class Fit:
     test: Any
     seed: int
     device: torch.device
+    load_method: Callable[[], Any] | None = None  # the whole pre-trained method (joint-space tasks)
 
     def train_subset(self):
         from benchmark.data.splits import select
@@ -67,9 +68,13 @@ class Fit:
 
 class Task:
     """A task kind. ``fit_evaluate`` trains the protocol's head on the fraction
-    subset of the training split, selects on ``val`` and returns test metrics."""
+    subset of the training split, selects on ``val`` and returns test metrics.
+    Zero-shot kinds train nothing (``splits = ("test",)``) and need the method's
+    joint image-text space (``needs_text_tower``)."""
 
     config_class: type[TaskConfig] = TaskConfig
+    splits: tuple[str, ...] = ("train", "val", "test")
+    needs_text_tower: bool = False
 
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
@@ -149,6 +154,20 @@ class FrozenFeatures:
             index = torch.as_tensor(idx, device=self.cached[0].device)
             return [t.index_select(0, index) for t in self.cached]
         return self._encode(idx)
+
+
+@torch.no_grad()
+def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size: int = 64) -> torch.Tensor:
+    """Image-text scores (N images x T texts) in the method's joint space, with
+    the method's own input normalisation; texts are embedded by ``similarity``."""
+    from benchmark.data.transforms import downstream_batch
+
+    model = fit.load_method().to(fit.device).eval()
+    rows = []
+    for idx in batches(len(split.ids), batch_size):
+        x = downstream_batch(split.images[idx], image_size, model.image_stats).to(fit.device)
+        rows.append(model.similarity(x, texts).float().cpu())
+    return torch.cat(rows)
 
 
 def load_encoder(encoder: nn.Module, state: dict) -> None:

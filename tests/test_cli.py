@@ -69,7 +69,8 @@ def test_list(capsys):
     "argv, message",
     [
         (["run", "--method", "imitat", "--task", "rsna_seg"], "unknown method 'imitat'; valid: imitate"),
-        (["run", "--method", "imitate", "--task", "rsna"], "unknown task 'rsna'; valid: rsna_seg"),
+        (["run", "--method", "imitate", "--task", "rsna"], "unknown task 'rsna'; valid: rsna_"),
+        (["run", "--method", "random", "--task", "rsna_zs"], "needs a method with a text tower"),
         (["run", *SMOKE, "--fraction", "0"], "fraction must be in (0, 1]"),
         (["run", *SMOKE, "--fraction", "1.5"], "fraction must be in (0, 1]"),
         (["run", *SMOKE, "--fraction", "ten"], "invalid float value: 'ten'"),

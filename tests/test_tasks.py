@@ -60,3 +60,49 @@ def test_linear_probe_reuses_cached_features(capsys, monkeypatch):
     assert sum(calls) == 36  # the other trials trained only linear heads
     out = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"metric": "auroc"' in out
+
+
+def test_precision_at_k_hand_computed():
+    from tasks.retrieval import precision_at_k
+
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.3, 0.7]])
+    query, items = np.array([0, 1]), np.array([0, 1, 1])
+    # query 0 ranks items 0 (hit), 1 (miss), 2 (miss); query 1 ranks 2 (hit), 1 (hit), 0 (miss)
+    assert precision_at_k(scores, query, items, 1) == 1.0
+    assert precision_at_k(scores, query, items, 2) == pytest.approx((0.5 + 1.0) / 2)
+    assert precision_at_k(scores, query, items, 10) == pytest.approx((1 / 3 + 2 / 3) / 2)  # k capped
+
+
+def test_prompts_and_max_pooling_over_prompts():
+    from tasks.zeroshot import class_prompts, max_over_prompts
+
+    spec = {"severity": ["", "mild"], "subtype": ["effusion"], "location": ["", "on the left"]}
+    assert class_prompts(spec, 10) == ["effusion", "effusion on the left", "mild effusion", "mild effusion on the left"]
+    assert len(class_prompts(spec, 3)) == 3 and class_prompts(spec, 3) == class_prompts(spec, 3)
+    scores = torch.tensor([[0.1, 0.7, 0.3, 0.2], [0.5, 0.1, 0.2, 0.4]])
+    pooled = max_over_prompts(scores, [0, 0, 1, 1], 2)  # the max, not the mean, of each class's prompts
+    assert torch.allclose(pooled, torch.tensor([[0.7, 0.3], [0.5, 0.4]]))
+
+
+@pytest.mark.parametrize("task, metric", [("chexpert5x200_zs", "accuracy"), ("chexpert5x200_ret", "p@1"), ("rsna_zs", "auroc")])
+def test_joint_space_tasks_end_to_end(task, metric, capsys):
+    import json
+
+    from benchmark.cli import main
+
+    assert main(["run", "--method", "imitate", "--task", task, "--profile", "smoke", "--set", "task.phantom_test=25", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["metric"] == metric and 0 <= out["value"] <= 1 and out["metrics"]["test_images"] == 25
+
+
+def test_fivex200_is_single_label_with_report_text():
+    from benchmark.data.phantom.anatomy import lesions_from_report
+    from benchmark.data.phantom.fivex200 import CLASSES, KIND_OF, phantom_5x200, single_label_reports
+
+    s = phantom_5x200("test", 25, 32)
+    assert np.bincount(s.labels).tolist() == [5] * 5 and len(set(s.ids)) == 25
+    pools = single_label_reports()
+    for c, reports in pools.items():
+        kinds = {l.kind for l in lesions_from_report(reports[0])} & set(KIND_OF.values())
+        assert kinds == {KIND_OF[CLASSES[c]]}
+    assert all(isinstance(t, str) and t for t in s.texts)

@@ -41,17 +41,28 @@ def pretrain_corpus(cfg, root: Path | None):
     return phantom_corpus(cfg.corpus_size, round(cfg.image_size * 8 / 7))
 
 
-PHANTOM_SETS = {"rsna": "phantom_rsna"}
+#: data set key -> "module:function" of its phantom stand-in, called as f(split, n, size)
+PHANTOM_SETS = {
+    "rsna": "datasets:phantom_rsna",
+    "chexpert5x200": "fivex200:phantom_5x200",
+    "mimic5x200": "fivex200:phantom_5x200",
+    "chexpert": "sets:phantom_chexpert",
+    "covidx": "sets:phantom_covidx",
+    "siim": "sets:phantom_siim",
+    "nih": "sets:phantom_nih",
+    "object_cxr": "sets:phantom_object_cxr",
+}
 
 
-def task_splits(cfg, root: Path | None) -> tuple[dict[str, object], str]:
-    """(train/val/test splits, data source name) for a task config."""
+def task_splits(cfg, root: Path | None, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[dict[str, object], str]:
+    """({split: data} for the splits a task uses, data source name) for a task config."""
     if root is not None:
         raise _real_unavailable(cfg.dataset, root)
-    from benchmark.data.phantom import datasets
+    import importlib
 
     if cfg.dataset not in PHANTOM_SETS:
         raise UserError(f"no phantom stand-in for data set {cfg.dataset!r} yet; available: {', '.join(PHANTOM_SETS)}")
-    make = getattr(datasets, PHANTOM_SETS[cfg.dataset])
+    module, function = PHANTOM_SETS[cfg.dataset].split(":")
+    make = getattr(importlib.import_module(f"benchmark.data.phantom.{module}"), function)
     sizes = {"train": cfg.phantom_train, "val": cfg.phantom_val, "test": cfg.phantom_test}
-    return {split: make(split, n, cfg.image_size) for split, n in sizes.items()}, PHANTOM
+    return {split: make(split, sizes[split], cfg.image_size) for split in splits}, PHANTOM

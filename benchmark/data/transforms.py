@@ -84,13 +84,20 @@ class CropJitterView:
         return _normalise(x, (0.5,) * 3, (0.5,) * 3)
 
 
-def downstream_batch(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """mgca-protocol evaluation input: uint8 (N x H x W) -> float (N x 3 x size x size),
-    mean 0.5 / std 0.5. Resizes only when the stored size differs."""
+HALF = ((0.5,) * 3, (0.5,) * 3)
+
+
+def downstream_batch(
+    images: np.ndarray | torch.Tensor, size: int, stats: tuple[tuple[float, ...], tuple[float, ...]] = HALF
+) -> torch.Tensor:
+    """Evaluation input: uint8 (N x H x W) -> float (N x 3 x size x size), normalised
+    with ``stats`` (the mgca protocol's mean/std 0.5 by default; zero-shot uses the
+    method's own pre-training statistics). Resizes only when the stored size differs."""
     x = torch.from_numpy(np.array(images, dtype=np.float32)).unsqueeze(1).div_(255)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in stats)
+    return ((x.expand(-1, 3, -1, -1) - mean) / std).contiguous()
 
 
 def resize_masks(masks: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:

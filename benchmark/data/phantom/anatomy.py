@@ -29,7 +29,11 @@ FOCAL_KINDS = ("opacity", "nodule", "effusion", "atelectasis", "pneumothorax", "
 GLOBAL_KINDS = ("cardiomegaly", "edema", "hyperinflation", "hypoinflation", "elevated_diaphragm")
 #: Radiopaque devices: frequent in the reports ("right IJ catheter", "pacemaker").
 DEVICE_KINDS = ("catheter", "pacemaker", "sternotomy")
-KINDS = FOCAL_KINDS + GLOBAL_KINDS + DEVICE_KINDS
+#: Kinds used only by the phantom downstream sets (never produced from report tags):
+#: COVID-19-like ground glass and foreign objects (Object-CXR).
+COVID_KINDS = ("covid",)
+FOREIGN_KINDS = ("coin", "button", "wire")
+KINDS = FOCAL_KINDS + GLOBAL_KINDS + DEVICE_KINDS + COVID_KINDS + FOREIGN_KINDS
 SIDES = ("right", "left", "bilateral", "center")
 ZONES = ("upper", "middle", "lower", "diffuse")
 

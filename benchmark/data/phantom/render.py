@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from benchmark.data.phantom.anatomy import MID_X, Anatomy, Lesion
+from benchmark.data.phantom.anatomy import FOREIGN_KINDS, MID_X, Anatomy, Lesion
 
 __all__ = ["Rendered", "render", "Lesion"]
 
@@ -57,6 +57,12 @@ class Rendered:
     mask: np.ndarray
     boxes: np.ndarray
     ctr: float
+    #: (size, size) uint8, 1 inside drawn pneumothorax air (the collapsed-lung region).
+    ptx_mask: np.ndarray | None = None
+    #: (size, size) uint8, 1 inside the lungs.
+    lungs: np.ndarray | None = None
+    #: float32 (k, 4) x, y, w, h of drawn foreign objects (coins, buttons, wires).
+    object_boxes: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------- primitives
@@ -415,6 +421,8 @@ def _lesions(sc: _Scene, A: np.ndarray, air: np.ndarray, lesions: list[Lesion], 
                 A[sl] += _F(0.7) * band * (air[sl] + _F(0.04) * sc.lung[side][sl])
             elif les.kind == "pneumothorax":
                 A += _F(0.22) * _pneumothorax(sc, les, side)[1]
+            elif les.kind == "covid":
+                _covid(sc, A, air, les, side, rng, tex)
             elif les.kind == "interstitial":
                 # Reticulation: the zero set of smooth noise is a network of thin lines.
                 net = np.clip(1 - np.abs(reticular) / _F(0.5), 0, 1) + _F(0.15)
@@ -423,6 +431,69 @@ def _lesions(sc: _Scene, A: np.ndarray, air: np.ndarray, lesions: list[Lesion], 
                     y1 = a.dome(side)
                 weight = _step((sc.y - _F(y0)) / _F(0.02)) * _step((_F(y1 + 0.05) - sc.y) / _F(0.02))
                 A += _F(0.2 + 0.25 * sev) * net * weight * air * sc.half[side]
+    return boxes
+
+
+def _covid(sc: _Scene, A: np.ndarray, air: np.ndarray, les: Lesion, side: str, rng: np.random.Generator,
+           tex: np.ndarray) -> None:
+    """COVID-19-like ground glass: faint, patchy, peripheral (subpleural) haze, lower zones first.
+
+    Unlike a consolidation it only partly replaces the air (vessels stay
+    visible through it), hugs the lateral chest wall and spreads over a tall
+    band; callers draw it on both sides.
+    """
+    a = sc.anat
+    zone = les.zone if les.zone in ("middle", "lower") else "lower"
+    y0, y1 = a.zone_rows(side, zone)
+    cy = float(rng.uniform(y0, y1))
+    lat, med = a.lung_extent(side, cy)
+    cx = lat + float(rng.uniform(0.08, 0.25)) * (med - lat)
+    sx = abs(med - lat) * float(rng.uniform(0.22, 0.32)) * (0.8 + 0.4 * les.severity)
+    sy = float(rng.uniform(0.09, 0.14)) * (0.8 + 0.4 * les.severity)
+    sl = sc.window(cx, cy, 2.5 * sx + 0.02, 2.5 * sy + 0.02)
+    dx, dy = (sc.x[sl] - _F(cx)) / _F(sx), (sc.y[sl] - _F(cy)) / _F(sy)
+    field = np.exp(_F(-0.5) * (dx * dx + dy * dy))
+    # Patchy: modulated by the lesion texture, with a second, lower-lying patch.
+    field *= _F(0.45) + _F(0.55) * (tex[sl] * _F(0.5) + _F(0.5))
+    A[sl] += _F(0.3 + 0.3 * les.severity) * field * air[sl]
+
+
+def _foreign(sc: _Scene, A: np.ndarray, lesions: list[Lesion], rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+    """Foreign objects (coins, buttons, wires): bright metal shapes, added to A; their pixel boxes."""
+    a = sc.anat
+    boxes: list[tuple[int, int, int, int]] = []
+    for les in lesions:
+        if les.kind not in FOREIGN_KINDS:
+            continue
+        side = les.side if les.side in ("right", "left") else str(rng.choice(["right", "left"]))
+        cx, cy = a.point_in(side, les.zone if les.zone != "diffuse" else "middle", rng, (0.05, 0.95))
+        if les.kind == "coin":
+            rad = 0.02 + 0.025 * les.severity
+            sl = sc.window(cx, cy, rad + 0.01)
+            dx, dy = sc.x[sl] - _F(cx), sc.y[sl] - _F(cy)
+            field = _step((_F(rad) - np.sqrt(dx * dx + dy * dy)) / sc.edge)
+            amp = 0.9
+        elif les.kind == "button":
+            rad = 0.01 + 0.01 * les.severity
+            sl = sc.window(cx, cy, rad + 0.01)
+            dx, dy = sc.x[sl] - _F(cx), sc.y[sl] - _F(cy)
+            d = np.sqrt(dx * dx + dy * dy)
+            field = _step((_F(rad) - d) / sc.edge)
+            for hx in (-0.3, 0.3):  # two thread holes
+                hd = np.sqrt((dx - _F(hx * rad)) ** 2 + dy * dy)
+                field *= 1 - _F(0.8) * _step((_F(0.22 * rad) - hd) / sc.edge)
+            amp = 0.6
+        else:  # wire: a curved bright line (ECG lead, clip wire)
+            length = 0.12 + 0.15 * les.severity
+            ang = float(rng.uniform(0, math.pi))
+            ex, ey = 0.5 * length * math.cos(ang), 0.5 * length * math.sin(ang)
+            bend = (cx + float(rng.normal(0, 0.04)), cy + float(rng.normal(0, 0.04)))
+            sl, field = _polyline(sc, _curve((cx - ex, cy - ey), bend, (cx + ex, cy + ey)), 0.003)
+            amp = 0.7
+        A[sl] += _F(amp) * field
+        box = _box_of(field, sl, 0.3)
+        if box is not None:
+            boxes.append(box)
     return boxes
 
 
@@ -533,6 +604,9 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
     boxes = _lesions(sc, A, air, lesions, r_les, _resize(tex["lesion"], size), reticular)
     if any(les.kind in ("catheter", "pacemaker", "sternotomy") for les in lesions):
         _devices(sc, A, lesions, r_les)
+    object_boxes: list[tuple[int, int, int, int]] = []
+    if any(les.kind in FOREIGN_KINDS for les in lesions):
+        object_boxes = _foreign(sc, A, lesions, r_les)
 
     # Smooth low-frequency exposure variation (heel effect, body habitus).
     A *= 1 + _F(0.07) * _resize(tex["low"], size)
@@ -549,4 +623,7 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
     for x0, y0, w, h in boxes:
         mask[y0:y0 + h, x0:x0 + w] = 1
     box_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
-    return Rendered(image=image, mask=mask, boxes=box_arr, ctr=float(anat.ctr))
+    return Rendered(image=image, mask=mask, boxes=box_arr, ctr=float(anat.ctr),
+                    ptx_mask=(ptx > 0.5).astype(np.uint8) if ptx is not None else np.zeros((size, size), np.uint8),
+                    lungs=(sc.lungs > 0.5).astype(np.uint8),
+                    object_boxes=np.asarray(object_boxes, np.float32).reshape(-1, 4))

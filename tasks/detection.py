@@ -1,0 +1,308 @@
+"""Detection, mgca protocol: a YOLOv3-style head on the frozen ResNet-50's layer2/3/4
+(strides 8/16/32), three anchors per scale (the COCO YOLOv3 anchors scaled by
+image_size/416), one class; YOLOv3 loss; decode, confidence threshold and NMS;
+mAP averaged over IoU 0.40:0.05:0.75; AdamW, early stopping on validation mAP,
+test with the best-validation head.
+
+Differences from MGCA's code, deliberate:
+
+- images without a ground-truth box, and detections on them, count in mAP.
+  MGCA's code skips every image with no truth or no detection, so false
+  positives on negatives never cost anything; ``count_negatives: false``
+  reproduces that (and the metrics then carry ``reference_skips_negatives: 1``).
+- each box is assigned to the single best-shape-IoU anchor of all nine, as in
+  the YOLOv3 paper. MGCA's ``YOLOLoss`` runs once per scale and so gives every
+  box its best anchor at each of the three scales.
+- a compact neck per scale (1x1 -> 3x3 conv-BN-LeakyReLU, then the 1x1
+  prediction conv) instead of MGCA's three six-conv embeddings with top-down
+  upsampling: the point is to probe the frozen features, and the head trains on
+  CPU-cached features.
+- the frozen encoder stays in eval mode and images are not augmented (resized
+  straight to image_size, as MGCA's detection transform does), so the frozen
+  features are computed once per split.
+- a detection's score is objectness x class probability (YOLOv3's); MGCA
+  thresholds and ranks by objectness alone. With one class the two differ only
+  by the (near 1) class probability.
+- the objectness bias starts at log(0.01/0.99) (a 1 % prior) so that the many
+  empty anchors do not swamp the first updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.data.transforms import downstream_batch
+from benchmark.errors import UserError
+from benchmark.registry import TASK_KINDS
+from methods.encoders import ResNetStages
+from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder
+from tasks.metrics import detection_map
+
+#: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
+COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
+STRIDES = (8, 16, 32)  # layer2, layer3, layer4
+IN_CHANNELS = (512, 1024, 2048)
+ANCHORS_PER_SCALE = 3
+OUTPUTS = 6  # tx, ty, tw, th, objectness, class (1 class)
+MAP_IOU_THRESHOLDS = tuple(round(0.40 + 0.05 * k, 2) for k in range(8))  # 0.40 ... 0.75
+
+
+@dataclass
+class DetectionConfig(TaskConfig):
+    weight_decay: float = 1e-6
+    conf_threshold: float = 0.5  # MGCA's conf_thres
+    nms_iou: float = 0.5  # MGCA's nms_thres
+    ignore_iou: float = 0.5  # non-best anchors of at least this shape IoU with a box: no objectness loss
+    max_detections: int = 100  # per image, after NMS (COCO's maxDets)
+    neck_channels: int = 256
+    count_negatives: bool = True  # false: MGCA's skipping of images with no truth or no detection
+
+    def validate(self) -> None:
+        super().validate()
+        if self.metric != "map":
+            raise UserError(f"detection metric must be map, got {self.metric!r}")
+        for key in ("conf_threshold", "nms_iou", "ignore_iou"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise UserError(f"{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.max_detections < 1 or self.neck_channels < 1:
+            raise UserError("max_detections and neck_channels must be >= 1")
+
+
+def scaled_anchors(image_size: int) -> torch.Tensor:
+    """The nine COCO anchors (9 x 2, pixels) scaled from 416 px to ``image_size``."""
+    return torch.tensor(COCO_ANCHORS, dtype=torch.float32) * (image_size / 416)
+
+
+def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """IoU of a (w, h) box with each anchor when both are centred at the same point."""
+    inter = torch.minimum(wh[0], anchors[:, 0]) * torch.minimum(wh[1], anchors[:, 1])
+    return inter / (wh[0] * wh[1] + anchors[:, 0] * anchors[:, 1] - inter)
+
+
+def assign_targets(
+    boxes: list[torch.Tensor], anchors: torch.Tensor, grids: list[tuple[int, int]],
+    strides: tuple[int, ...] = STRIDES, ignore_iou: float = 0.5,
+) -> list[dict[str, torch.Tensor]]:
+    """YOLOv3 targets for a batch. ``boxes[i]``: (k, 4) x, y, w, h in input pixels.
+
+    Each box goes to the single best shape-IoU anchor of all nine, at the cell
+    of that anchor's scale that contains the box centre, with targets
+    tx, ty = centre offset inside the cell (0..1) and tw, th = log(size / anchor).
+    Other anchors whose shape IoU with the box exceeds ``ignore_iou`` are left
+    out of the no-object loss at their own centre cell. Per scale returns
+    ``obj`` and ``noobj`` (N x 3 x H x W, bool) and ``box`` (N x 3 x H x W x 4).
+    """
+    n = len(boxes)
+    out = [
+        {
+            "obj": torch.zeros(n, ANCHORS_PER_SCALE, h, w, dtype=torch.bool),
+            "noobj": torch.ones(n, ANCHORS_PER_SCALE, h, w, dtype=torch.bool),
+            "box": torch.zeros(n, ANCHORS_PER_SCALE, h, w, 4),
+        }
+        for h, w in grids
+    ]
+
+    def cell(a: int, cx: float, cy: float) -> tuple[dict, int, int, int, float, float]:
+        scale = a // ANCHORS_PER_SCALE
+        h, w = grids[scale]
+        gx = min(max(cx / strides[scale], 0.0), w - 1e-6)
+        gy = min(max(cy / strides[scale], 0.0), h - 1e-6)
+        return out[scale], a % ANCHORS_PER_SCALE, int(gx), int(gy), gx - int(gx), gy - int(gy)
+
+    for i, image_boxes in enumerate(boxes):
+        for x, y, bw, bh in torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).tolist():
+            if bw <= 0 or bh <= 0:
+                continue
+            cx, cy = x + bw / 2, y + bh / 2
+            ious = shape_iou(torch.tensor([bw, bh]), anchors)
+            best = int(ious.argmax())
+            for a in torch.nonzero(ious > ignore_iou).flatten().tolist():
+                t, k, gi, gj, _, _ = cell(a, cx, cy)
+                t["noobj"][i, k, gj, gi] = False
+            t, k, gi, gj, ox, oy = cell(best, cx, cy)
+            t["obj"][i, k, gj, gi] = True
+            t["noobj"][i, k, gj, gi] = False
+            aw, ah = anchors[best].tolist()
+            t["box"][i, k, gj, gi] = torch.tensor([ox, oy, math.log(bw / aw), math.log(bh / ah)])
+    return out
+
+
+def _per_anchor(out: torch.Tensor) -> torch.Tensor:
+    """(N, 3 * 6, H, W) -> (N, 3, H, W, 6)."""
+    n, _, h, w = out.shape
+    return out.view(n, ANCHORS_PER_SCALE, OUTPUTS, h, w).permute(0, 1, 3, 4, 2)
+
+
+def yolo_loss(outputs: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """YOLOv3 loss summed over anchors and divided by the batch size: BCE on the
+    sigmoid xy offsets, MSE on log-space wh, BCE objectness (positives and
+    non-ignored negatives), BCE class (positives)."""
+    total = outputs[0].new_zeros(())
+    for out, t in zip(outputs, targets):
+        p = _per_anchor(out)
+        obj, noobj, box = t["obj"].to(p.device), t["noobj"].to(p.device), t["box"].to(p.device)
+        pos = p[obj]
+        target = box[obj]
+        total = total + F.binary_cross_entropy_with_logits(pos[:, :2], target[:, :2], reduction="sum")
+        total = total + F.mse_loss(pos[:, 2:4], target[:, 2:4], reduction="sum")
+        total = total + F.binary_cross_entropy_with_logits(pos[:, 4], torch.ones_like(pos[:, 4]), reduction="sum")
+        total = total + F.binary_cross_entropy_with_logits(pos[:, 5], torch.ones_like(pos[:, 5]), reduction="sum")
+        neg = p[..., 4][noobj]
+        total = total + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")
+    return total / outputs[0].shape[0]
+
+
+def decode(outputs: list[torch.Tensor], anchors: torch.Tensor, strides: tuple[int, ...] = STRIDES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw head outputs -> boxes (N x M x 4, x1 y1 x2 y2 pixels) and scores
+    (N x M, objectness x class probability) over all anchors of all scales."""
+    all_boxes, all_scores = [], []
+    for scale, out in enumerate(outputs):
+        p = _per_anchor(out)
+        _, _, h, w, _ = p.shape
+        gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
+        a = anchors[scale * ANCHORS_PER_SCALE : (scale + 1) * ANCHORS_PER_SCALE].to(p.device).view(1, ANCHORS_PER_SCALE, 1, 1, 2)
+        cx = (torch.sigmoid(p[..., 0]) + gx) * strides[scale]
+        cy = (torch.sigmoid(p[..., 1]) + gy) * strides[scale]
+        wh = torch.exp(p[..., 2:4].clamp(max=6.0)) * a  # clamp: no overflow from an untrained head
+        boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], -1)
+        all_boxes.append(boxes.flatten(1, 3))
+        all_scores.append((torch.sigmoid(p[..., 4]) * torch.sigmoid(p[..., 5])).flatten(1))
+    return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)
+
+
+def postprocess(
+    boxes: torch.Tensor, scores: torch.Tensor, conf_threshold: float, nms_iou: float,
+    image_size: int, max_detections: int = 100,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image: scores >= threshold, boxes clipped to the image, NMS, the top
+    ``max_detections``. Returns (boxes k x 4, scores k) per image."""
+    from torchvision.ops import nms
+
+    result = []
+    for b, s in zip(boxes, scores):
+        keep = s >= conf_threshold
+        b, s = b[keep].clamp(0, image_size), s[keep]
+        kept = nms(b, s, nms_iou)[:max_detections]
+        result.append((b[kept], s[kept]))
+    return result
+
+
+class YoloHead(nn.Module):
+    """One compact neck + prediction conv per scale (layer2, layer3, layer4)."""
+
+    def __init__(self, channels: int = 256) -> None:
+        super().__init__()
+
+        def cbl(i: int, o: int, k: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, k, padding=k // 2, bias=False), nn.BatchNorm2d(o), nn.LeakyReLU(0.1)]
+
+        self.scales = nn.ModuleList()
+        for c in IN_CHANNELS:
+            pred = nn.Conv2d(channels, ANCHORS_PER_SCALE * OUTPUTS, 1)
+            with torch.no_grad():
+                pred.bias.view(ANCHORS_PER_SCALE, OUTPUTS)[:, 4] = math.log(0.01 / 0.99)
+            self.scales.append(nn.Sequential(*cbl(c, channels, 1), *cbl(channels, channels, 3), pred))
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [m(f) for m, f in zip(self.scales, feats)]
+
+
+class DetectionStages(nn.Module):
+    """The frozen backbone's layer2/3/4 maps only: layer1 would triple the cache."""
+
+    def __init__(self, state: dict) -> None:
+        super().__init__()
+        self.backbone = ResNetStages()
+        load_encoder(self.backbone, state)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)[1:]
+
+
+def pixel_boxes(split, image_size: int) -> list[torch.Tensor]:
+    """Each image's x, y, w, h boxes rescaled from the stored image to the input size."""
+    h, w = split.images.shape[-2:]
+    scale = torch.tensor([image_size / w, image_size / h, image_size / w, image_size / h])
+    return [torch.as_tensor(np.asarray(b, np.float32)).reshape(-1, 4) * scale for b in split.boxes]
+
+
+def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
+
+
+@TASK_KINDS.register("detection")
+class Detection(Task):
+    config_class = DetectionConfig
+
+    def strata(self, split) -> np.ndarray:
+        return np.asarray(split.labels)
+
+    def fit_evaluate(self, fit: Fit) -> dict[str, float]:
+        c, seed, device = self.cfg, fit.seed, fit.device
+        train, val, test = fit.train_subset(), fit.val, fit.test
+        torch.manual_seed(seed)
+        encoder = DetectionStages(fit.encoder_state).to(device, memory_format=torch.channels_last).eval()
+        encoder.requires_grad_(False)
+        head = YoloHead(c.neck_channels).to(device)
+        anchors = scaled_anchors(c.image_size)
+        splits = {"train": train, "val": val, "test": test}
+
+        def features(split) -> FrozenFeatures:
+            inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)  # noqa: E731
+            return FrozenFeatures(encoder, inputs, len(split.ids), device, c.batch_size)
+
+        feats = {name: features(s) for name, s in splits.items()}
+        boxes = {name: pixel_boxes(s, c.image_size) for name, s in splits.items()}
+        grids = [tuple(t.shape[-2:]) for t in feats["train"](np.arange(1))]
+
+        def evaluate(name: str, thresholds: tuple[float, ...] = MAP_IOU_THRESHOLDS) -> float:
+            pred_boxes, pred_scores = [], []
+            with torch.no_grad():
+                for idx in batches(len(splits[name].ids), c.batch_size):
+                    raw = decode(head(feats[name](idx)), anchors)
+                    for b, s in postprocess(*raw, c.conf_threshold, c.nms_iou, c.image_size, c.max_detections):
+                        pred_boxes.append(b.cpu().numpy())
+                        pred_scores.append(s.cpu().numpy())
+            truths = [xywh_to_xyxy(b).numpy() for b in boxes[name]]
+            return detection_map(pred_boxes, pred_scores, truths, thresholds, c.count_negatives)
+
+        opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay)
+        best, best_state, stale, epochs_run = -math.inf, None, 0, 0
+        for epoch in range(c.epochs):
+            head.train()
+            for idx in batches(len(train.ids), c.batch_size, seed, epoch):
+                idx = np.sort(idx)  # FrozenFeatures reads the rows in sorted order
+                targets = assign_targets([boxes["train"][i] for i in idx], anchors, grids, STRIDES, c.ignore_iou)
+                loss = yolo_loss(head(feats["train"](idx)), targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            epochs_run = epoch + 1
+            head.eval()
+            score = evaluate("val")
+            score = score if math.isfinite(score) else -math.inf  # a val split without boxes cannot select
+            if best_state is None or score > best:
+                best, best_state, stale = score, copy.deepcopy(head.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= c.patience:
+                    break
+        head.load_state_dict(best_state)
+        head.eval()
+        metrics = {
+            "map": evaluate("test"),
+            "map_50": evaluate("test", (0.5,)),
+            "val_map": best if math.isfinite(best) else math.nan,
+            "epochs": epochs_run,
+            "train_images": len(train.ids),
+        }
+        if not c.count_negatives:
+            metrics["reference_skips_negatives"] = 1
+        return metrics

@@ -49,6 +49,10 @@ def build_parser() -> Parser:
     pre.add_argument("--max-steps", type=int, help="stop after N optimiser steps (smoke runs)")
     pre.add_argument("--force", action="store_true", help="re-train even if the encoder is cached")
 
+    data = sub.add_parser("data", help="data sets: the phantom stand-ins")
+    data.add_argument("what", choices=["phantom"])
+    data.add_argument("--preview", metavar="FILE", required=True, help="write a labelled grid of samples (.png or .pdf)")
+
     lst = sub.add_parser("list", help="what is registered")
     lst.add_argument("what", choices=["methods", "tasks"])
     return parser

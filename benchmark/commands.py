@@ -74,6 +74,13 @@ def pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def data(args: argparse.Namespace) -> int:
+    from benchmark.data.phantom.preview import write_preview
+
+    print(f"wrote {write_preview(args.preview)}")
+    return 0
+
+
 def list(args: argparse.Namespace) -> int:  # noqa: A001  (the command's name)
     if args.what == "methods":
         import methods  # noqa: F401

@@ -125,3 +125,11 @@ def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
     state = torch.load(resumed.path)
     for key, value in straight.items():
         assert torch.allclose(value.float(), state[key].float(), atol=1e-5), key
+
+
+def test_phantom_preview(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["data", "phantom", "--preview", str(out)]) == 0
+    assert out.stat().st_size > 50_000 and out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["data", "phantom", "--preview", str(tmp_path / "grid.txt")]) == 2
+    assert "must end in .png" in capsys.readouterr().err

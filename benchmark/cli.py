@@ -43,18 +43,22 @@ def build_parser() -> Parser:
     run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
     run.add_argument("--seed", type=int, default=42, help="seed of the fraction subset and the head (default 42)")
     run.add_argument("--force", action="store_true", help="re-run even if the store has this trial finished")
+    run.set_defaults(handler="run")
 
     pre = sub.add_parser("pretrain", help="pre-train a method and cache its encoder")
     _trial_args(pre)
     pre.add_argument("--max-steps", type=int, help="stop after N optimiser steps (smoke runs)")
     pre.add_argument("--force", action="store_true", help="re-train even if the encoder is cached")
+    pre.set_defaults(handler="pretrain")
 
     data = sub.add_parser("data", help="data sets: the phantom stand-ins")
     data.add_argument("what", choices=["phantom"])
     data.add_argument("--preview", metavar="FILE", required=True, help="write a labelled grid of samples (.png or .pdf)")
+    data.set_defaults(handler="data")
 
     lst = sub.add_parser("list", help="what is registered")
     lst.add_argument("what", choices=["methods", "tasks"])
+    lst.set_defaults(handler="list_registered")
     return parser
 
 
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()
         from benchmark import commands
 
-        return getattr(commands, args.command)(args)
+        return getattr(commands, args.handler)(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

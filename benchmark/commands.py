@@ -81,7 +81,7 @@ def data(args: argparse.Namespace) -> int:
     return 0
 
 
-def list(args: argparse.Namespace) -> int:  # noqa: A001  (the command's name)
+def list_registered(args: argparse.Namespace) -> int:
     if args.what == "methods":
         import methods  # noqa: F401
         from benchmark.registry import METHODS
@@ -95,5 +95,5 @@ def list(args: argparse.Namespace) -> int:  # noqa: A001  (the command's name)
         cfg = named_yaml("tasks", name)
         rows.append((name, cfg.get("kind", "?"), cfg.get("dataset", "?"), cfg.get("metric", "?"), cfg.get("description", "")))
     for row in rows:
-        print(f"{row[0]:20s} {row[1]:15s} {row[2]:10s} {row[3]:8s} {row[4]}")
+        print(f"{row[0]:18s} {row[1]:15s} {row[2]:14s} {row[3]:9s} {row[4]}")
     return 0

@@ -90,12 +90,16 @@ class Task:
 def train_head(
     head: nn.Module, cfg: TaskConfig, seed: int, n_train: int, n_val: int,
     batch_loss: Callable[[str, np.ndarray], torch.Tensor],
+    val_score: Callable[[], float] | None = None,
 ) -> tuple[float, int]:
     """The frozen protocols' head training: AdamW, shuffled batches per (seed,
-    epoch), early stopping on the mean validation loss (head in eval mode), and
-    the best-validation weights restored. ``batch_loss(split, idx)`` is the mean
-    loss of the rows ``idx`` of ``split``. Returns (best val loss, epochs run)."""
+    epoch), early stopping on validation (head in eval mode), and the
+    best-validation weights restored. ``batch_loss(split, idx)`` is the mean loss
+    of the rows ``idx`` of ``split``. Selection is on the mean validation loss,
+    or on ``val_score()`` (higher is better; NaN never wins) when given.
+    Returns (best validation loss or score, epochs run)."""
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sign = -1.0 if val_score is not None else 1.0  # minimise loss, or -score
     best, best_state, stale, epochs_run = math.inf, copy.deepcopy(head.state_dict()), 0, 0
     for epoch in range(cfg.epochs):
         head.train()
@@ -107,8 +111,12 @@ def train_head(
         epochs_run = epoch + 1
         head.eval()
         with torch.no_grad():
-            val = sum(float(batch_loss("val", idx)) * len(idx) for idx in batches(n_val, cfg.batch_size)) / n_val
-        if val < best:
+            if val_score is None:
+                val = sum(float(batch_loss("val", idx)) * len(idx) for idx in batches(n_val, cfg.batch_size)) / n_val
+            else:
+                val = val_score()
+        val = sign * val if math.isfinite(val) else math.inf
+        if val < best or epochs_run == 1:
             best, best_state, stale = val, copy.deepcopy(head.state_dict()), 0
         else:
             stale += 1
@@ -116,7 +124,7 @@ def train_head(
                 break
     head.load_state_dict(best_state)
     head.eval()
-    return best, epochs_run
+    return sign * best, epochs_run
 
 
 def batches(n: int, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[np.ndarray]:

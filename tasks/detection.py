@@ -29,7 +29,6 @@ Differences from MGCA's code, deliberate:
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from methods.encoders import ResNetStages
-from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder
+from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder, train_head
 from tasks.metrics import detection_map
 
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
@@ -273,29 +272,13 @@ class Detection(Task):
             truths = [xywh_to_xyxy(b).numpy() for b in boxes[name]]
             return detection_map(pred_boxes, pred_scores, truths, thresholds, c.count_negatives)
 
-        opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=c.lr, weight_decay=c.weight_decay)
-        best, best_state, stale, epochs_run = -math.inf, None, 0, 0
-        for epoch in range(c.epochs):
-            head.train()
-            for idx in batches(len(train.ids), c.batch_size, seed, epoch):
-                idx = np.sort(idx)  # FrozenFeatures reads the rows in sorted order
-                targets = assign_targets([boxes["train"][i] for i in idx], anchors, grids, STRIDES, c.ignore_iou)
-                loss = yolo_loss(head(feats["train"](idx)), targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            epochs_run = epoch + 1
-            head.eval()
-            score = evaluate("val")
-            score = score if math.isfinite(score) else -math.inf  # a val split without boxes cannot select
-            if best_state is None or score > best:
-                best, best_state, stale = score, copy.deepcopy(head.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= c.patience:
-                    break
-        head.load_state_dict(best_state)
-        head.eval()
+        def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
+            idx = np.sort(idx)  # FrozenFeatures reads the rows in sorted order
+            targets = assign_targets([boxes[name][i] for i in idx], anchors, grids, STRIDES, c.ignore_iou)
+            return yolo_loss(head(feats[name](idx)), targets)
+
+        # early stopping on validation mAP (a val split without boxes cannot select: NaN never wins)
+        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, lambda: evaluate("val"))
         metrics = {
             "map": evaluate("test"),
             "map_50": evaluate("test", (0.5,)),

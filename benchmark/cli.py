@@ -42,6 +42,7 @@ def build_parser() -> Parser:
     run.add_argument("--task", required=True, help="a named task (see `list tasks`)")
     run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
     run.add_argument("--seed", type=int, default=42, help="seed of the fraction subset and the head (default 42)")
+    run.add_argument("--protocol", help="mgca (frozen encoder, the default) or finetune (BenchX-style, encoder trained)")
     run.add_argument("--force", action="store_true", help="re-run even if the store has this trial finished")
     run.set_defaults(handler="run")
 

@@ -25,8 +25,11 @@ def _sets(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_trial
 
+    sets = _sets(args)
+    if args.protocol is not None:
+        sets.append(("task.protocol", args.protocol))
     out = run_trial(
-        args.method, args.task, args.fraction, args.seed, args.profile, _sets(args),
+        args.method, args.task, args.fraction, args.seed, args.profile, sets,
         args.data_root, args.device, args.force,
     )
     t = out.trial

@@ -26,7 +26,7 @@ class TaskConfig:
     dataset: str = ""  # data set key: which loader serves it, real or phantom
     description: str = ""
     metric: str = ""  # primary metric
-    protocol: Literal["mgca"] = "mgca"
+    protocol: Literal["mgca", "finetune"] = "mgca"  # finetune: BenchX-style, the encoder trains too
     image_size: int = 224
     batch_size: int = 16
     lr: float = 5e-4
@@ -37,11 +37,16 @@ class TaskConfig:
     phantom_val: int = 200
     phantom_test: int = 200
     real: dict = field(default_factory=dict)  # the real data set's definition (files, split)
+    encoder_lr_ratio: float = 0.1  # finetune: encoder lr = lr x ratio
+    warmup_epochs: float = 1.0  # finetune: linear warm-up, then cosine to 0 (stepped per batch)
+    grad_clip: float = 1.0  # finetune: gradient-norm clip
 
     def validate(self) -> None:
         for key in ("image_size", "batch_size", "epochs", "patience", "phantom_train", "phantom_val", "phantom_test"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.encoder_lr_ratio <= 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
+            raise UserError("encoder_lr_ratio must be > 0, warmup_epochs and grad_clip >= 0")
         if self.image_size % 32:
             raise UserError(f"image_size must be a multiple of 32 (ResNet stride), got {self.image_size}")
 
@@ -91,25 +96,41 @@ def train_head(
     head: nn.Module, cfg: TaskConfig, seed: int, n_train: int, n_val: int,
     batch_loss: Callable[[str, np.ndarray], torch.Tensor],
     val_score: Callable[[], float] | None = None,
+    encoder: nn.Module | None = None,
 ) -> tuple[float, int]:
-    """The frozen protocols' head training: AdamW, shuffled batches per (seed,
-    epoch), early stopping on validation (head in eval mode), and the
+    """Head training for both protocols: AdamW, shuffled batches per (seed,
+    epoch), early stopping on validation (models in eval mode), and the
     best-validation weights restored. ``batch_loss(split, idx)`` is the mean loss
     of the rows ``idx`` of ``split``. Selection is on the mean validation loss,
     or on ``val_score()`` (higher is better; NaN never wins) when given.
-    Returns (best validation loss or score, epochs run)."""
-    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    With ``encoder`` (the finetune protocol) the encoder trains too, at
+    ``lr * encoder_lr_ratio``, with linear warm-up + cosine stepped per batch and
+    gradient clipping, as BenchX does. Returns (best validation loss or score, epochs run)."""
+    trained = nn.ModuleList([head] + ([encoder] if encoder is not None else []))
+    groups = [{"params": [p for p in head.parameters() if p.requires_grad], "lr": cfg.lr}]
+    if encoder is not None:
+        groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.lr * cfg.encoder_lr_ratio})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = None
+    if encoder is not None:
+        per_epoch = -(-n_train // cfg.batch_size)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(round(cfg.warmup_epochs * per_epoch), cfg.epochs * per_epoch))
     sign = -1.0 if val_score is not None else 1.0  # minimise loss, or -score
-    best, best_state, stale, epochs_run = math.inf, copy.deepcopy(head.state_dict()), 0, 0
+    best, best_state, stale, epochs_run = math.inf, copy.deepcopy(trained.state_dict()), 0, 0
     for epoch in range(cfg.epochs):
-        head.train()
+        trained.train()
         for idx in batches(n_train, cfg.batch_size, seed, epoch):
             loss = batch_loss("train", idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if sched is not None and cfg.grad_clip:
+                nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
             opt.step()
+            if sched is not None:
+                sched.step()
         epochs_run = epoch + 1
-        head.eval()
+        trained.eval()
         with torch.no_grad():
             if val_score is None:
                 val = sum(float(batch_loss("val", idx)) * len(idx) for idx in batches(n_val, cfg.batch_size)) / n_val
@@ -117,14 +138,26 @@ def train_head(
                 val = val_score()
         val = sign * val if math.isfinite(val) else math.inf
         if val < best or epochs_run == 1:
-            best, best_state, stale = val, copy.deepcopy(head.state_dict()), 0
+            best, best_state, stale = val, copy.deepcopy(trained.state_dict()), 0
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
-    head.load_state_dict(best_state)
-    head.eval()
+    trained.load_state_dict(best_state)
+    trained.eval()
     return sign * best, epochs_run
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """lr factor per step: linear warm-up over ``warmup`` steps, then cosine to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
 
 
 def batches(n: int, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[np.ndarray]:
@@ -162,6 +195,32 @@ class FrozenFeatures:
             index = torch.as_tensor(idx, device=self.cached[0].device)
             return [t.index_select(0, index) for t in self.cached]
         return self._encode(idx)
+
+
+class LiveFeatures:
+    """The finetune protocol's encoder outputs: computed on every batch, with
+    gradients, in whatever mode the trainer has set."""
+
+    def __init__(self, encoder: nn.Module, inputs, device: torch.device) -> None:
+        self.encoder, self.inputs, self.device = encoder, inputs, device
+
+    def __call__(self, idx: np.ndarray) -> list[torch.Tensor]:
+        return self.encoder(self.inputs(idx).to(self.device, memory_format=torch.channels_last))
+
+
+def encoder_features(encoder: nn.Module, inputs, n: int, cfg: TaskConfig, device: torch.device):
+    """Frozen features (computed once) for mgca, live ones for finetune."""
+    if cfg.protocol == "finetune":
+        return LiveFeatures(encoder, inputs, device)
+    return FrozenFeatures(encoder, inputs, n, device, cfg.batch_size)
+
+
+def prepare_encoder(encoder: nn.Module, cfg: TaskConfig) -> nn.Module | None:
+    """Freeze for mgca (returns None); leave trainable for finetune (returns it for train_head)."""
+    if cfg.protocol == "finetune":
+        return encoder.requires_grad_(True)
+    encoder.eval().requires_grad_(False)
+    return None
 
 
 @torch.no_grad()

@@ -10,6 +10,12 @@ heads. That needs deterministic inputs: unlike MGCA's code, training images
 are not randomly cropped (centre handling for every split).
 MGCA upsamples its 224-px inputs to 299 inside the encoder; ``upsample_ratio``
 (299/224 in the task YAML) keeps that quirk where it is wanted.
+
+finetune protocol (BenchX-style, ``--protocol finetune``): the encoder trains
+too at ``encoder_lr_ratio`` x the learning rate, linear warm-up + cosine,
+gradient clip 1.0, binary tasks as a 2-way softmax, selection on the
+validation metric (AUROC or accuracy) instead of the validation loss. Not
+copied from BenchX: its AMP and its own augmentations.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
-from methods.encoders import ResNetStages
-from tasks.base import Fit, Task, TaskConfig, batches, load_encoder, train_head
+from methods.encoders import STAGE_CHANNELS, ResNetStages
+from tasks.base import Fit, LiveFeatures, Task, TaskConfig, batches, load_encoder, prepare_encoder, train_head
 from tasks.metrics import accuracy, auroc
 
 
@@ -84,8 +90,15 @@ class Classification(Task):
     config_class = ClassificationConfig
 
     @property
+    def softmax(self) -> bool:
+        """CE over classes: multi-class, and binary under finetune (BenchX's 2-way softmax)."""
+        return self.cfg.label_type == "multiclass" or (self.cfg.label_type == "binary" and self.cfg.protocol == "finetune")
+
+    @property
     def outputs(self) -> int:
-        return 1 if self.cfg.label_type == "binary" else len(self.cfg.classes)
+        if self.cfg.label_type == "binary":
+            return 2 if self.softmax else 1
+        return len(self.cfg.classes)
 
     def strata(self, split) -> np.ndarray | None:
         labels = np.asarray(split.labels)
@@ -93,44 +106,71 @@ class Classification(Task):
 
     def targets(self, split) -> torch.Tensor:
         labels = torch.as_tensor(np.asarray(split.labels))
-        if self.cfg.label_type == "multiclass":
+        if self.softmax:
             return labels.long()
         return labels.float().reshape(len(split.ids), self.outputs)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.cfg.label_type == "multiclass":
+        if self.softmax:
             return F.cross_entropy(logits, target)
         return F.binary_cross_entropy_with_logits(logits, target)
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        truth, kind = target.cpu().numpy(), self.cfg.label_type
+        if kind == "multiclass":
+            probs = torch.softmax(logits, 1).numpy()
+            return {"accuracy": accuracy(truth, probs.argmax(1)), "auroc": auroc(np.eye(self.outputs)[truth], probs)}
+        if kind == "binary":
+            score = torch.softmax(logits, 1)[:, 1] if self.softmax else torch.sigmoid(logits)[:, 0]
+            return {"auroc": auroc(truth if self.softmax else truth[:, 0], score.numpy())}
+        return {"auroc": auroc(truth, torch.sigmoid(logits).numpy())}
 
     def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         c = self.cfg
         encoder = PooledEncoder(fit.encoder_state, c.upsample_ratio).to(fit.device, memory_format=torch.channels_last)
-        encoder.eval()
-        rows = {x: i for i, x in enumerate(fit.train.ids)}
-        train_rows = torch.as_tensor([rows[x] for x in fit.train_ids])
-        feats = {
-            "train": cached_features(encoder, fit.train, fit, c)[train_rows],
-            "val": cached_features(encoder, fit.val, fit, c),
-            "test": cached_features(encoder, fit.test, fit, c),
-        }
-        target = {"train": self.targets(fit.train)[train_rows], "val": self.targets(fit.val), "test": self.targets(fit.test)}
-        feats = {k: v.to(fit.device) for k, v in feats.items()}
-        target = {k: v.to(fit.device) for k, v in target.items()}
+        trained_encoder = prepare_encoder(encoder, c)
+        if trained_encoder is None:  # mgca: cached pooled features, the train rows picked from the whole split
+            rows = {x: i for i, x in enumerate(fit.train.ids)}
+            train_rows = torch.as_tensor(sorted(rows[x] for x in fit.train_ids))
+            cached = {
+                "train": cached_features(encoder, fit.train, fit, c)[train_rows],
+                "val": cached_features(encoder, fit.val, fit, c),
+                "test": cached_features(encoder, fit.test, fit, c),
+            }
+            cached = {k: v.to(fit.device) for k, v in cached.items()}
+            feats = {k: (lambda idx, v=v: v[torch.as_tensor(idx, device=v.device)]) for k, v in cached.items()}
+            splits = {"train": select_rows(fit.train, train_rows), "val": fit.val, "test": fit.test}
+        else:  # finetune: the encoder runs on every batch
+            splits = {"train": fit.train_subset(), "val": fit.val, "test": fit.test}
+            feats = {
+                k: LiveFeatures(encoder, lambda idx, s=s: downstream_batch(s.images[np.sort(idx)], c.image_size), fit.device)
+                for k, s in splits.items()
+            }
+        target = {k: self.targets(s).to(fit.device) for k, s in splits.items()}
         torch.manual_seed(fit.seed)
-        head = nn.Linear(feats["train"].shape[1], self.outputs).to(fit.device)
+        head = nn.Linear(STAGE_CHANNELS[-1], self.outputs).to(fit.device)
 
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
-            return self.loss(head(feats[name][idx]), target[name][idx])
+            idx = np.sort(idx)
+            return self.loss(head(feats[name](idx)), target[name][idx])
 
-        best, epochs = train_head(head, c, fit.seed, len(train_rows), len(fit.val.ids), batch_loss)
-        with torch.no_grad():
-            logits = head(feats["test"]).cpu()
-        truth = target["test"].cpu().numpy()
-        metrics = {"val_loss": best, "epochs": epochs, "train_images": len(train_rows)}
-        if c.label_type == "multiclass":
-            metrics["accuracy"] = accuracy(truth, logits.argmax(1).numpy())
-            metrics["auroc"] = auroc(np.eye(self.outputs)[truth], torch.softmax(logits, 1).numpy())
-        else:
-            scores = torch.sigmoid(logits).numpy()
-            metrics["auroc"] = auroc(truth[:, 0] if c.label_type == "binary" else truth, scores[:, 0] if c.label_type == "binary" else scores)
-        return metrics
+        def predict(name: str) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.cat([head(feats[name](idx)).float().cpu() for idx in batches(len(splits[name].ids), c.batch_size)])
+
+        # mgca selects on validation loss; finetune (BenchX) on the validation metric
+        val_score = (lambda: self.metrics(predict("val"), target["val"])[c.metric]) if trained_encoder is not None else None
+        best, epochs = train_head(
+            head, c, fit.seed, len(splits["train"].ids), len(fit.val.ids), batch_loss, val_score, encoder=trained_encoder
+        )
+        selected = "val_loss" if val_score is None else f"val_{c.metric}"
+        return {**self.metrics(predict("test"), target["test"]), selected: best, "epochs": epochs,
+                "train_images": len(splits["train"].ids)}
+
+
+def select_rows(split, rows: torch.Tensor):
+    """The subset of a split at ``rows`` (for its labels; its features are cached)."""
+    from benchmark.data.splits import select
+
+    ids = [split.ids[i] for i in rows.tolist()]
+    return select(split, ids)

@@ -41,7 +41,7 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from methods.encoders import ResNetStages
-from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder, train_head
+from tasks.base import Fit, Task, TaskConfig, batches, encoder_features, load_encoder, prepare_encoder, train_head
 from tasks.metrics import detection_map
 
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
@@ -247,19 +247,19 @@ class Detection(Task):
         c, seed, device = self.cfg, fit.seed, fit.device
         train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
-        encoder = DetectionStages(fit.encoder_state).to(device, memory_format=torch.channels_last).eval()
-        encoder.requires_grad_(False)
+        encoder = DetectionStages(fit.encoder_state).to(device, memory_format=torch.channels_last)
+        trained_encoder = prepare_encoder(encoder, c)
         head = YoloHead(c.neck_channels).to(device)
         anchors = scaled_anchors(c.image_size)
         splits = {"train": train, "val": val, "test": test}
 
-        def features(split) -> FrozenFeatures:
+        def features(split):
             inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)  # noqa: E731
-            return FrozenFeatures(encoder, inputs, len(split.ids), device, c.batch_size)
+            return encoder_features(encoder, inputs, len(split.ids), c, device)
 
         feats = {name: features(s) for name, s in splits.items()}
         boxes = {name: pixel_boxes(s, c.image_size) for name, s in splits.items()}
-        grids = [tuple(t.shape[-2:]) for t in feats["train"](np.arange(1))]
+        grids = [(c.image_size // s, c.image_size // s) for s in STRIDES]  # image_size is a multiple of 32
 
         def evaluate(name: str, thresholds: tuple[float, ...] = MAP_IOU_THRESHOLDS) -> float:
             pred_boxes, pred_scores = [], []
@@ -278,7 +278,9 @@ class Detection(Task):
             return yolo_loss(head(feats[name](idx)), targets)
 
         # early stopping on validation mAP (a val split without boxes cannot select: NaN never wins)
-        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, lambda: evaluate("val"))
+        best, epochs_run = train_head(
+            head, c, seed, len(train.ids), len(val.ids), batch_loss, lambda: evaluate("val"), encoder=trained_encoder
+        )
         metrics = {
             "map": evaluate("test"),
             "map_50": evaluate("test", (0.5,)),

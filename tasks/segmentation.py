@@ -1,4 +1,4 @@
-"""Segmentation, mgca protocol: a U-Net decoder (segmentation_models_pytorch) on the
+"""Segmentation. mgca protocol: a U-Net decoder (segmentation_models_pytorch) on the
 frozen ResNet-50, loss ``10 * focal(gamma 2) - log(soft Dice, smooth 1)``,
 per-image Dice at 0.5 (empty truth and empty prediction count 1), early stopping
 on validation loss, test with the best-validation decoder.
@@ -6,6 +6,10 @@ on validation loss, test with the best-validation decoder.
 Differences from MGCA's code, deliberate: the frozen encoder stays in eval mode
 (in Lightning's train mode its BatchNorm statistics drift although its weights
 are frozen); images are not augmented (so frozen features are computed once).
+
+finetune protocol (BenchX-style): the same U-Net, the encoder trained too at
+0.1 x the learning rate, warm-up + cosine, gradient clip 1.0. BenchX uses UperNet
+at 512 px; we keep the U-Net so the two protocols differ only in what trains.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import nn
 
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.registry import TASK_KINDS
-from tasks.base import Fit, FrozenFeatures, Task, TaskConfig, batches, load_encoder, train_head
+from tasks.base import Fit, Task, TaskConfig, batches, encoder_features, load_encoder, prepare_encoder, train_head
 from tasks.metrics import per_image_dice
 
 
@@ -69,13 +73,13 @@ class Segmentation(Task):
         torch.manual_seed(seed)
         model = smp.Unet("resnet50", encoder_weights=None, classes=1)
         load_encoder(model.encoder, fit.encoder_state)
-        model.encoder.eval().requires_grad_(False)
+        trained_encoder = prepare_encoder(model.encoder, c)
         model.to(device, memory_format=torch.channels_last)  # 1.5x faster decoder on CPU too
         head = nn.Sequential(model.decoder, model.segmentation_head)
 
         def features(split):
             inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)  # noqa: E731
-            return FrozenFeatures(model.encoder, inputs, len(split.ids), device, c.batch_size)
+            return encoder_features(model.encoder, inputs, len(split.ids), c, device)
 
         splits = {"train": train, "val": val, "test": test}
         feats = {name: features(s) for name, s in splits.items()}
@@ -87,7 +91,7 @@ class Segmentation(Task):
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
             return self._loss(predict(name, idx), masks[name][np.sort(idx)])
 
-        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss)
+        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, encoder=trained_encoder)
         dice = []
         with torch.no_grad():
             for idx in batches(len(test.ids), c.batch_size):

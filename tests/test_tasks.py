@@ -106,3 +106,47 @@ def test_fivex200_is_single_label_with_report_text():
         kinds = {l.kind for l in lesions_from_report(reports[0])} & set(KIND_OF.values())
         assert kinds == {KIND_OF[CLASSES[c]]}
     assert all(isinstance(t, str) and t for t in s.texts)
+
+
+def test_warmup_cosine_schedule():
+    from tasks.base import warmup_cosine
+
+    f = warmup_cosine(2, 6)
+    assert [round(f(s), 4) for s in range(7)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
+
+
+@pytest.mark.parametrize("task", ["rsna_cls", "rsna_seg", "rsna_det", "covidx_cls"])
+def test_finetune_protocol_trains_the_encoder(task, capsys, monkeypatch):
+    import json
+
+    from benchmark.cli import main
+    from tasks import base
+
+    seen = {}
+    real = base.train_head
+
+    def spy(head, cfg, *args, encoder=None, **kwargs):
+        before = {k: v.clone() for k, v in encoder.state_dict().items()} if encoder is not None else None
+        out = real(head, cfg, *args, encoder=encoder, **kwargs)
+        if encoder is not None:
+            after = encoder.state_dict()
+            seen["changed"] = any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+        seen["encoder"] = encoder is not None
+        return out
+
+    for module in ("tasks.classification", "tasks.segmentation", "tasks.detection"):
+        monkeypatch.setattr(f"{module}.train_head", spy)
+    assert main(["run", "--method", "random", "--task", task, "--profile", "smoke", "--protocol", "finetune", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["protocol"] == "finetune" and 0 <= out["value"] <= 1
+    assert seen == {"encoder": True, "changed": True}
+    assert main(["run", "--method", "random", "--task", task, "--profile", "smoke", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["protocol"] == "mgca"
+    assert seen["encoder"] is False  # mgca: frozen
+
+
+def test_unknown_protocol_is_a_user_error(capsys):
+    from benchmark.cli import main
+
+    assert main(["run", "--method", "random", "--task", "rsna_cls", "--protocol", "linear"]) == 2
+    assert "expected 'mgca' | 'finetune'" in capsys.readouterr().err

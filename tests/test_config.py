@@ -64,3 +64,14 @@ def test_route_sets_explicit_scope():
     routed = route_sets([("method.image_size", 32), ("task.image_size", 64), ("focal_weight", 1)],
                         {"method": ImitateConfig, "task": SegmentationConfig})
     assert routed == {"method": {"image_size": 32}, "task": {"image_size": 64, "focal_weight": 1}}
+
+
+@pytest.mark.parametrize("profile", ["cpu", "paper", "smoke"])
+def test_every_method_and_task_resolves_under_every_profile(profile):
+    from benchmark.config import available
+
+    for method in available("methods"):
+        sets = [("checkpoint_path", "weights.pth")] if method == "checkpoint" else []
+        for task in available("tasks"):
+            r = resolve(method, task, profile, sets)
+            assert r.task_cfg.name == task and r.task_cfg.kind

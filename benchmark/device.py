@@ -34,8 +34,10 @@ def autocast(device: torch.device):
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last everywhere: on CUDA for tensor cores, on CPU because oneDNN's
-    ResNet-50 convolutions run about 2x faster in it (measured: 22 vs 10.6 img/s
-    forward+backward at 64 px, batch 64, 2 cores)."""
+    ResNet-50 convolutions run about 2x faster in it (measured 2026-11-23 on the
+    2-core CI-class machine: a ResNetStages forward+backward+AdamW loop, batch 64
+    at 64 px, median of 4 steps, 22 vs 10.6 img/s; ``benchmark speed``, issue 7,
+    is to make this a command)."""
     return torch.channels_last
 
 

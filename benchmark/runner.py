@@ -108,7 +108,6 @@ class Outcome:
     trial: Trial
     reused: bool
     store_path: str
-    manifest: str | None = None
 
 
 def run_trial(
@@ -162,7 +161,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     pre = get_encoder(resolved, root, device=str(dev))
     task_obj = resolved.task_cls(tcfg)
     splits, _ = task_splits(tcfg, root, task_obj.splits)
-    train, ids, manifest = splits.get("train"), [], None
+    train, ids = splits.get("train"), []
     if train is not None:
         ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
         log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)",
@@ -176,7 +175,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     trial.seconds = round(time.monotonic() - started, 2)
     trial.pretrain_seconds = 0.0 if pre.reused else pre.meta.get("seconds")
     store.record(trial)
-    return Outcome(trial, reused=False, store_path=str(store.path), manifest=manifest and str(manifest))
+    return Outcome(trial, reused=False, store_path=str(store.path))
 
 
 def load_method(resolved: Resolved, pre):

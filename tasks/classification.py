@@ -139,7 +139,7 @@ class Classification(Task):
             }
             cached = {k: v.to(fit.device) for k, v in cached.items()}
             feats = {k: (lambda idx, v=v: v[torch.as_tensor(idx, device=v.device)]) for k, v in cached.items()}
-            splits = {"train": select_rows(fit.train, train_rows), "val": fit.val, "test": fit.test}
+            splits = {"train": fit.train_subset(), "val": fit.val, "test": fit.test}  # rows in train_rows order
         else:  # finetune: the encoder runs on every batch
             splits = {"train": fit.train_subset(), "val": fit.val, "test": fit.test}
             feats = {
@@ -167,10 +167,3 @@ class Classification(Task):
         return {**self.metrics(predict("test"), target["test"]), selected: best, "epochs": epochs,
                 "train_images": len(splits["train"].ids)}
 
-
-def select_rows(split, rows: torch.Tensor):
-    """The subset of a split at ``rows`` (for its labels; its features are cached)."""
-    from benchmark.data.splits import select
-
-    ids = [split.ids[i] for i in rows.tolist()]
-    return select(split, ids)

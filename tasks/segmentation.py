@@ -74,7 +74,7 @@ class Segmentation(Task):
         model = smp.Unet("resnet50", encoder_weights=None, classes=1)
         load_encoder(model.encoder, fit.encoder_state)
         trained_encoder = prepare_encoder(model.encoder, c)
-        model.to(device, memory_format=torch.channels_last)  # 1.5x faster decoder on CPU too
+        model.to(device, memory_format=torch.channels_last)  # decoder on 200 64-px images, 2 cores: 1.8 vs 2.7 s
         head = nn.Sequential(model.decoder, model.segmentation_head)
 
         def features(split):

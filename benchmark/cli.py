@@ -52,9 +52,17 @@ def build_parser() -> Parser:
     pre.add_argument("--force", action="store_true", help="re-train even if the encoder is cached")
     pre.set_defaults(handler="pretrain")
 
-    data = sub.add_parser("data", help="data sets: the phantom stand-ins")
-    data.add_argument("what", choices=["phantom"])
-    data.add_argument("--preview", metavar="FILE", required=True, help="write a labelled grid of samples (.png or .pdf)")
+    data = sub.add_parser("data", help="data sets: phantom preview; real data check, split manifests, MIMIC preparation")
+    data.add_argument("what", choices=["phantom", "check", "split", "prepare"],
+                      help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
+    data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
+                      "chexpert5x200, mimic5x200) or a task name; see docs/DATA.md")
+    data.add_argument("--preview", metavar="FILE", help="phantom: write a labelled grid of samples (.png or .pdf)")
+    data.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA)")
+    data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
+    data.add_argument("--out", metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")
+    data.add_argument("--size", type=int, default=256, help="prepare: stored image size in pixels (default 256)")
+    data.add_argument("--limit", type=int, default=0, help="prepare: cache only the first N train images (0: all)")
     data.set_defaults(handler="data")
 
     lst = sub.add_parser("list", help="what is registered")

@@ -78,9 +78,45 @@ def pretrain(args: argparse.Namespace) -> int:
 
 
 def data(args: argparse.Namespace) -> int:
-    from benchmark.data.phantom.preview import write_preview
+    if args.what == "phantom":
+        if not args.preview:
+            raise UserError("data phantom needs --preview FILE")
+        from benchmark.data.phantom.preview import write_preview
 
-    print(f"wrote {write_preview(args.preview)}")
+        print(f"wrote {write_preview(args.preview)}")
+        return 0
+    from benchmark.data.sources import data_root
+
+    if not args.name:
+        raise UserError(f"data {args.what} needs a data set name (see docs/DATA.md)")
+    root = data_root(args.data_root)
+    if root is None:
+        raise UserError(f"data {args.what} needs --data-root DIR (or BENCHMARK_DATA): the folder with the official downloads")
+    if args.what == "check":
+        from benchmark.data.real.check import run_check
+
+        report = run_check(args.name, root)
+        print("\n".join(report.lines))
+        return 0 if report.ok else 1
+    if args.what == "split":
+        from benchmark.data.real.manifests import write_manifests
+
+        out, summary = write_manifests(args.name, root, args.protocol, args.out)
+        for name, entry in summary["lists"].items():
+            print(f"{entry['file']:36s} {entry['count']:8d}  {entry['sha256'][:16]}")
+        print(f"wrote {len(summary['lists'])} lists and summary.json to {out}")
+        return 0
+    if args.name != "mimic":
+        raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
+    from benchmark.data.real.mimic import prepare
+
+    info = prepare(root, args.size, limit=args.limit)
+    print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "
+          f"({info['split_rows']} in train)")
+    print(f"image cache: {info['images']} images at {info['size']} px" + (f", {len(info['bad'])} unreadable left out"
+                                                                         if info["bad"] else ""))
+    for name, path in info["lists"].items():
+        print(f"{name} list: {path}")
     return 0
 
 

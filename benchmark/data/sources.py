@@ -25,17 +25,12 @@ def data_root(arg: str | None = None) -> Path | None:
     return root
 
 
-def _real_unavailable(what: str, root: Path) -> UserError:
-    return UserError(
-        f"real {what} data under {root} is not supported by this version yet; "
-        "unset --data-root/BENCHMARK_DATA to run on the phantom data"
-    )
-
-
 def pretrain_corpus(cfg, root: Path | None):
     """The image/report pairs a method pre-trains on."""
     if root is not None:
-        raise _real_unavailable("MIMIC-CXR", root)
+        from benchmark.data.real import real_corpus
+
+        return real_corpus(cfg, root)
     from benchmark.data.phantom.datasets import phantom_corpus
 
     return phantom_corpus(cfg.corpus_size, round(cfg.image_size * 8 / 7))
@@ -57,7 +52,10 @@ PHANTOM_SETS = {
 def task_splits(cfg, root: Path | None, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[dict[str, object], str]:
     """({split: data} for the splits a task uses, data source name) for a task config."""
     if root is not None:
-        raise _real_unavailable(cfg.dataset, root)
+        from benchmark.data.real import real_task_splits
+
+        data = real_task_splits(cfg, root, splits)
+        return data, next(iter(data.values())).source
     import importlib
 
     if cfg.dataset not in PHANTOM_SETS:

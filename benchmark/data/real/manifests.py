@@ -1,0 +1,102 @@
+"""Published split manifests: one text file of ids per split and per fraction subset.
+
+Why: papers differ by which images they trained and tested on; lists that
+anyone can diff settle it. ``write_manifests`` writes, for every split of a
+data set's recipe, ``<variant->train.txt`` etc., and for the train split
+the 1 % and 10 % subsets for seeds 42, 0 and 1 exactly as the runner draws
+them (``benchmark.data.splits.draw_subset`` on the same ids and strata), plus
+``summary.json`` with each list's file, count and SHA-256. Only label files
+are read, never images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
+from benchmark.data.splits import draw_subset
+from benchmark.errors import UserError
+from benchmark.paths import atomic_json, atomic_write, cache_dir
+
+FRACTIONS = (0.01, 0.1)
+SEEDS = (42, 0, 1)
+#: Data set names ``data split`` accepts -> the recipe variants it writes.
+VARIANTS = {
+    "rsna": (("rsna", "cls"), ("rsna", "det")),
+    "siim": (("siim", ""),),
+    "chexpert": (("chexpert", ""),),
+    "covidx": (("covidx", ""),),
+    "object_cxr": (("object_cxr", ""),),
+    "nih": (("nih", ""),),
+    "chexpert5x200": (("chexpert5x200", ""),),
+    "mimic5x200": (("mimic5x200", ""),),
+}
+
+
+def write_ids(path: Path, ids: Sequence[str]) -> Path:
+    atomic_write(path, lambda p: p.write_text("".join(f"{i}\n" for i in ids)))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dataset_name(name: str) -> str:
+    """A data set name, or a task name mapped to its data set."""
+    name = name.replace("-", "_")
+    if name in VARIANTS:
+        return name
+    from benchmark.config import available, named_yaml
+
+    if name in available("tasks"):
+        return named_yaml("tasks", name).get("dataset", name)
+    raise UserError(f"no split recipe for {name!r}; data sets: {', '.join(VARIANTS)} (or a task name)")
+
+
+def _table(dataset: str, variant: str, root: Path) -> SplitTable:
+    if dataset == "rsna":
+        return split_table("rsna", root, "detection" if variant == "det" else "classification")
+    return split_table(dataset, root)
+
+
+def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | None = None) -> tuple[Path, dict]:
+    """Write every list of ``name``'s recipe(s) under ``out``; returns (out, summary)."""
+    if protocol != "mgca":
+        raise UserError(f"unknown split protocol {protocol!r}; available: mgca")
+    dataset = dataset_name(name)
+    out = Path(out) if out is not None else cache_dir("manifests", protocol, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    lists: dict[str, dict] = {}
+    sources = set()
+    for key, variant in VARIANTS[dataset]:
+        st = _table(key, variant, root)
+        sources.add(st.source)
+        prefix = f"{variant}-" if variant else ""
+        for split in st.rows:
+            ids = st.ids(split)
+            lists[f"{prefix}{split}"] = _entry(write_ids(out / f"{prefix}{split}.txt", ids), len(ids))
+            if split != "train":
+                continue
+            strata = st.labels(split)
+            for fraction in FRACTIONS:
+                for seed in SEEDS:
+                    subset = draw_subset(ids, strata, fraction, seed)
+                    tag = f"{prefix}train-{fraction * 100:g}pct-seed{seed}"
+                    lists[tag] = _entry(write_ids(out / f"{tag}.txt", subset), len(subset))
+    summary = {"dataset": dataset, "protocol": protocol, "recipe": RECIPE_VERSION, "source": sorted(sources),
+               "stratified": "fraction subsets: benchmark.data.splits.draw_subset(train ids, labels, fraction, seed)",
+               "lists": lists}
+    atomic_json(out / "summary.json", summary)
+    return out, summary
+
+
+def _entry(path: Path, count: int) -> dict:
+    return {"file": path.name, "count": count, "sha256": sha256(path)}
+
+
+def read_summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))

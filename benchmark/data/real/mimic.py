@@ -1,0 +1,200 @@
+"""MIMIC-CXR-JPG 2.0.0: report sections, the pre-training table and its image cache.
+
+Why: every method pre-trains on (frontal image, FINDINGS, IMPRESSION) triples.
+``prepare`` reads the three official CSVs and each study's report text once and
+writes the table as a CSV under ``$BENCHMARK_HOME/real/mimic/`` (one row per
+frontal image: dicom_id, subject_id, study_id, ViewPosition, the official
+split, findings, impression), dropping rows whose report has neither section.
+A section is the text after its header line (``FINDINGS:``) up to the next
+upper-case header; when a report repeats a header, the last one wins (as
+MGCA's and IMITATE's preprocessing keep it). The studies of the MIMIC 5x200
+zero-shot set are left out of the pre-training rows, so zero-shot never scores
+images the encoder was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.data.real import labels as L
+from benchmark.data.real.layout import find_folder, label_files, mimic_report_dirs
+from benchmark.errors import UserError
+from benchmark.paths import atomic_write, cache_dir
+from benchmark.progress import Progress
+
+log = logging.getLogger(__name__)
+
+TITLE = "MIMIC-CXR-JPG 2.0.0"
+FRONTAL = ("PA", "AP")
+TABLE_VERSION = "mimic-table-1"
+_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z0-9 ,/&()'-]*?)[ \t]*:", re.MULTILINE)
+
+
+def sections(text: str) -> dict[str, str]:
+    """Upper-case section name -> its text (whitespace collapsed; the last of a repeated name)."""
+    out: dict[str, str] = {}
+    heads = list(_HEADER.finditer(text))
+    for k, m in enumerate(heads):
+        end = heads[k + 1].start() if k + 1 < len(heads) else len(text)
+        out[m.group(1).strip()] = " ".join(text[m.end():end].split())
+    return out
+
+
+def findings_impression(text: str) -> tuple[str, str]:
+    s = sections(text)
+    return s.get("FINDINGS", ""), s.get("IMPRESSION", "")
+
+
+def jpg_path(folder: Path, subject, study, dicom: str) -> Path:
+    subject = str(int(subject))
+    return folder / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{int(study)}" / f"{dicom}.jpg"
+
+
+def report_path(dirs: list[Path], subject, study) -> Path | None:
+    subject = str(int(subject))
+    for d in dirs:
+        p = d / f"p{subject[:2]}" / f"p{subject}" / f"s{int(study)}.txt"
+        if p.is_file():
+            return p
+    return None
+
+
+def tables(root: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """(folder, frontal images with their official split, study-level CheXpert labels)."""
+    folder, files = label_files(root, "mimic")
+    meta = L.read_csv(files["mimic-cxr-2.0.0-metadata.csv"], ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    L.check_rows(files["mimic-cxr-2.0.0-metadata.csv"], len(meta), "mimic-cxr-2.0.0-metadata.csv")
+    split = L.read_csv(files["mimic-cxr-2.0.0-split.csv"], ("dicom_id", "split"))
+    L.check_rows(files["mimic-cxr-2.0.0-split.csv"], len(split), "mimic-cxr-2.0.0-split.csv")
+    chex = L.read_csv(files["mimic-cxr-2.0.0-chexpert.csv"], ("subject_id", "study_id") + L.CHEXPERT_LABELS)
+    L.check_rows(files["mimic-cxr-2.0.0-chexpert.csv"], len(chex), "mimic-cxr-2.0.0-chexpert.csv")
+    meta = meta[meta["ViewPosition"].isin(FRONTAL)]
+    frontal = meta[["dicom_id", "subject_id", "study_id", "ViewPosition"]].merge(
+        split[["dicom_id", "split"]], on="dicom_id", how="left", validate="one_to_one")
+    if frontal["split"].isna().any():
+        first = frontal.loc[frontal["split"].isna(), "dicom_id"].iloc[0]
+        raise UserError(f"{files['mimic-cxr-2.0.0-split.csv']} has no split for image {first}: not the 2.0.0 files?")
+    return folder, frontal.reset_index(drop=True), chex
+
+
+def fivex200_rows(frontal: pd.DataFrame, chex: pd.DataFrame) -> pd.DataFrame:
+    """The MIMIC 5x200 set: the CheXpert 5x200 rule on frontal images joined with
+    mimic-cxr-2.0.0-chexpert.csv (NaN -> 0), ``sample(n=200, random_state=0)`` per class."""
+    from benchmark.data.real.mgca import five_by_200
+
+    labels = chex.copy()
+    labels[list(L.CHEXPERT_LABELS)] = labels[list(L.CHEXPERT_LABELS)].fillna(0)
+    df = frontal.merge(labels, on=["subject_id", "study_id"], how="inner")
+    return five_by_200(df, [c for c in L.CHEXPERT_LABELS if c != "No Finding"], "mimic-cxr-2.0.0-chexpert.csv")
+
+
+def mimic5x200(root: Path):
+    """The MIMIC 5x200 zero-shot set as a split table (test only), with report text when present."""
+    from benchmark.data.real.mgca import SplitTable
+
+    folder, frontal, chex = tables(root)
+    five = fivex200_rows(frontal, chex).reset_index(drop=True)
+    five["id"] = five["dicom_id"]
+    dirs = mimic_report_dirs(folder)
+    texts = []
+    for subject, study in five[["subject_id", "study_id"]].itertuples(index=False):
+        p = report_path(dirs, subject, study)
+        texts.append(" ".join(x for x in findings_impression(p.read_text(errors="replace")) if x) if p else "")
+    five["text"] = texts
+    return SplitTable("mimic5x200", "", folder, five, {"test": np.arange(len(five))}, "y", f"{TITLE} 5x200")
+
+
+def table_path() -> Path:
+    return cache_dir("real", "mimic") / "mimic-cxr-pretrain.csv"
+
+
+def prepare_table(root: Path) -> tuple[Path, pd.DataFrame]:
+    """Write (or reuse) the pre-training table; returns (its path, the table)."""
+    folder, frontal, chex = tables(root)
+    dirs = mimic_report_dirs(folder)
+    if not dirs:
+        raise UserError(f"no MIMIC-CXR report text under {folder}: expected files/pXX/pXXXXXXXX/sXXXXXXXX.txt there "
+                        f"or in {folder.parent / 'mimic-cxr-reports'} (the mimic-cxr-reports.zip download)")
+    key = hashlib.sha256(f"{TABLE_VERSION}|{folder.resolve()}|{len(frontal)}".encode()).hexdigest()[:10]
+    path = table_path()
+    stamp = path.with_suffix(".key")
+    if path.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
+        return path, pd.read_csv(path, dtype={"dicom_id": str}, keep_default_na=False)
+    held_out = set(fivex200_rows(frontal, chex)["study_id"])
+    studies = frontal[["subject_id", "study_id"]].drop_duplicates()
+    texts: dict[int, tuple[str, str]] = {}
+    missing = []
+    with Progress(total=len(studies), desc="MIMIC reports", unit="report") as bar:
+        for subject, study in studies.itertuples(index=False):
+            p = report_path(dirs, subject, study)
+            if p is None:
+                missing.append(int(study))
+            else:
+                texts[int(study)] = findings_impression(p.read_text(errors="replace"))
+            bar.update()
+    if missing:
+        if len(missing) > max(5, len(studies) // 100):
+            raise UserError(f"{len(missing)} of {len(studies)} MIMIC-CXR reports are missing (first: study s{missing[0]}) "
+                            f"under {', '.join(map(str, dirs))}")
+        log.warning("MIMIC-CXR: %d report(s) missing, their images left out: %s", len(missing),
+                    ", ".join(f"s{s}" for s in missing[:10]))
+    df = frontal.copy()
+    df["findings"] = [texts.get(int(s), ("", ""))[0] for s in df["study_id"]]
+    df["impression"] = [texts.get(int(s), ("", ""))[1] for s in df["study_id"]]
+    df = df[((df["findings"] != "") | (df["impression"] != "")) & ~df["study_id"].isin(held_out)]
+    atomic_write(path, lambda p: df.to_csv(p, index=False))
+    atomic_write(stamp, lambda p: p.write_text(key + "\n"))
+    return path, df.reset_index(drop=True)
+
+
+def prepare(root: Path, size: int = 256, split: str = "train", limit: int = 0) -> dict:
+    """The table, the image cache of ``split`` at ``size`` and the 5x200 id lists (CLI ``data prepare mimic``)."""
+    from benchmark.data.real.images import cached_stack
+    from benchmark.data.real.manifests import write_ids
+
+    path, df = prepare_table(root)
+    folder = find_folder(root, "mimic")
+    rows = df[df["split"] == split]
+    if limit:
+        rows = rows.iloc[:limit]
+    stack = cached_stack("mimic", rows["dicom_id"].tolist(),
+                         [jpg_path(folder, a, b, c) for a, b, c in rows[["subject_id", "study_id", "dicom_id"]]
+                          .itertuples(index=False)], size)
+    out = cache_dir("real", "5x200")
+    lists = {"mimic5x200": write_ids(out / "mimic5x200.txt", mimic5x200(root).ids("test"))}
+    try:
+        from benchmark.data.real.mgca import chexpert5x200
+
+        lists["chexpert5x200"] = write_ids(out / "chexpert5x200.txt", chexpert5x200(root).ids("test"))
+    except UserError as exc:
+        log.warning("CheXpert 5x200 list not written: %s", exc)
+    return {"table": path, "rows": len(df), "split_rows": len(rows), "images": len(stack.ids), "bad": stack.bad,
+            "size": size, "lists": lists}
+
+
+def real_corpus(cfg, root: Path):
+    """PairCorpus of the official train split for a method config (first ``corpus_size`` pairs)."""
+    from benchmark.data.phantom.datasets import PairCorpus
+    from benchmark.data.real.images import cached_stack
+
+    _, df = prepare_table(root)
+    folder = find_folder(root, "mimic")
+    rows = df[df["split"] == "train"].reset_index(drop=True)
+    if cfg.corpus_size and cfg.corpus_size > 0:
+        rows = rows.iloc[: cfg.corpus_size]
+    size = round(cfg.image_size * 8 / 7)
+    ids = rows["dicom_id"].astype(str).tolist()
+    stack = cached_stack("mimic", ids, [jpg_path(folder, a, b, c) for a, b, c in
+                                        rows[["subject_id", "study_id", "dicom_id"]].itertuples(index=False)], size)
+    keep = {i: k for k, i in enumerate(ids)}
+    pos = [keep[i] for i in stack.ids]
+    fingerprint = hashlib.sha256(f"{TABLE_VERSION}|{stack.key}|{','.join(stack.ids)}".encode()).hexdigest()[:12]
+    return PairCorpus(ids=stack.ids, images=stack.images, findings=[str(rows["findings"][k]) for k in pos],
+                      impressions=[str(rows["impression"][k]) for k in pos], source=f"real: {TITLE}",
+                      fingerprint=fingerprint)

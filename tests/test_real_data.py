@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import test_real_layouts as F
+
 from benchmark.cli import main
 from benchmark.data.splits import draw_subset
 from benchmark.errors import UserError
@@ -86,7 +86,7 @@ def test_rsna_mgca_split_counts_from_the_official_label_file(official):
 
     grouped = raw.groupby("patientId").agg(list).reset_index()
     train_df, rest = train_test_split(grouped, test_size=0.3, random_state=0)
-    test_df, val_df = train_test_split(rest, test_size=0.5, random_state=0)
+    _test_df, val_df = train_test_split(rest, test_size=0.5, random_state=0)
     assert st.ids("train") == train_df["patientId"].tolist() and st.ids("val") == val_df["patientId"].tolist()
     boxes = dict(zip(st.table["id"], st.table["boxes"]))
     two = raw[raw["Target"] == 1].groupby("patientId").size()

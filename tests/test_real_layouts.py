@@ -22,7 +22,11 @@ FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusi
 
 def write_dicom(path: Path, arr: np.ndarray, monochrome1: bool = False, window: tuple[int, int] | None = None) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
@@ -146,8 +150,9 @@ def object_cxr(root: Path, n_train: int = 20, n_dev: int = 6) -> None:
 def nih(root: Path, n: int = 30) -> None:
     rng = np.random.default_rng(5)
     base = root / "ChestX-ray14"
-    lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-             "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"]
+    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+    lines = [header]
     names = ("Atelectasis", "Effusion", "Infiltration", "No Finding", "Cardiomegaly|Edema")
     train_val, test = [], []
     for i in range(n):

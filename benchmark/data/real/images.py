@@ -69,13 +69,17 @@ def decode(path: Path) -> np.ndarray:
 
 def _decode_dicom(path: Path) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_voi_lut
+
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     ds = pydicom.dcmread(path)
     arr = ds.pixel_array
     if arr.ndim == 3:  # a colour or multi-frame file: first frame / luminance
         arr = arr.mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
-    arr = apply_voi_lut(arr, ds).astype(np.float64)
+    arr = apply_voi_lut(apply_modality_lut(arr, ds), ds).astype(np.float64)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         arr = arr.max() - arr
     return _to_uint8(arr)

@@ -412,3 +412,19 @@ def test_gzip_and_zip_label_variants_are_found(tmp_path):
     assert find_file(tmp_path, "a.csv").name == "a.csv.gz"
     with pytest.raises(UserError, match="missing label file .*b.csv"):
         find_file(tmp_path, "b.csv")
+
+
+def test_layout_table_matches_the_docs_and_the_package_docstring():
+    from benchmark.data import real
+    from benchmark.data.real.layout import LAYOUTS
+    from benchmark.paths import REPO_ROOT
+
+    docs = (REPO_ROOT / "docs" / "DATA.md").read_text()
+    table = " ".join(real.__doc__.split())
+    for lay in LAYOUTS.values():
+        assert f"| `{lay.key}` |" in docs
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{lay.key}` |"))
+        for folder in lay.folders:
+            assert f"`{folder}`" in row and folder in table, folder
+        for name in lay.labels:
+            assert name in row, name

@@ -5,26 +5,9 @@ under slightly different folder names and sometimes with the label files still
 compressed. One table names what is accepted, so ``data check``, the split
 writer and the loaders agree and the errors can say exactly what was expected.
 
-Expected sub-folders of the data root (first match wins):
-
-==========  ==========================================================  ==========================================
-data set    sub-folder (any of)                                          files inside it
-==========  ==========================================================  ==========================================
-mimic       mimic-cxr-jpg/2.0.0, mimic-cxr-jpg, physionet.org/files/     mimic-cxr-2.0.0-{metadata,split,chexpert}.csv
-            mimic-cxr-jpg/2.0.0, MIMIC-CXR-JPG, mimic                    (.gz ok), files/pXX/pXXXXXXXX/sXXXXXXXX/*.jpg,
-                                                                         reports files/pXX/pXXXXXXXX/sXXXXXXXX.txt (here
-                                                                         or in mimic-cxr-reports/ or mimic-cxr/2.0.0/)
-chexpert    CheXpert-v1.0, CheXpert-v1.0-small, chexpert                 train.csv, valid.csv, train/, valid/
-rsna        rsna-pneumonia, rsna, rsna-pneumonia-detection-challenge     stage_2_train_labels.csv (.zip ok),
-                                                                         stage_2_train_images/*.dcm
-siim        siim-acr-pneumothorax, siim, siim-acr                        train-rle.csv (.gz ok), dicom-images-train/**/*.dcm
-covidx      covidx, COVIDx, covidx-cxr2                                  train.txt, test.txt (or train_COVIDx*.txt,
-                                                                         test_COVIDx*.txt), train/, test/
-object_cxr  object-cxr, object_cxr, Object-CXR                           train.csv, dev.csv, train/*.jpg, dev/*.jpg
-nih         ChestX-ray14, chestx-ray14, nih-chest-xrays, nih             Data_Entry_2017_v2020.csv (.gz ok),
-                                                                         train_val_list.txt, test_list.txt,
-                                                                         images*/**/*.png
-==========  ==========================================================  ==========================================
+``LAYOUTS`` is the table of accepted sub-folder names and label files; the
+package docstring (``benchmark.data.real``) and docs/DATA.md show it to users
+(a test keeps the three in step).
 """
 
 from __future__ import annotations

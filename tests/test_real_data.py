@@ -178,6 +178,15 @@ def test_dicom_voi_lut_and_monochrome1(tmp_path):
     assert np.array_equal(m1, 255 - m2)
 
 
+def test_jpeg_baseline_dicom_decodes(tmp_path):
+    from benchmark.data.real.images import decode
+
+    arr = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+    F.write_dicom_jpeg(tmp_path / "rsna.dcm", arr)
+    out = decode(tmp_path / "rsna.dcm")
+    assert out.shape == (64, 64) and np.abs(out.astype(int) - arr).mean() < 2
+
+
 def test_resize_pad_keeps_aspect_and_maps_boxes():
     from benchmark.data.real.images import resize_pad
 

@@ -47,6 +47,31 @@ def write_dicom(path: Path, arr: np.ndarray, monochrome1: bool = False, window: 
     ds.save_as(path, enforce_file_format=True)
 
 
+def write_dicom_jpeg(path: Path, arr: np.ndarray) -> None:
+    """An 8-bit JPEG Baseline DICOM, the transfer syntax of the RSNA stage 2 images."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+
+
 def _img(rng: np.random.Generator, h: int, w: int, bright: bool = False) -> np.ndarray:
     a = rng.integers(0, 120, (h, w)).astype(np.uint8)
     if bright:

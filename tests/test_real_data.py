@@ -380,6 +380,10 @@ def test_prepare_mimic_table_cache_and_5x200_lists(tmp_path, subset, capsys):
     corpus = real_corpus(cfg, tmp_path)
     assert len(corpus) == 8 and corpus.images.shape == (8, 37, 37) and corpus.source.startswith("real: MIMIC")
     assert corpus.findings[0] == "Finding number 6. Lungs clear." and corpus.impressions[0] == "Impression 6."  # first train row
+    assert main(["data", "split", "mimic", "--data-root", str(tmp_path), "--out", str(tmp_path / "lists")]) == 0
+    summary = json.loads((tmp_path / "lists" / "summary.json").read_text())
+    assert {k: v["count"] for k, v in summary["lists"].items()} == {"train": 17, "val": 1, "test": 0}
+    assert (tmp_path / "lists" / "train.txt").read_text().split() == table.loc[table["split"] == "train", "dicom_id"].tolist()
 
 
 # ------------------------------------------------------------ runs via the CLI

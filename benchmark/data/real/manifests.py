@@ -33,6 +33,7 @@ VARIANTS = {
     "nih": (("nih", ""),),
     "chexpert5x200": (("chexpert5x200", ""),),
     "mimic5x200": (("mimic5x200", ""),),
+    "mimic": (("mimic", ""),),  # the pre-training table's official splits (needs the reports; no fractions)
 }
 
 
@@ -60,6 +61,10 @@ def dataset_name(name: str) -> str:
 def _table(dataset: str, variant: str, root: Path) -> SplitTable:
     if dataset == "rsna":
         return split_table("rsna", root, "detection" if variant == "det" else "classification")
+    if dataset == "mimic":
+        from benchmark.data.real.mimic import pretrain_splits
+
+        return pretrain_splits(root)
     return split_table(dataset, root)
 
 
@@ -79,7 +84,7 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
         for split in st.rows:
             ids = st.ids(split)
             lists[f"{prefix}{split}"] = _entry(write_ids(out / f"{prefix}{split}.txt", ids), len(ids))
-            if split != "train":
+            if split != "train" or dataset == "mimic":
                 continue
             strata = st.labels(split)
             for fraction in FRACTIONS:

@@ -110,6 +110,17 @@ def mimic5x200(root: Path):
     return SplitTable("mimic5x200", "", folder, five, {"test": np.arange(len(five))}, "y", f"{TITLE} 5x200")
 
 
+def pretrain_splits(root: Path):
+    """The pre-training table's rows per official split (train / val = "validate" / test), as a split table."""
+    from benchmark.data.real.mgca import SplitTable
+
+    _, df = prepare_table(root)
+    df = df.assign(id=df["dicom_id"].astype(str))
+    rows = {name: np.flatnonzero((df["split"] == official).to_numpy())
+            for name, official in (("train", "train"), ("val", "validate"), ("test", "test"))}
+    return SplitTable("mimic", "", find_folder(root, "mimic"), df, rows, None, f"{TITLE} pre-training table")
+
+
 def table_path() -> Path:
     return cache_dir("real", "mimic") / "mimic-cxr-pretrain.csv"
 

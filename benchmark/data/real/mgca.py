@@ -15,17 +15,25 @@ they corrupt data, and each fix is listed here:
   land in two splits. Fixed: rows are grouped by ImageId (first-appearance
   order) before the same 70/15/15 calls (``random_state=0``). "-1" with or
   without a leading space is negative (MGCA compares with " -1" only, which
-  marks every negative positive in copies without the space). Train balance
-  (all positives + as many negatives) is drawn with ``RandomState(0)`` instead
-  of MGCA's unseeded global RNG; train keeps its split order.
+  marks every negative positive in copies without the space; its dataset
+  class compares with "-1", the other way round). Train balance (all positives
+  + as many negatives) is drawn with ``RandomState(0)``; MGCA draws it at load
+  time from the global RNG, whose state depends on what ran before. Train
+  keeps its split order.
 * CheXpert: the 5x200 images are removed from train.csv first; 5,000 val rows
-  are drawn with ``RandomState(0).choice`` (MGCA: unseeded) and removed from
+  are drawn with ``RandomState(0).choice`` (MGCA's ``np.random.choice`` after its
+  module-level ``np.random.seed(0)``: the same draw) and removed from
   train by position (MGCA's ``df.drop(valid_ids)`` drops by index label, which
   after filtering leaves val images in train); then frontal views only, in
   train, val and test (test = the official valid.csv).
-* COVIDx: official train list 80/20 (``random_state=0``) -> train/val; test =
-  the official test list. Object-CXR: official train 90/10 (``random_state=0``)
-  -> 7,200 / 800; test = dev (1,000).
+* COVIDx: official train list ``train_test_split(train_size=0.8,
+  random_state=0)`` -> train/val; test = the official test list.
+* Object-CXR: official train ``test_size=0.1`` (``random_state=0``) -> 7,200 /
+  800; test = dev (1,000). Boxes: rectangles and ellipses (types 0, 1) as MGCA,
+  the min/max of their points. Polygons (type 2): MGCA centres a box on the
+  shapely ``polylabel`` of the 100 px-buffered outline, sized to cover the
+  outline; here the polygon's tight enclosing box (no shapely dependency; it
+  differs only in how far the box overshoots the object).
 * NIH ChestX-ray14: BenchX uses MRM's lists, which are not public in a stable
   place; here test = the official test_list.txt and val = 10 % of the
   train_val_list.txt *patients* (``train_test_split(random_state=0)`` on the
@@ -77,11 +85,13 @@ class SplitTable:
         return self.table.iloc[self.rows[split]].reset_index(drop=True)
 
 
-def _tts(n_or_rows, test_size, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's ``train_test_split`` on row positions (the sizes passed exactly as MGCA
+    passes them: ``train_size=0.8`` and ``test_size=0.2`` can round differently)."""
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(n_or_rows) if np.isscalar(n_or_rows) else np.asarray(n_or_rows)
-    a, b = train_test_split(rows, test_size=test_size, random_state=random_state)
+    a, b = train_test_split(rows, test_size=test_size, train_size=train_size, random_state=random_state)
     return np.asarray(a), np.asarray(b)
 
 
@@ -187,7 +197,7 @@ def covidx(root: Path) -> SplitTable:
     train["subdir"], test["subdir"] = "train", "test"
     table = pd.concat([train, test], ignore_index=True)
     table["id"] = table["subdir"] + "/" + table["filename"]
-    tr, va = _tts(len(train), 0.2)
+    tr, va = _tts(len(train), train_size=0.8)  # MGCA's call
     rows = {"train": tr, "val": va, "test": np.arange(len(train), len(table))}
     source = f"COVIDx ({files['train.txt'].name} {len(train)}, {files['test.txt'].name} {len(test)})"
     return SplitTable("covidx", "", folder, table, rows, "y", source, files)

@@ -356,6 +356,8 @@ def test_report_sections_last_of_each_name():
     text = F.REPORT.format(findings="Old.\n\n FINDINGS:\n Lungs are\n clear.", impression="No acute process.\n")
     assert findings_impression(text) == ("Lungs are clear.", "No acute process.")
     assert findings_impression("IMPRESSION: Small effusion.\nRECOMMENDATION(S): CT.") == ("", "Small effusion.")
+    assert findings_impression(" FINDINGS: Seen at 10:30, AP:PA ratio.\n COMPARISON: None.") == (
+        "Seen at 10:30, AP:PA ratio.", "")
 
 
 def test_prepare_mimic_table_cache_and_5x200_lists(tmp_path, subset, capsys):

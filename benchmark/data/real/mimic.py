@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 TITLE = "MIMIC-CXR-JPG 2.0.0"
 FRONTAL = ("PA", "AP")
 TABLE_VERSION = "mimic-table-1"
-_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z0-9 ,/&()'-]*?)[ \t]*:", re.MULTILINE)
+#: A section header: upper-case words at the start of a line, a colon, then white space
+#: (the character set of MIT-LCP's MIMIC-CXR section parser, which MGCA's text extraction uses).
+_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z ()/,-]*?)[ \t]*:(?=\s|$)", re.MULTILINE)
 
 
 def sections(text: str) -> dict[str, str]:

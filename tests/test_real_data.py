@@ -478,3 +478,10 @@ def test_every_data_set_runs_through_the_runner(task, dataset, tmp_path, subset,
     assert st.ids("train") == train
     assert seen["n"] == len(draw_subset(train, st.labels("train"), 0.5, 42))
     assert (seen["strata"] is None) == (st.labels("train") is None)
+
+
+def test_an_image_listed_twice_is_an_error(tmp_path, subset, capsys):
+    F.covidx(tmp_path)
+    lst = tmp_path / "covidx" / "train_COVIDx9A.txt"
+    lst.write_text(lst.read_text() + "P9 train-0001.png normal fixture\n")
+    one_line_error(capsys, ["data", "split", "covidx", "--data-root", str(tmp_path)], "'train/train-0001.png' is listed 2 times")

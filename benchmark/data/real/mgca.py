@@ -75,6 +75,13 @@ class SplitTable:
     source: str
     files: dict[str, Path] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        dup = self.table["id"].duplicated()
+        if dup.any():
+            first = self.table["id"][dup].iloc[0]
+            raise UserError(f"{self.source}: image {first!r} is listed {int((self.table['id'] == first).sum())} times "
+                            "in the label files; expected one row per image")
+
     def ids(self, split: str) -> list[str]:
         return self.table["id"].iloc[self.rows[split]].astype(str).tolist()
 

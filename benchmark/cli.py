@@ -65,10 +65,65 @@ def build_parser() -> Parser:
     data.add_argument("--limit", type=int, default=0, help="prepare: cache only the first N train images (0: all)")
     data.set_defaults(handler="data")
 
+    _grid_parsers(sub)
+
     lst = sub.add_parser("list", help="what is registered")
     lst.add_argument("what", choices=["methods", "tasks"])
     lst.set_defaults(handler="list_registered")
     return parser
+
+
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="configs/profiles/<name>.yaml (default: the experiment's, else cpu)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field for every trial (repeatable; see run --help)")
+    p.add_argument("--protocol", help="mgca (frozen encoder, the default) or finetune")
+    p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
+    p.add_argument("--device", default="auto", help="device inside each trial: auto (its GPU if it has one), cpu, cuda")
+    p.add_argument("--address", help="an existing Ray cluster (HOST:PORT, auto, ray://...); default: local Ray sized to this machine")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default 1 when the cluster has GPUs, else 0)")
+
+
+def _grid_parsers(sub) -> None:
+    grid = sub.add_parser("grid", help="methods x tasks x fractions x seeds through Ray Tune; resumes: finished trials are skipped")
+    grid.add_argument("--experiment", metavar="FILE", help="a grid file, or a name in configs/experiments/ (e.g. imitate_tmi2024)")
+    grid.add_argument("--methods", help="comma-separated methods, e.g. imitate,convirt,random")
+    grid.add_argument("--tasks", help="comma-separated tasks, e.g. rsna_cls,siim_seg")
+    grid.add_argument("--fractions", help="comma-separated label fractions (default 0.01,0.1,1)")
+    grid.add_argument("--seeds", help="comma-separated seeds (default 42)")
+    grid.add_argument("--dry-run", action="store_true", help="list the trials to run and stop")
+    _ray_args(grid)
+    grid.set_defaults(handler="grid")
+
+    tune = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE via Ray Tune, ASHA early stopping) on a validation metric")
+    tune.add_argument("--method", required=True, help="a method with configs/sweeps/<method>.yaml")
+    tune.add_argument("--task", required=True, help="a named task (not zero-shot: the search selects on validation)")
+    tune.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels (default 1)")
+    tune.add_argument("--seed", type=int, default=42, help="seed of the subset, the head and the sampler (default 42)")
+    tune.add_argument("--trials", type=int, default=20, help="number of configurations to try (default 20)")
+    tune.add_argument("--name", help="name of the search (default: method-task-fraction)")
+    _ray_args(tune)
+    tune.set_defaults(handler="tune")
+
+    res = sub.add_parser("results", help="the stored trials, one row each")
+    res.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    res.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
+    res.set_defaults(handler="results")
+
+    tab = sub.add_parser("table", help="paper-style tables: methods x (task, fraction), mean +- std over seeds")
+    tab.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
+    tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
+    tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")
+    tab.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
+    tab.set_defaults(handler="table")
+
+    plot = sub.add_parser("plot", help="label-efficiency curves and an ablation chart (PNG and PDF)")
+    plot.add_argument("--out", default="results/plots", help="output folder (default results/plots)")
+    plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
+    plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
+    plot.set_defaults(handler="plot")
 
 
 def _setup_logging() -> None:

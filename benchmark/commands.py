@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from benchmark.cli import emit_json
 from benchmark.config import available, named_yaml, parse_sets
@@ -135,4 +136,88 @@ def list_registered(args: argparse.Namespace) -> int:
         rows.append((name, cfg.get("kind", "?"), cfg.get("dataset", "?"), cfg.get("metric", "?"), cfg.get("description", "")))
     for row in rows:
         print(f"{row[0]:18s} {row[1]:15s} {row[2]:14s} {row[3]:9s} {row[4]}")
+    return 0
+
+
+def _store(args: argparse.Namespace):
+    from benchmark.store import Store
+
+    path = getattr(args, "store", None)
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"results store {path} does not exist")
+    return Store(path)
+
+
+def grid(args: argparse.Namespace) -> int:
+    from benchmark.experiments import (
+        from_cli,
+        load_experiment,
+        parse_fractions,
+        parse_seeds,
+        split_list,
+    )
+    from benchmark.grid import expand, run_plan, summary_lines
+
+    if args.experiment:
+        if args.methods or args.tasks:
+            raise UserError("give --experiment FILE or --methods/--tasks, not both")
+        spec = load_experiment(args.experiment)
+        if args.fractions:
+            spec.fractions = parse_fractions(split_list(args.fractions, "fractions"))
+        if args.seeds:
+            spec.seeds = parse_seeds(split_list(args.seeds, "seeds"))
+    elif not args.methods or not args.tasks:
+        raise UserError("grid needs --methods and --tasks (or --experiment FILE)")
+    else:
+        spec = from_cli(args.methods, args.tasks, args.fractions or "0.01,0.1,1", args.seeds or "42")
+    store = _store(args)
+    plan = expand(spec, args.profile or spec.profile or "cpu", parse_sets(args.sets), args.protocol, args.data_root, store)
+    if args.dry_run:
+        for item in plan.todo:
+            print(f"to run: {item.name} (config {item.trial.method_hash})")
+        print(f"{len(plan.todo)} to run, {len(plan.finished)} already finished, {len(plan.not_applicable)} not applicable")
+        return 0
+    summary = run_plan(plan, store, args.address, args.cpus_per_trial, args.gpus_per_trial, args.device)
+    print("\n".join(summary_lines(summary)))
+    print(f"  store {store.path}")
+    return 0 if summary.ok else 1
+
+
+def tune(args: argparse.Namespace) -> int:
+    from benchmark.tune import run_search, search_lines
+
+    result = run_search(
+        args.method, args.task, args.fraction, args.seed, args.trials, args.profile or "cpu", parse_sets(args.sets),
+        args.protocol, args.data_root, args.device, args.address, args.cpus_per_trial, args.gpus_per_trial, args.name,
+    )
+    print("\n".join(search_lines(result)))
+    return 0 if result.best is not None else 1
+
+
+def results(args: argparse.Namespace) -> int:
+    from benchmark.tables import format_results
+
+    print(format_results(_store(args).all(), args.format))
+    return 0
+
+
+def table(args: argparse.Namespace) -> int:
+    from benchmark.tables import build_tables, load_reference, render_all
+
+    store = _store(args)
+    reference = load_reference() if args.reference else None
+    tables = build_tables(store.all(), store.variants(), args.data, args.protocol, reference)
+    if not tables:
+        which = f"{args.data}-data " if args.data else ""
+        raise UserError(f"no finished {which}trials in {store.path} (run `python -m benchmark grid ...` first)")
+    print(render_all(tables, args.format))
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    from benchmark.plots import write_plots
+
+    store = _store(args)
+    for path in write_plots(store.all(), store.variants(), args.out, args.data):
+        print(f"wrote {path}")
     return 0

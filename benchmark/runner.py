@@ -103,6 +103,26 @@ def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = Fa
     return pre
 
 
+def plan_trial(
+    method: str, task: str, fraction: float, seed: int = 42, profile: str = "cpu",
+    sets: list[tuple[str, Any]] = (), data_root_arg: str | None = None,
+) -> tuple[Trial, Resolved, Any]:
+    """The trial's store key and configs, without running it (grids look finished trials up with it)."""
+    fraction = check_fraction(fraction)
+    resolved = resolve(method, task, profile, sets)
+    root = data_root(data_root_arg)
+    tag = source_tag(root)
+    mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
+    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg))
+    trial = Trial(
+        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
+        method_config=to_dict(mcfg), task_config=to_dict(tcfg),
+    )
+    if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
+        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")
+    return trial, resolved, root
+
+
 @dataclass
 class Outcome:
     trial: Trial
@@ -124,18 +144,7 @@ def run_trial(
 ) -> Outcome:
     from benchmark.device import describe, pick_device
 
-    fraction = check_fraction(fraction)
-    resolved = resolve(method, task, profile, sets)
-    root = data_root(data_root_arg)
-    tag = source_tag(root)
-    mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
-    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg))
-    trial = Trial(
-        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
-        method_config=to_dict(mcfg), task_config=to_dict(tcfg),
-    )
-    if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
-        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")
+    trial, resolved, root = plan_trial(method, task, fraction, seed, profile, sets, data_root_arg)
     store = store or Store()
     if not force and (done := store.finished(trial)):
         return Outcome(done, reused=True, store_path=str(store.path))

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS trials (
     UNIQUE (method, method_hash, task, task_hash, protocol, fraction, seed, data_source)
 )
 """
+VARIANTS = """
+CREATE TABLE IF NOT EXISTS variants (
+    method TEXT NOT NULL, method_hash TEXT NOT NULL, variant TEXT NOT NULL,
+    PRIMARY KEY (method, method_hash)
+)
+"""
 KEY = ("method", "method_hash", "task", "task_hash", "protocol", "fraction", "seed", "data_source")
 
 
@@ -112,6 +118,23 @@ class Store:
     def all(self) -> list[Trial]:
         cur = self.db.execute(f"SELECT {', '.join(KEY)} FROM trials ORDER BY id")
         return [t for row in cur.fetchall() if (t := self.find(Trial(*row)))]
+
+    def label_variant(self, method: str, method_hash: str, variant: str) -> None:
+        """Name a method config (an ablation variant of a grid); a table row shows the name.
+        Kept in its own table so the trials table keeps its columns."""
+        with self.db:
+            self.db.execute(VARIANTS)
+            self.db.execute(
+                "INSERT INTO variants (method, method_hash, variant) VALUES (?, ?, ?) "
+                "ON CONFLICT (method, method_hash) DO UPDATE SET variant = excluded.variant",
+                (method, method_hash, variant),
+            )
+
+    def variants(self) -> dict[tuple[str, str], str]:
+        """(method, method_hash) -> variant name, for the configs a grid named."""
+        with self.db:
+            self.db.execute(VARIANTS)
+        return {(m, h): v for m, h, v in self.db.execute("SELECT method, method_hash, variant FROM variants")}
 
     def close(self) -> None:
         self.db.close()

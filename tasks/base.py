@@ -92,6 +92,11 @@ class Task:
         raise NotImplementedError
 
 
+#: called after every validation pass with (epoch, score: higher is better, i.e. the
+#: validation metric or minus the validation loss); searches report it to their scheduler
+EPOCH_HOOKS: list[Callable[[int, float], None]] = []
+
+
 def train_head(
     head: nn.Module, cfg: TaskConfig, seed: int, n_train: int, n_val: int,
     batch_loss: Callable[[str, np.ndarray], torch.Tensor],
@@ -137,6 +142,8 @@ def train_head(
             else:
                 val = val_score()
         val = sign * val if math.isfinite(val) else math.inf
+        for hook in EPOCH_HOOKS if math.isfinite(val) else ():
+            hook(epochs_run, -val)
         if val < best or epochs_run == 1:
             best, best_state, stale = val, copy.deepcopy(trained.state_dict()), 0
         else:

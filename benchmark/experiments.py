@@ -1,0 +1,154 @@
+"""What a grid is: method entries (a method, or an ablation variant = a method plus
+``--set`` overrides under a name) x tasks x fractions x seeds, from the command
+line or from ``configs/experiments/<name>.yaml``.
+
+A grid is data, so the paper's full grid and its ablations are files that can be
+read, diffed and re-run, not scripts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.config import available, load_yaml
+from benchmark.errors import UserError
+from benchmark.paths import CONFIG_DIR
+from benchmark.registry import unknown_name
+
+KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set"}
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One row of the comparison: a method, or a named variant of it."""
+
+    method: str
+    variant: str = ""  # "" = the method as configured
+    sets: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.variant or self.method
+
+
+@dataclass
+class GridSpec:
+    methods: list[MethodEntry]
+    tasks: list[str]
+    fractions: list[float]
+    seeds: list[int]
+    protocol: str | None = None
+    profile: str | None = None
+    sets: list[tuple[str, Any]] = field(default_factory=list)  # for every trial
+    description: str = ""
+
+
+def split_list(text: str, what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UserError(f"--{what} is empty: give a comma-separated list")
+    return items
+
+
+def parse_fractions(items: list[Any]) -> list[float]:
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise UserError(f"bad fraction {item!r}: expected numbers in (0, 1], e.g. 0.01,0.1,1") from None
+        if not 0 < value <= 1:
+            raise UserError(f"fraction must be in (0, 1], got {item!r}")
+        out.append(value)
+    return out
+
+
+def parse_seeds(items: list[Any]) -> list[int]:
+    out = []
+    for item in items:
+        try:
+            out.append(int(str(item)))
+        except ValueError:
+            raise UserError(f"bad seed {item!r}: expected integers, e.g. 42,0,1") from None
+    return out
+
+
+def check_names(methods: list[MethodEntry], tasks: list[str]) -> None:
+    """Unknown methods or tasks fail before anything starts."""
+    known = set(available("methods"))
+    for entry in methods:
+        if entry.method not in known:
+            raise unknown_name("method", entry.method, sorted(known))
+    known_tasks = set(available("tasks"))
+    for task in tasks:
+        if task not in known_tasks:
+            raise unknown_name("task", task, sorted(known_tasks))
+
+
+def from_cli(methods: str, tasks: str, fractions: str, seeds: str) -> GridSpec:
+    entries = [MethodEntry(m) for m in split_list(methods, "methods")]
+    spec = GridSpec(entries, split_list(tasks, "tasks"), parse_fractions(split_list(fractions, "fractions")),
+                    parse_seeds(split_list(seeds, "seeds")))
+    check_names(spec.methods, spec.tasks)
+    return spec
+
+
+def _entry(item: Any, where: str) -> MethodEntry:
+    if isinstance(item, str):
+        return MethodEntry(item)
+    if not isinstance(item, dict) or "method" not in item:
+        raise UserError(f"{where}: each methods entry is a name or {{method: NAME, variant: NAME, set: {{key: value}}}}")
+    extra = set(item) - {"method", "variant", "set"}
+    if extra:
+        raise UserError(f"{where}: unknown key(s) {sorted(extra)} in the entry for {item['method']!r}")
+    sets = item.get("set") or {}
+    if not isinstance(sets, dict):
+        raise UserError(f"{where}: 'set' of {item['method']!r} must map keys to values")
+    variant = str(item.get("variant") or "")
+    if sets and not variant:
+        raise UserError(f"{where}: the entry for {item['method']!r} overrides {sorted(sets)}: give it a variant name")
+    return MethodEntry(str(item["method"]), variant, tuple(sets.items()))
+
+
+def experiment_path(name: str) -> Path:
+    """A file path, or the name of ``configs/experiments/<name>.yaml``."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    named = CONFIG_DIR / "experiments" / f"{name}.yaml"
+    if named.is_file():
+        return named
+    choices = ", ".join(available("experiments")) or "none"
+    raise UserError(f"experiment file {name} not found (named experiments: {choices})")
+
+
+def load_experiment(name: str) -> GridSpec:
+    path = experiment_path(name)
+    data = load_yaml(path)
+    extra = set(data) - KEYS
+    if extra:
+        raise UserError(f"experiment {path}: unknown key(s) {sorted(extra)}; allowed: {sorted(KEYS)}")
+    for key in ("methods", "tasks", "fractions", "seeds"):
+        if not isinstance(data.get(key), list) or not data[key]:
+            raise UserError(f"experiment {path}: '{key}' must be a non-empty list")
+    entries = [_entry(item, f"experiment {path}") for item in data["methods"]]
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"experiment {path}: method/variant names repeat: {sorted({x for x in labels if labels.count(x) > 1})}")
+    sets = data.get("set") or {}
+    if not isinstance(sets, dict):
+        raise UserError(f"experiment {path}: 'set' must map keys to values")
+    spec = GridSpec(
+        entries, [str(t) for t in data["tasks"]], parse_fractions(data["fractions"]), parse_seeds(data["seeds"]),
+        data.get("protocol"), data.get("profile"), list(sets.items()), str(data.get("description", "")),
+    )
+    check_names(spec.methods, spec.tasks)
+    return spec
+
+
+def trial_sets(spec: GridSpec, entry: MethodEntry, cli_sets: list[tuple[str, Any]], protocol: str | None) -> list[tuple[str, Any]]:
+    """One trial's overrides, later wins: the file's ``set`` < the variant's < ``--protocol`` < ``--set``."""
+    proto = protocol or spec.protocol
+    return [*spec.sets, *entry.sets, *([("task.protocol", proto)] if proto else []), *cli_sets]

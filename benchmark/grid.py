@@ -1,0 +1,293 @@
+"""Grids: expand method entries x tasks x fractions x seeds into trials, leave out the
+ones the store has finished, and run the rest as Ray Tune trials.
+
+Two phases, so pre-training happens once per method config and before the
+trials that need it: phase 1 is one Tune trial per distinct method config
+(pre-train, or find the cached encoder; baselines export theirs), phase 2 one
+Tune trial per downstream trial, which then finds that encoder in the cache.
+
+Resume needs no Tune state: the store is the source of truth. Every finished
+trial is recorded by its worker the moment it finishes (and again by the driver
+from the reported result, idempotently), so re-running the same command after a
+Ctrl-C, a killed driver or a lost node runs exactly the trials still missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import UserError
+from benchmark.experiments import GridSpec, MethodEntry, trial_sets
+from benchmark.store import Store, Trial
+
+log = logging.getLogger(__name__)
+
+#: driver environment handed to every worker (a cluster node has its own environment)
+FORWARD_ENV = ("BENCHMARK_HOME", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+               "TOKENIZERS_PARALLELISM", "BENCHMARK_TEXT_CACHE")
+
+
+@dataclass
+class GridTrial:
+    entry: MethodEntry
+    sets: list[tuple[str, Any]]
+    trial: Trial  # the store key (and configs) of this trial
+
+    @property
+    def name(self) -> str:
+        t = self.trial
+        return f"{self.entry.label} {t.task} fraction {t.fraction:g} seed {t.seed}"
+
+
+@dataclass
+class Plan:
+    profile: str
+    data_root: str | None
+    todo: list[GridTrial] = field(default_factory=list)
+    finished: list[GridTrial] = field(default_factory=list)  # in the store already: skipped
+    not_applicable: list[str] = field(default_factory=list)  # e.g. zero-shot with a method that has no text tower
+
+    @property
+    def total(self) -> int:
+        return len(self.todo) + len(self.finished)
+
+
+def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protocol: str | None,
+           data_root_arg: str | None, store: Store) -> Plan:
+    """Every trial of the grid with its store key; bad names or overrides fail here, before Ray starts.
+
+    A task that trains nothing (zero-shot) runs once, at fraction 1 and the first seed."""
+    from benchmark.data.sources import data_root
+    from benchmark.runner import plan_trial, resolve
+
+    root = data_root(data_root_arg)
+    plan = Plan(profile, str(root.resolve()) if root else None)
+    seen: set[tuple] = set()
+    for entry in spec.methods:
+        sets = trial_sets(spec, entry, cli_sets, protocol)
+        for task in spec.tasks:
+            resolved = resolve(entry.method, task, profile, sets)
+            if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
+                plan.not_applicable.append(f"{entry.label} x {task}: {task} needs a text tower")
+                continue
+            trains = "train" in resolved.task_cls.splits
+            fractions, seeds = (spec.fractions, spec.seeds) if trains else ([1.0], spec.seeds[:1])
+            base, _, _ = plan_trial(entry.method, task, fractions[0], seeds[0], profile, sets, plan.data_root)
+            if entry.variant:
+                store.label_variant(base.method, base.method_hash, entry.variant)
+            for fraction in fractions:
+                for seed in seeds:
+                    trial = dataclasses.replace(base, fraction=float(fraction), seed=int(seed))
+                    if trial.key() in seen:
+                        continue
+                    seen.add(trial.key())
+                    item = GridTrial(entry, sets, trial)
+                    (plan.finished if store.finished(trial) else plan.todo).append(item)
+    return plan
+
+
+# ---------------------------------------------------------------- Ray trainables (run in workers)
+
+def _worker_setup(config: dict) -> None:
+    os.environ.update(config["env"])
+    os.environ["BENCHMARK_STORE"] = config["store"]
+    logging.basicConfig(level=logging.WARNING)
+
+
+def pretrain_trainable(space: dict) -> None:
+    """Phase 1: the encoder of one method config (pre-trained once, then cached)."""
+    from ray import tune
+
+    config = space["spec"]
+    _worker_setup(config)
+    from benchmark.data.sources import data_root
+    from benchmark.runner import get_encoder, resolve
+
+    try:
+        resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
+        pre = get_encoder(resolved, data_root(config["data_root"]), config["device"])
+        tune.report({"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)})
+    except Exception as exc:  # noqa: BLE001  (reported, not raised: the driver says which config failed and why)
+        tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+
+
+def trial_trainable(space: dict) -> None:
+    """Phase 2: one downstream trial through the runner (which records it in the store)."""
+    from ray import tune
+
+    config = space["spec"]
+    _worker_setup(config)
+    from benchmark.runner import run_trial
+
+    try:
+        out = run_trial(config["method"], config["task"], config["fraction"], config["seed"], config["profile"],
+                        [tuple(s) for s in config["sets"]], config["data_root"], config["device"],
+                        store=Store(config["store"]))
+        t = out.trial
+        tune.report({"status": "finished", "value": t.value, "metric": t.metric, "seconds": t.seconds or 0.0,
+                     "trial": json.dumps(dataclasses.asdict(t), default=str)})
+    except Exception as exc:  # noqa: BLE001  (the driver records and prints the failure)
+        tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+
+
+# ---------------------------------------------------------------- driver
+
+@dataclass
+class Summary:
+    total: int
+    skipped: int
+    done: int = 0
+    failed: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    not_applicable: list[str] = field(default_factory=list)
+    storage: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.not_run
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
+
+
+def _callback(on_result):
+    """A Tune callback that hands each trial's first result (or its crash) to ``on_result`` in the driver."""
+    from ray import tune
+
+    class Reporter(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            on_result(trial.config, result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            on_result(trial.config, {"status": "failed", "error": f"Ray trial {trial.trial_id} errored (see {trial.local_path})"})
+
+    return Reporter()
+
+
+def _fit(trainable, configs: list[dict], resources: dict, name: str, storage: Path, on_result) -> None:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        param_space={"spec": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(storage), verbose=0, callbacks=[_callback(lambda c, r: on_result(c["spec"], r))],
+            failure_config=tune.FailureConfig(max_failures=2),  # a lost node: the trial runs again elsewhere
+        ),
+    )
+    tuner.fit()
+
+
+def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_trial: float | None = None,
+             gpus_per_trial: float | None = None, device: str = "auto", num_cpus: int | None = None) -> Summary:
+    """Run the plan's missing trials on Ray; print a line per finished trial; return the tally."""
+    from benchmark.raycluster import connect, storage_dir, trial_resources
+
+    summary = Summary(plan.total, len(plan.finished), not_applicable=list(plan.not_applicable))
+    if not plan.todo:
+        return summary
+    session = connect(address, num_cpus)
+    try:
+        resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
+        storage = storage_dir("ray")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        summary.storage = str(storage)
+        _say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
+             f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
+        base = {"profile": plan.profile, "data_root": plan.data_root, "device": device,
+                "store": str(store.path.resolve()), "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}}
+        ready = _pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary)
+        if ready is not None:
+            _trial_phase(plan, ready, base, resources, f"grid-{stamp}-trials", storage, store, summary)
+    finally:
+        session.close()
+    return summary
+
+
+def _config_key(item: GridTrial) -> str:
+    return f"{item.trial.method}-{item.trial.method_hash}"
+
+
+def _pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary) -> set[str] | None:
+    """Pre-train each distinct method config once; returns the configs ready, or None when interrupted."""
+    first: dict[str, GridTrial] = {}
+    for item in plan.todo:
+        first.setdefault(_config_key(item), item)
+    configs = [{**base, "key": key, "method": it.trial.method, "task": it.trial.task, "sets": it.sets, "label": it.entry.label}
+               for key, it in first.items()]
+    outcome: dict[str, dict] = {}
+
+    def on_result(config: dict, result: dict) -> None:
+        if config["key"] in outcome:
+            return
+        outcome[config["key"]] = result
+        if result.get("status") == "ready":
+            how = "cached" if result.get("reused") else f"pre-trained in {result.get('seconds', 0):.1f}s"
+            _say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}): encoder {how}")
+        else:
+            _say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
+
+    _fit(pretrain_trainable, configs, resources, name, storage, on_result)
+    ready = {k for k, r in outcome.items() if r.get("status") == "ready"}
+    for item in plan.todo:
+        key = _config_key(item)
+        if key not in outcome:
+            summary.not_run.append(item.name)
+        elif key not in ready:
+            summary.failed.append(f"{item.name}: pre-training failed: {outcome[key].get('error')}")
+    return None if len(outcome) < len(configs) else ready
+
+
+def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name: str, storage: Path,
+                 store: Store, summary: Summary) -> None:
+    items = [it for it in plan.todo if _config_key(it) in ready]
+    if not items:
+        return
+    configs = [{**base, "index": i, "method": it.trial.method, "task": it.trial.task, "fraction": it.trial.fraction,
+                "seed": it.trial.seed, "sets": it.sets} for i, it in enumerate(items)]
+    seen: set[int] = set()
+
+    def on_result(config: dict, result: dict) -> None:
+        if config["index"] in seen:
+            return
+        seen.add(config["index"])
+        item = items[config["index"]]
+        n = f"{summary.skipped + len(seen)}/{summary.total}"
+        if result.get("status") == "finished":
+            store.record(Trial(**json.loads(result["trial"])))  # the driver's copy: same key, same row
+            summary.done += 1
+            _say(f"[grid] {n} {item.name}: {result['metric']} {result['value']:.4f} ({result.get('seconds', 0):.1f}s)")
+        else:
+            summary.failed.append(f"{item.name}: {result.get('error')}")
+            _say(f"[grid] {n} {item.name}: FAILED {result.get('error')}")
+
+    _fit(trial_trainable, configs, resources, name, storage, on_result)
+    summary.not_run.extend(it.name for i, it in enumerate(items) if i not in seen)
+
+
+def summary_lines(summary: Summary) -> list[str]:
+    lines = [f"grid: {summary.total} trials: {summary.done} done, {summary.skipped} skipped (already finished), "
+             f"{len(summary.failed)} failed" + (f", {len(summary.not_run)} not run" if summary.not_run else "")]
+    if summary.not_applicable:
+        lines.append(f"  not applicable (left out): {'; '.join(summary.not_applicable)}")
+    lines += [f"  failed: {x}" for x in summary.failed]
+    if summary.not_run:
+        lines.append(f"  not run (interrupted): {len(summary.not_run)}; run the same command again to finish them")
+    if summary.storage:
+        lines.append(f"  Ray Tune state: {summary.storage}")
+    return lines
+
+
+def check_spec(spec: GridSpec) -> None:
+    if not spec.methods or not spec.tasks:
+        raise UserError("a grid needs at least one method and one task")

@@ -56,10 +56,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Session:
     import ray
 
     logging.getLogger("ray").setLevel(logging.WARNING)
+    if address:
+        _check_address(address)
     if ray.is_initialized():
         started, where = False, "the running Ray session"
     elif address:
-        _check_address(address)
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         started, where = True, f"Ray cluster {address}"
     else:

@@ -68,7 +68,7 @@ def format_results(trials: list[Trial], fmt: str = "table") -> str:
         return "no trials stored yet (run `python -m benchmark run ...` or `grid ...`)"
     shown = [{**r, "fraction": f"{r['fraction']:g}", "value": MISSING if r["value"] is None else f"{r['value']:.4f}",
               "seconds": MISSING if r["seconds"] is None else f"{r['seconds']:.1f}"} for r in rows]
-    return tabulate(shown, headers="keys", tablefmt="simple")
+    return tabulate(shown, headers="keys", tablefmt="simple", disable_numparse=True)
 
 
 # ---------------------------------------------------------------- paper-style tables
@@ -244,9 +244,9 @@ def render(table: Table, fmt: str = "markdown") -> str:
     headers = ["method", *(_header(c) for c in table.columns)]
     if latex:
         body = [[_latex(x) for x in row] for row in body]
-        text = tabulate(body, headers=[_latex(h) for h in headers], tablefmt="latex_raw")
+        text = tabulate(body, headers=[_latex(h) for h in headers], tablefmt="latex_raw", disable_numparse=True)
         return "\n".join([f"% {table.title}", text, *(f"% {n}" for n in table.notes)])
-    text = tabulate(body, headers=headers, tablefmt="github")
+    text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
     return "\n".join([f"**{table.title}**", "", text, *([""] + [f"_{n}_" for n in table.notes] if table.notes else [])])
 
 

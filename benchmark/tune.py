@@ -58,6 +58,8 @@ class Param:
 
 def load_space(method: str) -> list[Param]:
     """``configs/sweeps/<method>.yaml``: ``space: {KEY: {uniform|loguniform|int: [low, high]} | {choice: [...]}}``."""
+    if method not in available("methods"):
+        raise unknown_name("method", method, available("methods"))
     if method not in available("sweeps"):
         raise unknown_name("sweep (configs/sweeps/<method>.yaml) for method", method, available("sweeps"))
     data = named_yaml("sweeps", method)

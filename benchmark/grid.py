@@ -96,7 +96,7 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
 
 # ---------------------------------------------------------------- Ray trainables (run in workers)
 
-def _worker_setup(config: dict) -> None:
+def worker_setup(config: dict) -> None:
     os.environ.update(config["env"])
     os.environ["BENCHMARK_STORE"] = config["store"]
     logging.basicConfig(level=logging.WARNING)
@@ -107,7 +107,7 @@ def pretrain_trainable(space: dict) -> None:
     from ray import tune
 
     config = space["spec"]
-    _worker_setup(config)
+    worker_setup(config)
     from benchmark.data.sources import data_root
     from benchmark.runner import get_encoder, resolve
 
@@ -124,7 +124,7 @@ def trial_trainable(space: dict) -> None:
     from ray import tune
 
     config = space["spec"]
-    _worker_setup(config)
+    worker_setup(config)
     from benchmark.runner import run_trial
 
     try:
@@ -155,7 +155,7 @@ class Summary:
         return not self.failed and not self.not_run
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     print(line, file=sys.stdout, flush=True)
 
 
@@ -202,11 +202,11 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
         storage = storage_dir("ray")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         summary.storage = str(storage)
-        _say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
+        say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
              f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
         base = {"profile": plan.profile, "data_root": plan.data_root, "device": device,
                 "store": str(store.path.resolve()), "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}}
-        ready = _pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary)
+        ready = pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary)
         if ready is not None:
             _trial_phase(plan, ready, base, resources, f"grid-{stamp}-trials", storage, store, summary)
     finally:
@@ -218,7 +218,7 @@ def _config_key(item: GridTrial) -> str:
     return f"{item.trial.method}-{item.trial.method_hash}"
 
 
-def _pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary) -> set[str] | None:
+def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary) -> set[str] | None:
     """Pre-train each distinct method config once; returns the configs ready, or None when interrupted."""
     first: dict[str, GridTrial] = {}
     for item in plan.todo:
@@ -233,9 +233,9 @@ def _pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage:
         outcome[config["key"]] = result
         if result.get("status") == "ready":
             how = "cached" if result.get("reused") else f"pre-trained in {result.get('seconds', 0):.1f}s"
-            _say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}): encoder {how}")
+            say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}): encoder {how}")
         else:
-            _say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
+            say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
 
     _fit(pretrain_trainable, configs, resources, name, storage, on_result)
     ready = {k for k, r in outcome.items() if r.get("status") == "ready"}
@@ -266,10 +266,10 @@ def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name:
         if result.get("status") == "finished":
             store.record(Trial(**json.loads(result["trial"])))  # the driver's copy: same key, same row
             summary.done += 1
-            _say(f"[grid] {n} {item.name}: {result['metric']} {result['value']:.4f} ({result.get('seconds', 0):.1f}s)")
+            say(f"[grid] {n} {item.name}: {result['metric']} {result['value']:.4f} ({result.get('seconds', 0):.1f}s)")
         else:
             summary.failed.append(f"{item.name}: {result.get('error')}")
-            _say(f"[grid] {n} {item.name}: FAILED {result.get('error')}")
+            say(f"[grid] {n} {item.name}: FAILED {result.get('error')}")
 
     _fit(trial_trainable, configs, resources, name, storage, on_result)
     summary.not_run.extend(it.name for i, it in enumerate(items) if i not in seen)

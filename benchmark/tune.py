@@ -96,10 +96,10 @@ def search_trainable(space: dict) -> None:
     validation score every epoch (for ASHA) and at the end with the test metrics."""
     from ray import tune
 
-    from benchmark.grid import _worker_setup
+    from benchmark.grid import worker_setup
 
     fixed = space["fixed"]
-    _worker_setup(fixed)
+    worker_setup(fixed)
     import tasks.base
     from benchmark.runner import run_trial
 
@@ -132,7 +132,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                name: str | None = None) -> SearchResult:
     from benchmark.experiments import MethodEntry
-    from benchmark.grid import GridTrial, Plan, Summary, _pretrain_phase
+    from benchmark.grid import GridTrial, Plan, Summary, pretrain_phase
     from benchmark.raycluster import connect, storage_dir, trial_resources
     from benchmark.runner import plan_trial, resolve
 
@@ -162,7 +162,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        from benchmark.grid import FORWARD_ENV, _say
+        from benchmark.grid import FORWARD_ENV, say
 
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
         fixed = {"method": method, "task": task, "fraction": float(fraction), "seed": seed, "profile": profile,
@@ -172,10 +172,10 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                  "params": [{"key": p.key, "name": p.name} for p in params]}
         if not pretrains_in_trials:  # one encoder for every trial: pre-train it once, first
             plan = Plan(profile, fixed["data_root"], todo=[GridTrial(MethodEntry(method), sets, base)])
-            if _pretrain_phase(plan, {k: fixed[k] for k in ("profile", "data_root", "device", "store", "env")},
+            if pretrain_phase(plan, {k: fixed[k] for k in ("profile", "data_root", "device", "store", "env")},
                                resources, f"{name}-pretrain", folder, Summary(1, 0)) != {f"{method}-{base.method_hash}"}:
                 raise UserError(f"pre-training {method} failed or was interrupted; see the line above")
-        _say(f"[tune] {name}: {n_trials} trials of {', '.join(p.key for p in params)} on {session.where}; "
+        say(f"[tune] {name}: {n_trials} trials of {', '.join(p.key for p in params)} on {session.where}; "
              "selecting on the validation score (val_<metric>, or -val_loss where the task selects on its loss); "
              f"ASHA over up to {epochs + 1} reports per trial")
         last: dict[str, dict] = {}
@@ -184,7 +184,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 last[trial.trial_id] = {"config": trial.config, **result}
                 if result.get("final"):
-                    _say(f"[tune] trial {trial.trial_id}: {result['selected_on']} {result['score']:.4f} "
+                    say(f"[tune] trial {trial.trial_id}: {result['selected_on']} {result['score']:.4f} "
                          f"({', '.join(f'{p.key}={_fmt(trial.config[p.name])}' for p in params)})")
 
             def on_trial_error(self, iteration, trials, trial, **info):
@@ -245,7 +245,7 @@ def search_lines(result: SearchResult) -> list[str]:
     def shown(row: dict) -> dict:
         return {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}
 
-    lines = [tabulate([shown(r) for r in sorted(result.rows, key=lambda r: -(r["val_score"] or -math.inf))],
+    lines = [tabulate([shown(r) for r in sorted(result.rows, key=lambda r: math.inf if r["val_score"] is None else -r["val_score"])],
                       headers="keys", tablefmt="simple") if result.rows else "no trials ran"]
     if result.best is None:
         lines.append(f"search {result.name}: no trial finished")

@@ -98,6 +98,7 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
 
 def worker_setup(config: dict) -> None:
     os.environ.update(config["env"])
+    os.environ.pop("BENCHMARK_DATA", None)  # the driver passes the data root it keyed the trials with
     os.environ["BENCHMARK_STORE"] = config["store"]
     logging.basicConfig(level=logging.WARNING)
 
@@ -239,13 +240,14 @@ def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: 
 
     _fit(pretrain_trainable, configs, resources, name, storage, on_result)
     ready = {k for k, r in outcome.items() if r.get("status") == "ready"}
+    interrupted = len(outcome) < len(configs)
     for item in plan.todo:
         key = _config_key(item)
-        if key not in outcome:
-            summary.not_run.append(item.name)
-        elif key not in ready:
+        if key in outcome and key not in ready:
             summary.failed.append(f"{item.name}: pre-training failed: {outcome[key].get('error')}")
-    return None if len(outcome) < len(configs) else ready
+        elif interrupted or key not in outcome:
+            summary.not_run.append(item.name)
+    return None if interrupted else ready
 
 
 def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name: str, storage: Path,

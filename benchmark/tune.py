@@ -157,6 +157,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
 
     session = connect(address)
     try:
+        import optuna
         from optuna.samplers import TPESampler
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
@@ -164,6 +165,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
 
         from benchmark.grid import FORWARD_ENV, say
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from the callback
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
         fixed = {"method": method, "task": task, "fraction": float(fraction), "seed": seed, "profile": profile,
                  "sets": [list(s) for s in sets], "data_root": str(Path(data_root_arg).resolve()) if data_root_arg else None,

@@ -66,6 +66,37 @@ def test_grid_runs_only_the_missing_trials_then_nothing(ray_session, capsys, iso
     assert "[grid]" not in out and "grid: 4 trials: 0 done, 4 skipped (already finished), 0 failed" in out
 
 
+def test_grid_interrupted_by_ctrl_c_resumes_with_the_same_command(ray_session, capsys, isolated_home):
+    """Ctrl-C after the first finished trial: what finished is kept, the same command runs only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    argv = ["grid", "--methods", "random", "--tasks", "rsna_cls", "--fractions", "0.1,0.2,0.3,0.5", "--seeds", "42",
+            "--profile", "smoke"]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=dict(os.environ))
+    first = []
+    for line in proc.stdout:
+        if re.match(r"\[grid\] \d/4 random", line):
+            first.append(line)
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert first, rest
+    assert proc.returncode != 0 and "not run (interrupted)" in rest
+    kept = {t.fraction for t in Store().all() if t.status == "finished"}
+    assert 1 <= len(kept) < 4
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    ran = {float(f) for f in re.findall(r"\[grid\] \d/4 random rsna_cls fraction (\S+) seed 42: auroc", out)}
+    assert ran == {0.1, 0.2, 0.3, 0.5} - kept  # exactly the missing ones
+    assert f"{4 - len(kept)} done, {len(kept)} skipped" in out
+    assert sorted(t.fraction for t in Store().all() if t.status == "finished") == [0.1, 0.2, 0.3, 0.5]
+
+
 def test_tune_selects_on_validation_with_per_epoch_reports(ray_session, capsys, isolated_home):
     argv = ["tune", "--method", "random", "--task", "rsna_cls", "--fraction", "0.5", "--trials", "2",
             "--profile", "smoke", "--name", "t1"]

@@ -204,7 +204,7 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
         stamp = time.strftime("%Y%m%d-%H%M%S")
         summary.storage = str(storage)
         say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
-             f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
+            f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
         base = {"profile": plan.profile, "data_root": plan.data_root, "device": device,
                 "store": str(store.path.resolve()), "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}}
         ready = pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary)

@@ -66,6 +66,7 @@ def build_parser() -> Parser:
     data.set_defaults(handler="data")
 
     _grid_parsers(sub)
+    _speed_parser(sub)
 
     lst = sub.add_parser("list", help="what is registered")
     lst.add_argument("what", choices=["methods", "tasks"])
@@ -124,6 +125,18 @@ def _grid_parsers(sub) -> None:
     plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")
+
+
+def _speed_parser(sub) -> None:
+    speed = sub.add_parser("speed", help="pairs/s of the pre-training step vs the bare ResNet-50 and the authors' "
+                           "naive step; with --task, a 9-trial linear-probe grid vs one trial")
+    _trial_args(speed)
+    speed.add_argument("--batch-size", type=int, help="pairs per step (default: the profile's batch_size)")
+    speed.add_argument("--image-size", type=int, help="pixels (default: the profile's image_size)")
+    speed.add_argument("--steps", type=int, default=5, help="timed steps; the figures are medians (default 5)")
+    speed.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    speed.add_argument("--task", help="time a 1/10/100 %% x 3-seed grid on this task against one trial instead")
+    speed.set_defaults(handler="speed")
 
 
 def _setup_logging() -> None:

@@ -221,3 +221,22 @@ def plot(args: argparse.Namespace) -> int:
     for path in write_plots(store.all(), store.variants(), args.out, args.data):
         print(f"wrote {path}")
     return 0
+
+
+def speed(args: argparse.Namespace) -> int:
+    from benchmark.speed import measure_steps, measure_task, speed_lines, task_lines
+
+    sets = _sets(args)
+    if args.task:
+        result = measure_task(args.method, args.task, args.profile, sets, args.device, args.data_root)
+        print("\n".join(task_lines(result)))
+    else:
+        if args.batch_size is not None:
+            sets.append(("batch_size", args.batch_size))
+        if args.image_size is not None:
+            sets.append(("image_size", args.image_size))
+        result = measure_steps(args.method, args.profile, sets, args.device, args.steps, args.warmup, args.data_root).as_dict()
+        print("\n".join(speed_lines(result)))
+    if args.json:
+        emit_json(result)
+    return 0

@@ -105,10 +105,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
-    )
+    params, opt = make_optimizer(model, cfg, dev)
     period = max(1, round(cfg.lr_restart_epochs * steps_per_epoch) if cfg.lr_restart_epochs else total)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=period, eta_min=cfg.min_lr)
 
@@ -140,7 +137,6 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
         persistent_workers=False,
     )
-    fmt = memory_format(dev)
     started = time.monotonic()
     model.train()
     log.info(
@@ -154,17 +150,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
             dataset.epoch = sampler.epoch = epoch
             sampler.start = offset
             for batch in loader:
-                views = {k: v.to(dev, non_blocking=True, memory_format=fmt) for k, v in batch.items() if k.startswith("view")}
-                with autocast(dev):
-                    terms = model.training_step({**views, "index": batch["index"].to(dev)})
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"{method} pre-training loss became {loss.item()} at step {step + 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                terms = train_step(model, to_device(batch, dev), opt, params, cfg.grad_clip, f"{method} pre-training", step)
                 sched.step()
                 step += 1
                 row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
@@ -195,6 +181,40 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     ckpt_path.unlink(missing_ok=True)  # the optimiser state is 2x the model: drop it once done
     log.info("pre-trained %s in %.1fs, final loss %.4f -> %s", method, seconds, meta["final_loss"], out)
     return Pretrained(out / ENCODER, meta, reused=False)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device):
+    """(trainable parameters, AdamW) as the loop uses them: fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
+    )
+    return params, opt
+
+
+def to_device(batch: dict, dev: torch.device) -> dict[str, torch.Tensor]:
+    """A loader batch on ``dev``: views in the loop's memory format, plus ``index``."""
+    fmt = memory_format(dev)
+    views = {k: v.to(dev, non_blocking=True, memory_format=fmt) for k, v in batch.items() if k.startswith("view")}
+    return {**views, "index": batch["index"].to(dev)}
+
+
+def train_step(model, batch: dict[str, torch.Tensor], opt, params, grad_clip: float = 0.0, what: str = "pre-training",
+               step: int = 0, step_fn=None) -> dict[str, torch.Tensor]:
+    """One optimiser step of the loop: the method's loss under autocast, a finite
+    check, backward, optional clipping, AdamW. ``step_fn(batch)`` replaces
+    ``model.training_step`` (``benchmark speed`` times naive steps with it)."""
+    with autocast(params[0].device):
+        terms = (step_fn or model.training_step)(batch)
+    loss = terms["loss"]
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"{what} loss became {loss.item()} at step {step + 1}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return terms
 
 
 def _write_losses(path: Path, history: list[dict]) -> None:

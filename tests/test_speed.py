@@ -104,3 +104,17 @@ def test_speed_task_mode_times_the_grid_against_one_trial(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["grid_trials"] == 9 and result["single_trial_s"] > 0 and result["grid_s"] > 0
     assert result["grid_over_single"] == pytest.approx(result["grid_s"] / result["single_trial_s"], abs=2e-3)
+
+
+def test_findings_attention_from_cls_alone_equals_full_self_attention():
+    from methods.imitate import ChannelTokenBranch
+
+    torch.manual_seed(0)
+    branch = ChannelTokenBranch((0.25, 0.15, 0.10, 0.10), 4, 512, 4, 32).eval()
+    torch.nn.init.normal_(branch.pos, std=0.1)
+    feats = [torch.randn(3, c, s, s) for c, s in zip((256, 512, 1024, 2048), (8, 4, 2, 1))]
+    draw = branch.draw(torch.Generator().manual_seed(0))
+    x = branch.tokens(feats, draw)
+    x = torch.cat([branch.cls.expand(3, -1, -1), x], dim=1) + branch.pos
+    full = branch.head((x + branch.attn(x, x, x, need_weights=False)[0])[:, 0])  # every token attends
+    assert torch.allclose(branch(feats, draw), full, atol=1e-5)

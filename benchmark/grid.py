@@ -160,18 +160,29 @@ def say(line: str) -> None:
     print(line, file=sys.stdout, flush=True)
 
 
-def _callback(on_result):
-    """A Tune callback that hands each trial's first result (or its crash) to ``on_result`` in the driver."""
+def callback(on_result):
+    """A Tune callback handing each result (or a trial's crash, as status "failed") with its Ray trial to
+    ``on_result(trial, result)`` in the driver. Tune pickles its callbacks with the experiment state;
+    the pickled copy carries no hook (the hook may hold the store's connection)."""
     from ray import tune
 
     class Reporter(tune.Callback):
+        def __init__(self, hook) -> None:
+            self.hook = hook
+
+        def __getstate__(self) -> dict:
+            return {}
+
+        def __setstate__(self, state: dict) -> None:
+            self.hook = lambda trial, result: None
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            on_result(trial.config, result)
+            self.hook(trial, result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            on_result(trial.config, {"status": "failed", "error": f"Ray trial {trial.trial_id} errored (see {trial.local_path})"})
+            self.hook(trial, {"status": "failed", "error": f"Ray trial {trial.trial_id} errored (see {trial.local_path})"})
 
-    return Reporter()
+    return Reporter(on_result)
 
 
 def _fit(trainable, configs: list[dict], resources: dict, name: str, storage: Path, on_result) -> None:
@@ -182,7 +193,7 @@ def _fit(trainable, configs: list[dict], resources: dict, name: str, storage: Pa
         param_space={"spec": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=[_callback(lambda c, r: on_result(c["spec"], r))],
+            name=name, storage_path=str(storage), verbose=0, callbacks=[callback(lambda t, r: on_result(t.config["spec"], r))],
             failure_config=tune.FailureConfig(max_failures=2),  # a lost node: the trial runs again elsewhere
         ),
     )

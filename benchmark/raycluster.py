@@ -18,7 +18,8 @@ from benchmark.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+       "RAY_AIR_NEW_OUTPUT": "0"}  # the new output engine prints its tables even at verbose=0
 OBJECT_STORE_BYTES = 512 * 1024**2  # trials pass configs and metrics only, never tensors
 
 

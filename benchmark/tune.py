@@ -163,7 +163,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        from benchmark.grid import FORWARD_ENV, say
+        from benchmark.grid import FORWARD_ENV, callback, say
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from the callback
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
@@ -182,15 +182,14 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
             f"ASHA over up to {epochs + 1} reports per trial")
         last: dict[str, dict] = {}
 
-        class Track(tune.Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                last[trial.trial_id] = {"config": trial.config, **result}
-                if result.get("final"):
-                    say(f"[tune] trial {trial.trial_id}: {result['selected_on']} {result['score']:.4f} "
-                         f"({', '.join(f'{p.key}={_fmt(trial.config[p.name])}' for p in params)})")
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                last.setdefault(trial.trial_id, {"config": trial.config})["error"] = f"see {trial.local_path}"
+        def track(trial, result: dict) -> None:
+            if result.get("status") == "failed":
+                last.setdefault(trial.trial_id, {"config": trial.config})["error"] = result["error"]
+                return
+            last[trial.trial_id] = {"config": trial.config, **result}
+            if result.get("final"):
+                say(f"[tune] trial {trial.trial_id}: {result['selected_on']} {result['score']:.4f} "
+                    f"({', '.join(f'{p.key}={_fmt(trial.config[p.name])}' for p in params)})")
 
         tuner = tune.Tuner(
             tune.with_resources(search_trainable, resources),
@@ -202,7 +201,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                                         grace_period=min(3, epochs + 1), reduction_factor=3),
                 trial_dirname_creator=lambda t: t.trial_id,
             ),
-            run_config=tune.RunConfig(name="ray", storage_path=str(folder), verbose=0, callbacks=[Track()]),
+            run_config=tune.RunConfig(name="ray", storage_path=str(folder), verbose=0, callbacks=[callback(track)]),
         )
         tuner.fit()
     finally:

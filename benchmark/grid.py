@@ -191,7 +191,7 @@ def _fit(trainable, configs: list[dict], resources: dict, name: str, storage: Pa
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"spec": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id),
+        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),  # no new worker per trial
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0, callbacks=[callback(lambda t, r: on_result(t.config["spec"], r))],
             failure_config=tune.FailureConfig(max_failures=2),  # a lost node: the trial runs again elsewhere

@@ -40,6 +40,7 @@ class GridTrial:
     entry: MethodEntry
     sets: list[tuple[str, Any]]
     trial: Trial  # the store key (and configs) of this trial
+    pretrains: bool = True  # False: a baseline whose encoder is exported, not trained
 
     @property
     def name(self) -> str:
@@ -89,7 +90,7 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
                     if trial.key() in seen:
                         continue
                     seen.add(trial.key())
-                    item = GridTrial(entry, sets, trial)
+                    item = GridTrial(entry, sets, trial, resolved.method_cls.pretrains)
                     (plan.finished if store.finished(trial) else plan.todo).append(item)
     return plan
 
@@ -118,6 +119,19 @@ def pretrain_trainable(space: dict) -> None:
         tune.report({"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)})
     except Exception as exc:  # noqa: BLE001  (reported, not raised: the driver says which config failed and why)
         tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _export_baseline(config: dict) -> dict:
+    from benchmark.runner import get_encoder, resolve
+
+    try:
+        resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
+        pre = get_encoder(resolved, None, config["device"])
+        return {"status": "ready", "reused": bool(pre.reused), "seconds": 0.0}
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the driver records and prints the failure)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def trial_trainable(space: dict) -> None:
@@ -244,12 +258,17 @@ def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: 
             return
         outcome[config["key"]] = result
         if result.get("status") == "ready":
-            how = "cached" if result.get("reused") else f"pre-trained in {result.get('seconds', 0):.1f}s"
+            how = "cached" if result.get("reused") else f"ready in {result.get('seconds', 0):.1f}s"
             say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}): encoder {how}")
         else:
             say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
 
-    _fit(pretrain_trainable, configs, resources, name, storage, on_result)
+    for config in configs:  # baselines train nothing: their encoder is written here, without a Ray trial
+        if not first[config["key"]].pretrains:
+            on_result(config, _export_baseline(config))
+    trained = [c for c in configs if first[c["key"]].pretrains]
+    if trained:
+        _fit(pretrain_trainable, trained, resources, name, storage, on_result)
     ready = {k for k, r in outcome.items() if r.get("status") == "ready"}
     interrupted = len(outcome) < len(configs)
     for item in plan.todo:

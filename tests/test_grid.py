@@ -51,7 +51,7 @@ def test_grid_runs_only_the_missing_trials_then_nothing(ray_session, capsys, iso
     assert "3 to run, 1 already finished (skipped)" in out
     assert "grid: 4 trials: 3 done, 1 skipped (already finished), 0 failed" in out
     # pre-training once per method config, before its trials; imitate's encoder shared by its two trials
-    assert len(re.findall(r"\[pretrain\] \d/2 imitate \(imitate-\w+\): encoder pre-trained", out)) == 1
+    assert len(re.findall(r"\[pretrain\] \d/2 imitate \(imitate-\w+\): encoder ready in", out)) == 1
     assert len(list((isolated_home / "home" / "encoders").glob("imitate-*"))) == 1
 
     trials = Store().all()

@@ -60,6 +60,8 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             err_style="bars", facet_kws={"sharey": False}, height=3, aspect=1.2,
         )
         grid.set(xscale="log")
+        if grid.legend is not None:
+            grid.legend.set_title("method")
         for ax, task in zip(grid.axes.flat, tasks):
             ax.set_xticks(sorted(part["fraction"].unique()))
             ax.set_xticklabels([f"{100 * f:g}%" for f in sorted(part["fraction"].unique())])
@@ -80,7 +82,7 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             ax.set_xlabel("task, training labels")
             ax.set_ylabel("primary metric (%)")
             ax.set_title(f"ablations, {protocol} protocol, {describe_source(source)}", fontsize=9)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="lower right", title="method", title_fontsize=7)
             written += _save(fig, out, f"ablations_{data}_{protocol}")
             plt.close(fig)
     return written

@@ -4,9 +4,10 @@ Three things are timed in one process, interleaved step by step (so a machine
 shared with other jobs slows all three alike), after warm-up; each figure is the
 median over the timed steps (CUDA events on a GPU, ``time.perf_counter`` on CPU):
 
-- ceiling: ResNet-50 forward + backward + AdamW step on the two views
-  (2 x batch images, one pass per view), with the loop's dtype, memory format and
-  optimiser, through the loop's own ``train_step``;
+- ceiling: ResNet-50 forward + backward + AdamW step on the views the method's
+  step sees, one pass per view (IMITATE: two views, 2 x batch images; ConVIRT,
+  GLoRIA, PRIOR, ASG: one), with the loop's dtype, memory format and optimiser,
+  through the loop's own ``train_step``;
 - step: the method's pre-training step exactly as ``benchmark.pretrain`` runs it
   (``train_step``: autocast, ``training_step``, backward, clipping, AdamW) on
   batches from the loop's data pipeline; ``step_data`` also counts fetching the
@@ -60,7 +61,7 @@ class Timer:
 
 
 class Ceiling(nn.Module):
-    """The bare backbone as a "method": forward on each view, a trivial loss."""
+    """The bare backbone as a "method": one forward per view, a trivial loss."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,7 +70,7 @@ class Ceiling(nn.Module):
         self.backbone = ResNetStages("none")
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        loss = sum(self.backbone(batch[k])[-1].float().mean() for k in ("view1", "view2"))
+        loss = sum(self.backbone(v)[-1].float().mean() for k, v in batch.items() if k.startswith("view"))
         return {"loss": loss}
 
 
@@ -81,6 +82,7 @@ class SpeedResult:
     image_size: int
     steps: int
     warmup: int
+    views: int
     seconds: dict[str, float] = field(default_factory=dict)  # median seconds per step
 
     def pairs_per_s(self, key: str) -> float | None:
@@ -90,7 +92,7 @@ class SpeedResult:
     def as_dict(self) -> dict:
         out = {
             "method": self.method, "device": self.device, "batch_size": self.batch_size,
-            "image_size": self.image_size, "steps": self.steps, "warmup": self.warmup,
+            "image_size": self.image_size, "views": self.views, "steps": self.steps, "warmup": self.warmup,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
         for key in ("ceiling", "step", "step_data", "naive"):
@@ -148,7 +150,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
 
     stream = batches()
     first = to_device(next(stream), dev)
-    two_views = {"view1": first["view1"], "view2": first.get("view2", first["view1"])}
+    views = {k: v for k, v in first.items() if k.startswith("view")}  # the views the method's step sees
     timer = Timer(dev)
     fetched: dict[str, Any] = {}
 
@@ -156,7 +158,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         fetched["batch"] = to_device(next(stream), dev)
 
     runs = {
-        "ceiling": lambda: train_step(ceiling, two_views, c_opt, c_params, cfg.grad_clip, "ceiling"),
+        "ceiling": lambda: train_step(ceiling, views, c_opt, c_params, cfg.grad_clip, "ceiling"),
         "step": lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, method),
         "naive": (lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, f"naive {method}", step_fn=naive))
         if naive else None,
@@ -172,7 +174,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
                 times[k].append(v)
             times["step_data"].append(row["step"] + data_s)
     return SpeedResult(
-        method, describe(dev), cfg.batch_size, cfg.image_size, steps, warmup,
+        method, describe(dev), cfg.batch_size, cfg.image_size, steps, warmup, len(views),
         {k: statistics.median(v) for k, v in times.items() if v},
     )
 
@@ -185,7 +187,7 @@ def speed_lines(result: dict) -> list[str]:
     head = (f"{result['method']} on {result['device']}: batch {result['batch_size']}, {result['image_size']} px, "
             f"median of {result['steps']} steps after {result['warmup']} warm-up")
     lines = [head]
-    lines += [f"  ceiling   {rate('ceiling')}   ResNet-50 fwd+bwd+AdamW on 2 x batch images",
+    lines += [f"  ceiling   {rate('ceiling')}   ResNet-50 fwd+bwd+AdamW on {result['views']} x batch images",
               f"  step      {rate('step')}   the pre-training step (benchmark.pretrain.train_step)",
               f"  step+data {rate('step_data')}   the same plus fetching the batch (augmentation)",
               f"  naive     {rate('naive')}   the authors' per-step work (methods.naive)"]

@@ -40,6 +40,7 @@ def test_speed_command_prints_the_three_rates_and_their_ratios(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
     assert result["device"].startswith("cpu") and result["batch_size"] == 2 and result["image_size"] == 32
+    assert result["views"] == 2  # IMITATE's ceiling: 2 x batch images
     for key in ("ceiling", "step", "naive", "step_data"):
         assert result[f"{key}_pairs_per_s"] > 0
     assert result["step_over_ceiling"] == pytest.approx(result["step_pairs_per_s"] / result["ceiling_pairs_per_s"], abs=2e-3)

@@ -104,7 +104,8 @@ def test_speed_task_mode_times_the_grid_against_one_trial(capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["grid_trials"] == 9 and result["single_trial_s"] > 0 and result["grid_s"] > 0
-    assert result["grid_over_single"] == pytest.approx(result["grid_s"] / result["single_trial_s"], abs=2e-3)
+    # the three values are rounded to 3 decimals separately: compare within that rounding
+    assert result["grid_over_single"] == pytest.approx(result["grid_s"] / result["single_trial_s"], rel=1e-2)
 
 
 def test_findings_attention_from_cls_alone_equals_full_self_attention():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -30,17 +31,50 @@ def store_path() -> Path:
     return Path(os.environ.get("BENCHMARK_STORE", "results/benchmark.sqlite")).expanduser()
 
 
+def _temp_beside(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def _commit(tmp: str, path: Path) -> None:
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temporary file beside ``path``, then rename it into place, so a
     reader (or a run killed mid-write) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_memmaps(paths: Sequence[Path], shape: tuple[int, ...]) -> Iterator[list]:
+    """One writable uint8 ``.npy`` memmap of ``shape`` per path, under temporary
+    names; renamed into place when the block ends, removed if it raises. The image
+    caches (phantom renders, decoded real images) are written this way."""
+    import numpy as np
+
+    tmps: list[str] = []
+    try:
+        for path in paths:
+            tmps.append(_temp_beside(path))
+        arrays = [np.lib.format.open_memmap(t, mode="w+", dtype=np.uint8, shape=shape) for t in tmps]
+        yield arrays
+        for arr in arrays:
+            arr.flush()
+        del arrays
+        for tmp, path in zip(tmps, paths):
+            _commit(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,7 +27,7 @@ from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.errors import UserError
-from benchmark.paths import atomic_json, cache_dir
+from benchmark.paths import atomic_json, atomic_memmaps, cache_dir
 from benchmark.progress import Progress
 
 #: Bump whenever rendering or lesion mapping changes: part of every cache key.
@@ -96,29 +94,11 @@ def _check_size(size: int) -> int:
 def _render_stack(paths: Sequence[Path], n: int, size: int, draw: Callable[[int], tuple[np.ndarray, ...]],
                   desc: str) -> None:
     """Fill one (n, size, size) uint8 .npy per path with ``draw(i)``'s outputs, atomically."""
-    tmps: list[str] = []
-    arrays = []
-    try:
-        for path in paths:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            tmps.append(tmp)
-            arrays.append(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size)))
-        with Progress(total=n, desc=desc, unit="img") as bar:
-            for i in range(n):
-                for arr, out in zip(arrays, draw(i)):
-                    arr[i] = out
-                bar.update()
-        for arr in arrays:
-            arr.flush()
-        del arrays
-        for tmp, path in zip(tmps, paths):
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in tmps:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_memmaps(paths, (n, size, size)) as arrays, Progress(total=n, desc=desc, unit="img") as bar:
+        for i in range(n):
+            for arr, out in zip(arrays, draw(i)):
+                arr[i] = out
+            bar.update()
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.paths import atomic_json, cache_dir
+from benchmark.paths import atomic_json, atomic_memmaps, cache_dir
 from benchmark.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -152,67 +151,47 @@ def _build(ids: list[str], paths: list[Path], size: int, mask: MaskFn | None, im
            mask_path: Path | None, meta_path: Path, name: str) -> None:
     n = len(ids)
     outs = [p for p in (img_path, mask_path) if p is not None]
-    tmps = [_tmp(p) for p in outs]
-    try:
-        arrays = [np.lib.format.open_memmap(t, mode="w+", dtype=np.uint8, shape=(n, size, size)) for t in tmps]
-        geometry: list[list[float] | None] = [None] * n
-        bad: list[dict] = []
+    geometry: list[list[float] | None] = [None] * n
+    bad: list[dict] = []
 
-        def work(i: int) -> tuple[int, tuple | str]:
-            try:
-                img = decode(paths[i])
-            except FileNotFoundError:
-                return i, "file not found"
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file, reported below
-                return i, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            out, geo = resize_pad(img, size)
-            m = None
-            if mask is not None:
-                m, _ = resize_pad(np.asarray(mask(i, img.shape), np.uint8), size, nearest=True)
-            return i, (out, geo, m)
+    def work(i: int) -> tuple[int, tuple | str]:
+        try:
+            img = decode(paths[i])
+        except FileNotFoundError:
+            return i, "file not found"
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file, reported below
+            return i, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        out, geo = resize_pad(img, size)
+        m = None
+        if mask is not None:
+            m, _ = resize_pad(np.asarray(mask(i, img.shape), np.uint8), size, nearest=True)
+        return i, (out, geo, m)
 
-        workers = max(1, min(8, os.cpu_count() or 1))
-        with Progress(total=n, desc=f"decoding {name} {size}px", unit="img") as bar, ThreadPoolExecutor(workers) as pool:
-            for i, result in pool.map(work, range(n)):
-                if isinstance(result, str):
-                    bad.append({"id": ids[i], "path": str(paths[i]), "error": result})
-                else:
-                    out, geo, m = result
-                    arrays[0][i] = out
-                    if m is not None:
-                        arrays[1][i] = m
-                    geometry[i] = [geo.scale, geo.left, geo.top]
-                bar.update()
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with (atomic_memmaps(outs, (n, size, size)) as arrays,
+          Progress(total=n, desc=f"decoding {name} {size}px", unit="img") as bar,
+          ThreadPoolExecutor(workers) as pool):
+        for i, result in pool.map(work, range(n)):
+            if isinstance(result, str):
+                bad.append({"id": ids[i], "path": str(paths[i]), "error": result})
+            else:
+                out, geo, m = result
+                arrays[0][i] = out
+                if m is not None:
+                    arrays[1][i] = m
+                geometry[i] = [geo.scale, geo.left, geo.top]
+            bar.update()
         limit = max(MAX_BAD, n // 100)
         if len(bad) > limit or len(bad) == n:
             first = bad[0]
             raise UserError(f"{len(bad)} of {n} {name} images cannot be read (first: {first['path']}: {first['error']}); "
                             "expected the official image files in the layout of docs/DATA.md")
-        good = [i for i in range(n) if geometry[i] is not None]
-        if bad:  # compact: keep only the readable rows
-            for k, (arr, tmp) in enumerate(zip(arrays, tmps)):
-                compact_tmp = _tmp(outs[k])
-                compact = np.lib.format.open_memmap(compact_tmp, mode="w+", dtype=np.uint8, shape=(len(good), size, size))
-                for j, i in enumerate(good):
-                    compact[j] = arr[i]
-                compact.flush()
-                del compact
-                os.replace(compact_tmp, tmp)
-        for arr in arrays:
-            arr.flush()
-        del arrays
-        for tmp, out in zip(tmps, outs):
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-    except BaseException:
-        for tmp in tmps:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+    good = [i for i in range(n) if geometry[i] is not None]
+    if bad:  # keep only the readable rows (the sidecar below is what marks the entry complete)
+        full = [np.load(p, mmap_mode="r") for p in outs]
+        with atomic_memmaps(outs, (len(good), size, size)) as arrays:
+            for arr, src in zip(arrays, full):
+                arr[:] = src[good]
+        del full
     atomic_json(meta_path, {"version": PREP_VERSION, "size": size, "ids": [ids[i] for i in good],
                             "geometry": [geometry[i] for i in good], "bad": bad})
-
-
-def _tmp(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return tmp

@@ -136,6 +136,8 @@ def _speed_parser(sub) -> None:
     speed.add_argument("--steps", type=int, default=5, help="timed steps; the figures are medians (default 5)")
     speed.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     speed.add_argument("--task", help="time a 1/10/100 %% x 3-seed grid on this task against one trial instead")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the backbone of the ceiling and the step (pre-training: BENCHMARK_COMPILE=1)")
     speed.set_defaults(handler="speed")
 
 

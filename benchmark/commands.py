@@ -235,7 +235,8 @@ def speed(args: argparse.Namespace) -> int:
             sets.append(("batch_size", args.batch_size))
         if args.image_size is not None:
             sets.append(("image_size", args.image_size))
-        result = measure_steps(args.method, args.profile, sets, args.device, args.steps, args.warmup, args.data_root).as_dict()
+        result = measure_steps(args.method, args.profile, sets, args.device, args.steps, args.warmup, args.data_root,
+                               args.compile).as_dict()
         print("\n".join(speed_lines(result)))
     if args.json:
         emit_json(result)

@@ -41,6 +41,19 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last
 
 
+def compile_requested() -> bool:
+    """``BENCHMARK_COMPILE=1``: torch.compile the backbone (a speed switch: it is
+    not part of any config hash, and the loss is the same to float tolerance)."""
+    return os.environ.get("BENCHMARK_COMPILE", "") not in ("", "0")
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool | None = None) -> torch.nn.Module:
+    """Compile ``module.backbone`` in place (state-dict keys unchanged) when asked."""
+    if enabled if enabled is not None else compile_requested():
+        module.backbone.compile()
+    return module
+
+
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"

@@ -110,27 +110,27 @@ def pretrain_trainable(space: dict) -> None:
 
     config = space["spec"]
     worker_setup(config)
+    tune.report(make_encoder(config, in_trial=True))
+
+
+def make_encoder(config: dict, in_trial: bool = False) -> dict:
+    """The encoder of one method config as a result row. Baselines (nothing to
+    train) and DDP pre-training (its Ray Train workers would wait behind a Tune
+    trial holding the CPUs) run in the driver, where a user's mistake stops the
+    grid; in a trial every error is reported, and the driver says which config
+    failed and why."""
     from benchmark.data.sources import data_root
     from benchmark.runner import get_encoder, resolve
 
     try:
         resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
         pre = get_encoder(resolved, data_root(config["data_root"]), config["device"])
-        tune.report({"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)})
-    except Exception as exc:  # noqa: BLE001  (reported, not raised: the driver says which config failed and why)
-        tune.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-
-
-def _export_baseline(config: dict) -> dict:
-    from benchmark.runner import get_encoder, resolve
-
-    try:
-        resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
-        pre = get_encoder(resolved, None, config["device"])
-        return {"status": "ready", "reused": bool(pre.reused), "seconds": 0.0}
+        return {"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)}
     except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (the driver records and prints the failure)
+        if not in_trial:
+            raise
+        return {"status": "failed", "error": f"UserError: {sys.exc_info()[1]}"}
+    except Exception as exc:  # noqa: BLE001
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -263,10 +263,14 @@ def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: 
         else:
             say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
 
-    for config in configs:  # baselines train nothing: their encoder is written here, without a Ray trial
-        if not first[config["key"]].pretrains:
-            on_result(config, _export_baseline(config))
-    trained = [c for c in configs if first[c["key"]].pretrains]
+    def in_driver(config: dict) -> bool:
+        item = first[config["key"]]
+        return not item.pretrains or int(item.trial.method_config.get("ddp_workers", 1)) > 1
+
+    for config in configs:
+        if in_driver(config):
+            on_result(config, make_encoder(config))
+    trained = [c for c in configs if not in_driver(c)]
     if trained:
         _fit(pretrain_trainable, trained, resources, name, storage, on_result)
     ready = {k for k, r in outcome.items() if r.get("status") == "ready"}

@@ -4,7 +4,9 @@ A method supplies model + loss (``Method.training_step``); this loop supplies
 AdamW, cosine warm restarts stepped per iteration with the period set from the
 real iteration count, bf16 autocast and channels_last on CUDA (plain fp32 on
 CPU), checkpoints that resume to the same result, progress, and a loss curve
-(``losses.csv``) with every loss term in its own column.
+(``losses.csv``) with every loss term in its own column. The same loop runs in
+each process of a DDP run (``ddp_workers > 1``, ``benchmark.ddp``): rank 0
+writes the files, the loss curve holds the terms averaged over processes.
 
 Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
 transferred ResNet-50, torchvision key names), ``model.pt`` (the whole method),
@@ -29,7 +31,8 @@ from torch.utils.data import DataLoader
 from benchmark import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
-from benchmark.device import autocast, describe, memory_format, pick_device, seed_everything
+from benchmark.distributed import all_finite
+from benchmark.device import autocast, describe, maybe_compile, memory_format, pick_device, seed_everything
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_torch_save, cache_dir
 from benchmark.progress import Progress
@@ -84,24 +87,57 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
 
 
 def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force: bool = False) -> Pretrained:
-    """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder."""
+    """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder.
+
+    ``cfg.ddp_workers > 1`` runs the same loop in that many DDP processes through
+    Ray Train (``benchmark.ddp``); otherwise it runs here."""
     if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
         return hit
     out = encoder_dir(method, cfg, corpus.fingerprint)
     if force:
         for name in (ENCODER, MODEL, CHECKPOINT, "meta.json", "losses.csv"):
             (out / name).unlink(missing_ok=True)
-    dev = pick_device(device)
+    n, global_batch = len(corpus), cfg.batch_size * cfg.ddp_workers
+    if n < global_batch:
+        raise UserError(
+            f"the corpus has {n} pairs, fewer than one global batch ({cfg.batch_size} x {cfg.ddp_workers} "
+            "processes): lower batch_size or ddp_workers, or raise corpus_size"
+        )
+    if cfg.ddp_workers > 1:
+        from benchmark.ddp import run_ddp
+
+        run_ddp(method, cfg, corpus, device, out)
+        return Pretrained(out / ENCODER, json.loads((out / "meta.json").read_text()), reused=False)
+    return train_loop(method, cfg, corpus, pick_device(device), out)
+
+
+def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: Path) -> Pretrained:
+    """The loop itself, in one process or in each DDP process (rank 0 writes the files)."""
+    from benchmark.distributed import mean_terms, world
+
+    rank, size = world()
     n, bs = len(corpus), cfg.batch_size
-    if n < bs:
-        raise UserError(f"the corpus has {n} pairs, fewer than batch_size={bs}: lower batch_size or raise corpus_size")
     seed_everything(cfg.seed)
 
     model = METHODS.get(method)(cfg)
-    model.prepare(corpus)
-    model = model.to(dev, memory_format=memory_format(dev))
+    if rank == 0:  # the first process fills the on-disk text cache; the others read it
+        model.prepare(corpus)
+    if size > 1:
+        torch.distributed.barrier()
+        if rank:
+            model.prepare(corpus)
+    model = maybe_compile(model.to(dev, memory_format=memory_format(dev)))
+    step_model = model
+    if size > 1:
+        from torch.nn.parallel import DistributedDataParallel
 
-    steps_per_epoch = n // bs
+        # unused parameters: PRIOR's stages switch modules on and off mid-run
+        step_model = DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True
+        )
+
+    sampler = EpochBatches(n, bs, cfg.seed, rank, size)
+    steps_per_epoch = sampler.batches_per_epoch
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -122,6 +158,8 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         log.info("resuming %s pre-training at step %d/%d from %s", method, step, total, ckpt_path)
 
     def save_checkpoint() -> None:
+        if rank:
+            return
         atomic_torch_save(
             {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -132,29 +170,30 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
         _write_losses(out / "losses.csv", history)
 
     dataset = PairViews(corpus.images, model.train_transform(), cfg.seed, model.views)
-    sampler = EpochBatches(n, bs, cfg.seed)
     loader = DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
         persistent_workers=False,
     )
     started = time.monotonic()
     model.train()
-    log.info(
-        "pre-training %s on %d %s pairs: %d steps (batch %d, %d px) on %s",
-        method, n, corpus.source, total, bs, cfg.image_size, describe(dev),
-    )
-    with Progress(total=total, desc=f"pretrain {method}", unit="step") as bar:
+    if rank == 0:
+        log.info(
+            "pre-training %s on %d %s pairs: %d steps (batch %d%s, %d px) on %s",
+            method, n, corpus.source, total, bs, f" x {size} DDP processes" if size > 1 else "", cfg.image_size,
+            describe(dev),
+        )
+    with Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar:
         bar.update(step)
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             dataset.epoch = sampler.epoch = epoch
             sampler.start = offset
             for batch in loader:
-                terms = train_step(model, to_device(batch, dev), opt, params, cfg.grad_clip, f"{method} pre-training", step)
+                terms = train_step(step_model, to_device(batch, dev), opt, params, cfg.grad_clip, f"{method} pre-training", step)
                 sched.step()
                 step += 1
                 row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
-                row.update({k: float(v.detach()) for k, v in terms.items()})
+                row.update({k: float(v.detach()) for k, v in mean_terms(terms).items()})
                 history.append(row)
                 bar.update(1, loss=row["loss"])
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
@@ -163,17 +202,19 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
                     break
 
     seconds = time.monotonic() - started
+    meta = {
+        "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
+        "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
+        "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "processes": size,
+        "final_loss": history[-1]["loss"] if history else math.nan,
+        "version": __version__,
+    }
+    if rank:
+        return Pretrained(out / ENCODER, meta, reused=False)
     encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
     atomic_torch_save(encoder_state, out / ENCODER)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     _write_losses(out / "losses.csv", history)
-    meta = {
-        "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
-        "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
-        "steps": step, "seconds": round(seconds, 2), "device": describe(dev),
-        "final_loss": history[-1]["loss"] if history else math.nan,
-        "version": __version__,
-    }
     cache = getattr(model, "_text_cache", None)
     if cache is not None:
         meta["text_cache"] = {"hits": cache.hits, "misses": cache.misses}
@@ -202,12 +243,13 @@ def to_device(batch: dict, dev: torch.device) -> dict[str, torch.Tensor]:
 def train_step(model, batch: dict[str, torch.Tensor], opt, params, grad_clip: float = 0.0, what: str = "pre-training",
                step: int = 0, step_fn=None) -> dict[str, torch.Tensor]:
     """One optimiser step of the loop: the method's loss under autocast, a finite
-    check, backward, optional clipping, AdamW. ``step_fn(batch)`` replaces
-    ``model.training_step`` (``benchmark speed`` times naive steps with it)."""
+    check (in every DDP process), backward, optional clipping, AdamW.
+    ``model`` is the Method or its DDP wrapper (called, so that DDP syncs);
+    ``step_fn(batch)`` replaces it (``benchmark speed`` times naive steps with it)."""
     with autocast(params[0].device):
-        terms = (step_fn or model.training_step)(batch)
+        terms = (step_fn or model)(batch)
     loss = terms["loss"]
-    if not torch.isfinite(loss):
+    if not all_finite(loss):
         raise TrainingDiverged(f"{what} loss became {loss.item()} at step {step + 1}")
     opt.zero_grad(set_to_none=True)
     loss.backward()

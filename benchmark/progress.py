@@ -11,11 +11,11 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int | None, desc: str, interval: float = 10.0, unit: str = "it") -> None:
+    def __init__(self, total: int | None, desc: str, interval: float = 10.0, unit: str = "it", disable: bool = False) -> None:
         self.total, self.desc, self.interval, self.unit = total, desc, interval, unit
         self.count = 0
         self.postfix = ""
-        self._quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+        self._quiet = disable or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
         self._bar = None
         if not self._quiet and sys.stderr.isatty():
             self._bar = tqdm(total=total, desc=desc, unit=unit, mininterval=0.5, leave=False)

@@ -69,7 +69,7 @@ class Ceiling(nn.Module):
 
         self.backbone = ResNetStages("none")
 
-    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = sum(self.backbone(v)[-1].float().mean() for k, v in batch.items() if k.startswith("view"))
         return {"loss": loss}
 
@@ -106,11 +106,11 @@ class SpeedResult:
 
 
 def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "auto", steps: int = 5, warmup: int = 2,
-                  data_root_arg: str | None = None) -> SpeedResult:
+                  data_root_arg: str | None = None, compile: bool = False) -> SpeedResult:
     """Ceiling, step and naive step of ``method`` (see the module docstring)."""
     from benchmark.data.pairs import EpochBatches, PairViews
     from benchmark.data.sources import data_root, pretrain_corpus
-    from benchmark.device import describe, memory_format, pick_device, seed_everything
+    from benchmark.device import describe, maybe_compile, memory_format, pick_device, seed_everything
     from benchmark.errors import UserError
     from benchmark.pretrain import make_optimizer, to_device, train_step
     from benchmark.runner import resolve
@@ -131,10 +131,10 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
 
     model = resolved.method_cls(cfg)
     model.prepare(corpus)
-    model = model.to(dev, memory_format=fmt).train()
+    model = maybe_compile(model.to(dev, memory_format=fmt).train(), compile)
     params, opt = make_optimizer(model, cfg, dev)
     naive = naive_step_fn(model, corpus)
-    ceiling = Ceiling().to(dev, memory_format=fmt).train()
+    ceiling = maybe_compile(Ceiling().to(dev, memory_format=fmt).train(), compile)  # both or neither: a fair ratio
     c_params, c_opt = make_optimizer(ceiling, cfg, dev)
 
     dataset = PairViews(corpus.images, model.train_transform(), cfg.seed, model.views)
@@ -174,7 +174,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
                 times[k].append(v)
             times["step_data"].append(row["step"] + data_s)
     return SpeedResult(
-        method, describe(dev), cfg.batch_size, cfg.image_size, steps, warmup, len(views),
+        method, describe(dev) + (" compiled" if compile else ""), cfg.batch_size, cfg.image_size, steps, warmup, len(views),
         {k: statistics.median(v) for k, v in times.items() if v},
     )
 

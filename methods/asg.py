@@ -164,14 +164,15 @@ class Asg(Method):
         tokens = self.text_tower(ids, mask)
         report = self.text_global(tokens[:, 0])
 
-        terms = {"ira": infonce_loss(image, report, cfg.temperature)}
+        g_image, g_report, g_tags = self.negatives(image, report, self.tags[index])
+        terms = {"ira": infonce_loss(g_image, g_report, cfg.temperature)}
         regions = self.regions[index]
         terms["arsa"] = region_alignment_loss(
             self.region_features(feats[2]), self.region_texts(tokens, sentence_index, regions), regions.any(-1), cfg.temperature
         )
-        logits = F.normalize(image.float(), dim=-1) @ F.normalize(report.float(), dim=-1).T / cfg.temperature
+        logits = F.normalize(g_image.float(), dim=-1) @ F.normalize(g_report.float(), dim=-1).T / cfg.temperature
+        terms["erl"] = symmetric_kl_loss(logits, tag_soft_targets(g_tags, 1 - cfg.soft_label_weight, cfg.soft_label_weight))
         tags = self.tags[index]
-        terms["erl"] = symmetric_kl_loss(logits, tag_soft_targets(tags, 1 - cfg.soft_label_weight, cfg.soft_label_weight))
         loss = terms["ira"] + cfg.arsa_weight * terms["arsa"] + cfg.erl_weight * terms["erl"]
         if self.tag_decoder is not None:
             scores = self.tag_decoder(self.tag_queries, spatial_patches(feats[2]))

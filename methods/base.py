@@ -40,6 +40,8 @@ class MethodConfig:
     seed: int = 0
     num_workers: int = 4
     checkpoint_every: int = 500
+    ddp_workers: int = 1  # DDP processes through Ray Train (one GPU each when there are GPUs); batch_size is per process
+    gather_negatives: bool = False  # contrastive negatives from every process (PRIOR's code) or per process (IMITATE's)
 
     def validate(self) -> None:
         for key in ("image_size", "batch_size", "epochs", "text_max_length"):
@@ -51,6 +53,8 @@ class MethodConfig:
             raise UserError("lr must be > 0 and lr_restart_epochs >= 0")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
+        if self.ddp_workers < 1:
+            raise UserError(f"ddp_workers must be >= 1, got {self.ddp_workers}")
         for key in ("max_steps", "corpus_size", "num_workers", "checkpoint_every"):
             if getattr(self, key) < 0:
                 raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
@@ -133,8 +137,22 @@ class Method(nn.Module):
         for name, tensor in bank.items():
             self.register_buffer(f"text_{name}", tensor, persistent=False)
 
+    def negatives(self, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """The rows a global contrastive loss compares: under DDP with
+        ``gather_negatives`` every process's rows (with gradient to the local
+        ones), otherwise this process's batch. Call it on every process alike."""
+        if not self.cfg.gather_negatives:
+            return tensors
+        from benchmark.distributed import gather_rows
+
+        return tuple(None if t is None else gather_rows(t) for t in tensors)
+
     def text(self, field: str, index: torch.Tensor) -> torch.Tensor:
         return getattr(self, f"text_{field}")[index]
+
+    def forward(self, batch: dict[str, torch.Tensor], **kwargs) -> dict[str, torch.Tensor]:
+        """The training step: DDP syncs gradients only for calls through ``forward``."""
+        return self.training_step(batch, **kwargs)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Return ``{"loss": total, <term>: value, ...}``; terms are logged separately."""

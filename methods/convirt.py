@@ -104,6 +104,6 @@ class Convirt(DrawsTextUnits, Method):
     # -- the step -------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids, mask = self.drawn_tokens(batch["index"])
-        image, text = self.image_embedding(batch["view1"]), self.text_embedding(ids, mask)
+        image, text = self.negatives(self.image_embedding(batch["view1"]), self.text_embedding(ids, mask))
         loss, image_text, text_image = asymmetric_infonce(image, text, self.cfg.temperature, self.cfg.image_weight)
         return {"loss": loss, "image_text": image_text.detach(), "text_image": text_image.detach()}

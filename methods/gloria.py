@@ -141,7 +141,7 @@ class Gloria(DrawsTextUnits, Method):
         ids, mask = self.drawn_tokens(batch["index"])
         img_g, regions = self.image_features(batch["view1"])
         txt_g, words, word_mask = self.text_features(ids, mask)
-        global_ = infonce_loss(img_g, txt_g, 1 / cfg.logit_scale)
+        global_ = infonce_loss(*self.negatives(img_g, txt_g), 1 / cfg.logit_scale)  # the local loss stays per process
         local = gloria_local_loss(
             regions, words, word_mask, cfg.attention_temperature, cfg.word_temperature, cfg.logit_scale
         )

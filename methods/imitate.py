@@ -34,6 +34,7 @@ from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import STAGE_CHANNELS, projection_head
+from benchmark.distributed import global_min
 from methods.losses import cicl_loss
 
 
@@ -144,6 +145,7 @@ class Imitate(Method):
 
     def _cicl(self, a, b, prior, temperature):
         prior = prior if self.cfg.loss == "cicl" else None
+        a, b, prior = self.negatives(a, b, prior)
         return cicl_loss(a, b, prior, temperature, self.cfg.cicl_ratio)
 
     # -- the step -------------------------------------------------------------
@@ -173,7 +175,7 @@ class Imitate(Method):
 
         has = self.text("has_findings", index)
         terms["findings_text"] = zero
-        if int(has.sum()) >= 2:  # BN and a contrast both need two samples
+        if global_min(int(has.sum())) >= 2:  # BN and a contrast both need two samples (in every DDP process alike)
             e_find = self.text("findings", index)[has]
             u_find = self.text_projection(e_find)
             find1 = self.findings(feats1, draws[0])[has]
@@ -185,7 +187,7 @@ class Imitate(Method):
         terms["view_impression"] = terms["view_findings"] = zero
         if cfg.view_view:
             terms["view_impression"] = self._cicl(imp1, imp2, e_imp, cfg.view_temperature)
-            terms["view_findings"] = cicl_loss(
+            terms["view_findings"] = self._cicl(
                 self.findings(feats1, draws[2]), self.findings(feats2, draws[3]), None, cfg.view_temperature
             )
         lam = cfg.findings_weight

@@ -405,7 +405,7 @@ class Prior(Method):
             sents, terms["prototype"] = self.prototypes(sents, present)
 
         report = self.sentence_pool(sents, present)
-        terms["global"] = clip_loss(image, report, self.clamped(self.logit_scale))
+        terms["global"] = clip_loss(*self.negatives(image, report), self.clamped(self.logit_scale))
         patch_context, sentence_context = self.cross(patches, sents, present)
         terms["local_image"] = simsiam_loss(patches, patch_context, self.predictor)
         terms["local_text"] = within_report_infonce(sents, sentence_context, present, self.clamped(self.local_logit_scale))
@@ -438,5 +438,5 @@ class Prior(Method):
         kl = F.kl_div(fake, real, reduction="none", log_target=True).sum(-1)
         terms["spg_kl"] = (kl * valid).sum() / valid.sum().clamp(min=1)
         generated_report = self.sentence_pool(self.bank(matched)[0], valid)
-        terms["gpa"] = clip_loss(generated_report, report, self.clamped(self.logit_scale))
+        terms["gpa"] = clip_loss(*self.negatives(generated_report, report), self.clamped(self.logit_scale))
         return terms

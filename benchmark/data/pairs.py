@@ -35,16 +35,27 @@ class PairViews(Dataset):
 
 
 class EpochBatches(Sampler[list[int]]):
-    """Full batches of a per-epoch permutation, starting at batch ``start``."""
+    """Full batches of a per-epoch permutation, starting at batch ``start``.
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    Under DDP (``world`` processes) a global batch is ``world * batch_size``
+    consecutive entries of the permutation and process ``rank`` takes its
+    ``rank``-th slice, so the global batches do not depend on the process count.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self.start = 0, 0
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
     def __len__(self) -> int:
-        return self.n // self.batch_size - self.start
+        return self.batches_per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        for b in range(self.start, self.n // self.batch_size):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+        size = self.batch_size * self.world
+        for b in range(self.start, self.batches_per_epoch):
+            first = b * size + self.rank * self.batch_size
+            yield order[first : first + self.batch_size].tolist()

@@ -51,6 +51,27 @@ class PairCorpus:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __getstate__(self) -> dict:
+        """A memory-mapped image cache travels to DDP workers as its path, not its bytes."""
+        state = dict(self.__dict__)
+        images = self.images
+        if isinstance(images, np.memmap) and images.filename and images.flags.c_contiguous and len(images):
+            ref = ("memmap", str(images.filename), images.dtype.str, images.shape, images.offset)
+            again = _open_memmap(ref)
+            if np.array_equal(again[0], images[0]) and np.array_equal(again[-1], images[-1]):  # not a shifted view
+                state["images"] = ref
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["images"], tuple):
+            state["images"] = _open_memmap(state["images"])
+        self.__dict__.update(state)
+
+
+def _open_memmap(ref: tuple) -> np.memmap:
+    _, path, dtype, shape, offset = ref
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=tuple(shape), offset=offset)
+
 
 @dataclass
 class LesionSet:

@@ -1,0 +1,102 @@
+"""Multi-process (DDP) pre-training through Ray Train: ``ddp_workers: N``.
+
+Each Ray Train worker runs ``pretrain.train_loop`` in a torch process group
+(gloo on CPU, NCCL on GPUs, set up by Ray Train), one GPU per worker when the
+run is on CUDA. ``batch_size`` is per process, as in the authors' runs (IMITATE:
+128 per GPU); a global batch is ``batch_size x N`` consecutive entries of the
+epoch's permutation, so the data order does not depend on N.
+
+Contrastive negatives are per process unless ``gather_negatives: true``
+(PRIOR's YAML: its code gathers features across GPUs for the global loss),
+which makes every loss compare the global batch (``Method.negatives``).
+BatchNorm statistics stay per process (plain DDP, as the authors' code).
+
+The Ray instance: the running one (a grid's), else ``BENCHMARK_RAY_ADDRESS``,
+else a local one sized to the machine. Rank 0 writes the checkpoint, the
+encoder and meta.json to ``$BENCHMARK_HOME``, which on a multi-node cluster
+must be a shared file system. A killed run resumes from its last checkpoint
+with the same command, as a single-process run does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from benchmark.errors import UserError
+from benchmark.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def _worker(config: dict) -> None:
+    """One DDP process (runs inside a Ray Train worker)."""
+    import torch
+    import ray.train.torch
+
+    from benchmark.pretrain import train_loop
+
+    os.environ.update(config["env"])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dev = ray.train.torch.get_device() if config["cuda"] else torch.device("cpu")
+    torch.set_num_threads(max(1, int(config["threads"])))
+    train_loop(config["method"], config["cfg"], config["corpus"], dev, Path(config["out"]))
+
+
+def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
+    """Run ``cfg.ddp_workers`` processes of the pre-training loop; raises what a worker raised."""
+    from benchmark import raycluster
+    from benchmark.device import pick_device
+
+    cuda = pick_device(device).type == "cuda"
+    session = raycluster.connect(os.environ.get("BENCHMARK_RAY_ADDRESS") or None)
+    try:
+        workers = cfg.ddp_workers
+        if cuda and session.gpus < workers:  # a request larger than the cluster waits forever
+            raise UserError(f"ddp_workers={workers} needs {workers} GPUs; {session.where} has {session.gpus:g}")
+        if session.cpus < workers:
+            raise UserError(f"ddp_workers={workers} needs {workers} CPUs; {session.where} has {session.cpus:g}")
+        cpus = 1.0 if cuda else float(session.cpus // workers)  # on CPU the cores are the compute: share them out
+        _fit(method, cfg, corpus, out, workers, cuda, cpus)
+    finally:
+        session.close()
+
+
+def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: float) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from benchmark.pretrain import TrainingDiverged
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("BENCHMARK_", "HF_", "TQDM_", "TRANSFORMERS_"))}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"method": method, "cfg": cfg, "corpus": corpus, "out": str(out), "cuda": cuda,
+                           "threads": cpus, "env": env},
+        torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda, resources_per_worker={"CPU": cpus}),
+        run_config=RunConfig(name=out.name, storage_path=str(cache_dir("ray_train").resolve()),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    log.info("pre-training %s in %d DDP processes through Ray Train (%s)", method, workers, "NCCL" if cuda else "gloo")
+    try:
+        trainer.fit()
+    except TrainingFailedError as exc:
+        cause = _first_worker_error(exc)
+        if isinstance(cause, (UserError, TrainingDiverged)):
+            raise type(cause)(str(cause)) from None
+        raise
+    if not (out / "meta.json").exists():
+        raise RuntimeError(f"Ray Train finished but rank 0 wrote no encoder to {out}")
+
+
+def _first_worker_error(exc: Exception) -> BaseException | None:
+    """The exception a worker raised, out of Ray Train's wrapper (WorkerGroupError)."""
+    errors = getattr(exc, "worker_failures", None) or {}
+    for err in errors.values() if isinstance(errors, dict) else errors:
+        inner = getattr(err, "cause", None) or err
+        while getattr(inner, "cause", None) is not None and inner is not inner.cause:
+            inner = inner.cause
+        return inner
+    return exc.__cause__

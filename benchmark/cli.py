@@ -1,8 +1,9 @@
 """``python -m benchmark``: parse, call one function, print. Heavy imports stay
 inside the commands so ``--help`` and ``list tasks`` are instant.
 
-A :class:`UserError` ends as one line on stderr and exit status 2; anything
-else is an internal error and keeps its traceback.
+A :class:`UserError` ends as one line on stderr and exit status 2, a failed
+trial (:class:`TrialFailed`: NaN loss, GPU out of memory) as one line and exit
+status 1; anything else is an internal error and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import sys
 
-from benchmark.errors import UserError
+from benchmark.errors import TrialFailed, UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrialFailed as exc:
+        print(f"failed: {exc} (recorded in the store as failed)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

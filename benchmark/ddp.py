@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from benchmark.errors import UserError
+from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: fl
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from benchmark.pretrain import TrainingDiverged
-
     env = {k: v for k, v in os.environ.items() if k.startswith(("BENCHMARK_", "HF_", "TQDM_", "TRANSFORMERS_"))}
     trainer = TorchTrainer(
         _worker,
@@ -84,7 +82,7 @@ def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: fl
         trainer.fit()
     except TrainingFailedError as exc:
         cause = _first_worker_error(exc)
-        if isinstance(cause, (UserError, TrainingDiverged)):
+        if isinstance(cause, (UserError, TrialFailed)):
             raise type(cause)(str(cause)) from None
         raise
     if not (out / "meta.json").exists():

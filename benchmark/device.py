@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from benchmark.errors import UserError
+from benchmark.errors import OutOfMemory, UserError
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -39,6 +39,21 @@ def memory_format(device: torch.device) -> torch.memory_format:
     at 64 px, median of 4 steps, 22 vs 10.6 img/s; ``benchmark speed``, issue 7,
     is to make this a command)."""
     return torch.channels_last
+
+
+@contextlib.contextmanager
+def out_of_memory_as(what: str, batch_size: int, image_size: int, prefix: str = ""):
+    """A CUDA out-of-memory error becomes one line naming the sizes to lower
+    (and the cached blocks are freed, so that a grid's next trial can run)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(
+            f"GPU out of memory in {what} at batch_size {batch_size}, image_size {image_size}: "
+            f"lower --set {prefix}batch_size or --set {prefix}image_size"
+        ) from exc
 
 
 def compile_requested() -> bool:

@@ -232,7 +232,7 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
             f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
         base = {"profile": plan.profile, "data_root": plan.data_root, "device": device,
                 "store": str(store.path.resolve()), "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}}
-        ready = pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary)
+        ready = pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary, store)
         if ready is not None:
             _trial_phase(plan, ready, base, resources, f"grid-{stamp}-trials", storage, store, summary)
     finally:
@@ -244,7 +244,8 @@ def _config_key(item: GridTrial) -> str:
     return f"{item.trial.method}-{item.trial.method_hash}"
 
 
-def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary) -> set[str] | None:
+def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary,
+                   store: Store) -> set[str] | None:
     """Pre-train each distinct method config once; returns the configs ready, or None when interrupted."""
     first: dict[str, GridTrial] = {}
     for item in plan.todo:
@@ -279,6 +280,8 @@ def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: 
         key = _config_key(item)
         if key in outcome and key not in ready:
             summary.failed.append(f"{item.name}: pre-training failed: {outcome[key].get('error')}")
+            item.trial.status, item.trial.error = "failed", f"pre-training failed: {outcome[key].get('error')}"
+            store.record(item.trial)  # the store says why; the next run of the grid tries it again
         elif interrupted or key not in outcome:
             summary.not_run.append(item.name)
     return None if interrupted else ready

@@ -32,8 +32,10 @@ from benchmark import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
 from benchmark.distributed import all_finite
-from benchmark.device import autocast, describe, maybe_compile, memory_format, pick_device, seed_everything
-from benchmark.errors import UserError
+from benchmark.device import (
+    autocast, describe, maybe_compile, memory_format, out_of_memory_as, pick_device, seed_everything,
+)
+from benchmark.errors import TrainingDiverged, UserError
 from benchmark.paths import atomic_json, atomic_torch_save, cache_dir
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
@@ -43,10 +45,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"  # the transferred image encoder (torchvision ResNet-50 keys)
 MODEL = "model.pt"  # the whole method (heads, text projection): zero-shot and retrieval need it
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -182,7 +180,8 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
             method, n, corpus.source, total, bs, f" x {size} DDP processes" if size > 1 else "", cfg.image_size,
             describe(dev),
         )
-    with Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar:
+    with Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar, \
+            out_of_memory_as(f"{method} pre-training", bs, cfg.image_size, "method."):
         bar.update(step)
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)

@@ -156,7 +156,7 @@ def run_trial(
         return _run(trial, resolved, root, dev, started, store)
     except UserError:
         raise
-    except Exception as exc:  # an internal failure is recorded, then keeps its traceback
+    except Exception as exc:  # recorded as failed; a TrialFailed is one line, anything else keeps its traceback
         trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
         trial.seconds = round(time.monotonic() - started, 2)
         store.record(trial)
@@ -165,6 +165,8 @@ def run_trial(
 
 def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Store) -> Outcome:
     import torch
+
+    from benchmark.device import out_of_memory_as
 
     task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
     pre = get_encoder(resolved, root, device=str(dev))
@@ -178,7 +180,8 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
               load_method=lambda: load_method(resolved, pre))
-    metrics = task_obj.fit_evaluate(fit)
+    with out_of_memory_as(f"{task}", tcfg.batch_size, tcfg.image_size, "task."):
+        metrics = task_obj.fit_evaluate(fit)
     trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
     trial.metrics = metrics
     trial.seconds = round(time.monotonic() - started, 2)

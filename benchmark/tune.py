@@ -175,7 +175,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         if not pretrains_in_trials:  # one encoder for every trial: pre-train it once, first
             plan = Plan(profile, fixed["data_root"], todo=[GridTrial(MethodEntry(method), sets, base)])
             if pretrain_phase(plan, {k: fixed[k] for k in ("profile", "data_root", "device", "store", "env")},
-                              resources, f"{name}-pretrain", folder, Summary(1, 0)) != {f"{method}-{base.method_hash}"}:
+                              resources, f"{name}-pretrain", folder, Summary(1, 0), search_store) != {f"{method}-{base.method_hash}"}:
                 raise UserError(f"pre-training {method} failed or was interrupted; see the line above")
         say(f"[tune] {name}: {n_trials} trials of {', '.join(p.key for p in params)} on {session.where}; "
             "selecting on the validation score (val_<metric>, or -val_loss where the task selects on its loss); "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import UserError
+from benchmark.errors import TrainingDiverged, UserError
 
 
 @dataclass
@@ -125,8 +125,10 @@ def train_head(
     best, best_state, stale, epochs_run = math.inf, copy.deepcopy(trained.state_dict()), 0, 0
     for epoch in range(cfg.epochs):
         trained.train()
-        for idx in batches(n_train, cfg.batch_size, seed, epoch):
+        for step, idx in enumerate(batches(n_train, cfg.batch_size, seed, epoch), 1):
             loss = batch_loss("train", idx)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{cfg.name} training loss became {loss.item()} at epoch {epoch + 1}, step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if sched is not None and cfg.grad_clip:

@@ -22,6 +22,21 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def _number(minimum: float, strict: bool):
+    """An argparse type: a float above (``strict``) or at least ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > minimum if strict else value >= minimum) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="a registered method (see `list methods`)")
     p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
@@ -83,8 +98,9 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="device inside each trial: auto (its GPU if it has one), cpu, cuda")
     p.add_argument("--address", help="an existing Ray cluster (HOST:PORT, auto, ray://...); default: local Ray sized to this machine")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-trial", type=_number(0, strict=True), help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=_number(0, strict=False),
+                   help="GPUs per trial (default 1 when the cluster has GPUs, else 0)")
 
 
 def _grid_parsers(sub) -> None:

@@ -33,7 +33,7 @@ def _device() -> torch.device:
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` from every process, in rank order, with gradient to the local
     rows. Processes may hold different row counts (IMITATE's findings subset)."""
-    rank, size = world()
+    size = world()[1]
     if size == 1:
         return x
     from torch.distributed.nn.functional import all_gather
@@ -48,7 +48,7 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:n] for part, n in zip(parts, sizes)])
 
 
-def global_min(value: int | float) -> float:
+def global_min(value: float) -> float:
     """The smallest of a number over processes, so that every process takes the
     same branch (a branch with collectives or DDP parameters taken by some only hangs)."""
     if world()[1] == 1:

@@ -13,11 +13,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
+def writable_dir(path: Path, what: str, hint: str) -> Path:
+    """``path`` created if needed; a folder that cannot be made is the user's to fix."""
+    from benchmark.errors import UserError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {what} {path} ({exc.strerror or exc}); {hint}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} is not writable; {hint}")
+    return path
+
+
 def home() -> Path:
     """Root of every cache: phantom data, text embeddings, encoders, features, splits."""
     root = Path(os.environ.get("BENCHMARK_HOME", "~/.cache/medvlp-bench")).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return writable_dir(root, "the cache folder", "set BENCHMARK_HOME to a writable folder")
 
 
 def cache_dir(*parts: str) -> Path:

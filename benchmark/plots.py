@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.store import Trial
+from benchmark.paths import writable_dir
 from benchmark.tables import data_kind, describe_source, display_labels, row_order
 
 
@@ -47,8 +48,7 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
     df, data = frame(trials, variants, data)
     if df.empty:
         raise UserError(f"no finished {data}-data trials in the store to plot (run a grid first)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(Path(out), "the --out folder", "pass --out DIR with a folder you can write")
     sns.set_theme(style="whitegrid", context="paper")
     written: list[Path] = []
     order = [label for label, _ in sorted({(r.label, r.method) for r in df.itertuples()}, key=row_order)]

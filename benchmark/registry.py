@@ -15,11 +15,12 @@ T = TypeVar("T")
 
 
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
-    """One-line error for a bad name: the valid names, closest match first."""
-    valid = sorted(valid)
+    """One-line error for a bad name: the valid names, closest match first (at
+    most 12, so that a line about ``--set`` keys stays a line)."""
+    valid = sorted(set(valid))
     close = difflib.get_close_matches(name, valid, n=len(valid), cutoff=0.0)
-    hint = ", ".join(close)
-    return UserError(f"unknown {kind} {name!r}; valid: {hint}")
+    more = f" and {len(close) - 12} more" if len(close) > 12 else ""
+    return UserError(f"unknown {kind} {name!r}; valid: {', '.join(close[:12])}{more}")
 
 
 class Registry(Generic[T]):

@@ -85,8 +85,7 @@ class Checkpoint(Method):
     def fingerprint(cls, cfg: CheckpointConfig) -> str:
         """The file's content, not its path, identifies the encoder."""
         path = Path(cfg.checkpoint_path)
-        if not path.is_file():
-            raise UserError(f"checkpoint file {path} does not exist")
+        _check_file(path)
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -94,16 +93,19 @@ class Checkpoint(Method):
         return digest.hexdigest()[:16]
 
 
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"checkpoint file {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed)."""
-    if not path.is_file():
-        raise UserError(f"checkpoint file {path} does not exist")
+    _check_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(
-            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {(str(exc) or 'empty').splitlines()[0][:120]})"
-        ) from None
+        reason = (str(exc) or "empty").splitlines()[0].split(". ")[0][:120]  # torch's first sentence
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {reason})") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -65,27 +65,7 @@ def test_list(capsys):
     assert "rsna_seg" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["run", "--method", "imitat", "--task", "rsna_seg"], "unknown method 'imitat'; valid: imitate"),
-        (["run", "--method", "imitate", "--task", "rsna"], "unknown task 'rsna'; valid: rsna_"),
-        (["run", "--method", "random", "--task", "rsna_zs"], "needs a method with a text tower"),
-        (["run", *SMOKE, "--fraction", "0"], "fraction must be in (0, 1]"),
-        (["run", *SMOKE, "--fraction", "1.5"], "fraction must be in (0, 1]"),
-        (["run", *SMOKE, "--fraction", "ten"], "invalid float value: 'ten'"),
-        (["run", *SMOKE, "--set", "los=cicl"], "unknown --set key 'los'"),
-        (["run", *SMOKE, "--set", "view_view=sometimes"], "expected bool"),
-        (["run", *SMOKE, "--data-root", "/no/such/dir"], "data root /no/such/dir does not exist"),
-        (["pretrain", "--method", "imitate", "--set", "text_encoder=no/such-model"], "text encoder 'no/such-model' is not available"),
-        (["list", "metods"], "invalid choice: 'metods'"),
-    ],
-)
-def test_user_errors_are_one_line_exit_2(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+# bad input: tests/test_bad_input.py (one table)
 
 
 def test_module_entry_point_exit_status():

@@ -316,23 +316,6 @@ def test_unreadable_images_warn_with_ids_or_fail(tmp_path, subset, caplog, capsy
                             "--data-root", str(tmp_path)], "cannot be read", "file not found", ".dcm")
 
 
-def test_bad_inputs_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
-    F.rsna(tmp_path)
-    root = str(tmp_path)
-    one_line_error(capsys, ["data", "split", "rsna", "--data-root", root],
-                   "stage_2_train_labels.csv has 47 rows; the official", "30227", "BENCHMARK_DATA_SUBSET")
-    one_line_error(capsys, ["run", "--method", "random", "--task", "siim_seg", "--profile", "smoke", "--data-root", root],
-                   "SIIM-ACR", "siim-acr-pneumothorax, siim, siim-acr", root)
-    one_line_error(capsys, ["data", "split", "covidx", "--data-root", root], "COVIDx not found", "covidx")
-    monkeypatch.setenv("BENCHMARK_DATA_SUBSET", "1")
-    labels = tmp_path / "rsna-pneumonia" / "stage_2_train_labels.csv"
-    labels.write_text(labels.read_text().replace("Target", "Label"))
-    one_line_error(capsys, ["data", "split", "rsna", "--data-root", root], str(labels), "lacks the column(s) Target")
-    one_line_error(capsys, ["data", "split", "rsna"], "needs --data-root")
-    one_line_error(capsys, ["data", "split", "nope", "--data-root", root], "no split recipe for 'nope'")
-    one_line_error(capsys, ["data", "prepare", "rsna", "--data-root", root], "data prepare is for mimic")
-
-
 def test_data_check_reports_found_missing_and_counts(tmp_path, subset, capsys):
     F.covidx(tmp_path)
     for name in ("train-0003.png", "test-0001.png"):

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
 from benchmark.data.splits import draw_subset
 from benchmark.errors import UserError
-from benchmark.paths import atomic_json, atomic_write, cache_dir
+from benchmark.paths import atomic_json, atomic_write, cache_dir, writable_dir
 
 FRACTIONS = (0.01, 0.1)
 SEEDS = (42, 0, 1)
@@ -74,7 +74,7 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
         raise UserError(f"unknown split protocol {protocol!r}; available: mgca")
     dataset = dataset_name(name)
     out = Path(out) if out is not None else cache_dir("manifests", protocol, dataset)
-    out.mkdir(parents=True, exist_ok=True)
+    writable_dir(out, "the --out folder", "pass --out DIR with a folder you can write")
     lists: dict[str, dict] = {}
     sources = set()
     for key, variant in VARIANTS[dataset]:

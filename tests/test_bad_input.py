@@ -1,0 +1,179 @@
+"""Every mistake a user can make on the command line ends in one line on stderr
+(what is wrong, what to do) and exit status 2, never a traceback (issue 8).
+
+One table: (case id, argv with {tmp} for the test's folder, fragments the line
+must hold, optional set-up that writes the bad file or sets the environment).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.store import Store, Trial
+
+RUN = ["run", "--method", "imitate", "--task", "rsna_cls"]
+SMOKE = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
+CKPT = ["run", "--method", "checkpoint", "--task", "rsna_cls", "--profile", "smoke", "--checkpoint"]
+
+
+# ------------------------------------------------------------------ set-ups
+def rsna_root(tmp, monkeypatch):
+    import test_real_layouts as F
+
+    F.rsna(tmp / "root")
+    monkeypatch.setenv("BENCHMARK_DATA_SUBSET", "1")  # the fixture has 47 label rows, not 30,227
+
+
+def rsna_other_release(tmp, monkeypatch):
+    import test_real_layouts as F
+
+    F.rsna(tmp / "root")  # without the subset switch: the row count says it is not the official file
+
+
+def rsna_renamed_column(tmp, monkeypatch):
+    rsna_root(tmp, monkeypatch)
+    labels = tmp / "root" / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    labels.write_text(labels.read_text().replace("Target", "Label"))
+
+
+def rsna_corrupt_images(tmp, monkeypatch):
+    rsna_root(tmp, monkeypatch)
+    for dcm in (tmp / "root" / "rsna-pneumonia" / "stage_2_train_images").glob("*.dcm"):
+        dcm.write_bytes(dcm.read_bytes()[:200])  # truncated DICOMs
+
+
+def checkpoints(tmp, monkeypatch):
+    import torchvision
+
+    (tmp / "text.pth").write_text("not a checkpoint")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp / "resnet18.pth")
+    (tmp / "truncated.pth").write_bytes((tmp / "resnet18.pth").read_bytes()[:1000])
+    torch.save({"foo.weight": torch.zeros(2)}, tmp / "foreign.pth")
+
+
+def experiments(tmp, monkeypatch):
+    (tmp / "bogus_key.yaml").write_text("methods: [imitate]\ntasks: [rsna_cls]\nbogus: 1\n")
+    (tmp / "broken.yaml").write_text("methods: [imitate\n")
+    (tmp / "ill_typed.yaml").write_text("methods: [imitate]\ntasks: [rsna_cls]\nfractions: [0.1]\nseeds: [one]\n")
+
+
+def a_file(tmp, monkeypatch):
+    (tmp / "file").write_text("a file, not a folder")
+
+
+def store_with_a_result(tmp, monkeypatch):
+    a_file(tmp, monkeypatch)
+    Store().record(Trial(method="imitate", method_hash="h", task="rsna_cls", task_hash="t", protocol="mgca",
+                         fraction=1.0, seed=42, data_source="phantom-v1", status="finished", metric="auroc", value=0.7))
+
+
+def home_under_a_file(tmp, monkeypatch):
+    a_file(tmp, monkeypatch)
+    monkeypatch.setenv("BENCHMARK_HOME", str(tmp / "file" / "home"))
+
+
+def store_under_a_file(tmp, monkeypatch):
+    a_file(tmp, monkeypatch)
+    monkeypatch.setenv("BENCHMARK_STORE", str(tmp / "file" / "store.sqlite"))
+
+
+def store_not_a_database(tmp, monkeypatch):
+    (tmp / "notes.sqlite").write_text("a,b\n1,2\n")
+
+
+CASES = [
+    # names, with the closest first
+    ("unknown method", ["run", "--method", "imitat", "--task", "rsna_cls"], ["unknown method 'imitat'; valid: imitate"], None),
+    ("unknown task", ["run", "--method", "imitate", "--task", "rsna_clss"], ["unknown task 'rsna_clss'; valid: rsna_cls"], None),
+    ("unknown protocol", [*RUN, "--protocol", "linear"], ["'protocol'", "'mgca' | 'finetune'", "'linear'"], None),
+    ("unknown data set", ["data", "check", "rsnaa", "--data-root", "{tmp}"], ["no split recipe for 'rsnaa'", "rsna"], None),
+    ("unknown split protocol", ["data", "split", "rsna", "--protocol", "x", "--data-root", "{tmp}"], ["unknown split protocol 'x'"], None),
+    ("unknown profile", [*RUN, "--profile", "fast"], ["unknown profile 'fast'"], None),
+    ("unknown method in a grid", ["grid", "--methods", "imitate,nope", "--tasks", "rsna_cls", "--dry-run"], ["unknown method 'nope'"], None),
+    ("unknown sweep", ["tune", "--method", "nope", "--task", "rsna_cls"], ["unknown method 'nope'"], None),
+    ("unknown command", ["train"], ["invalid choice: 'train'"], None),
+    ("unknown list", ["list", "metods"], ["invalid choice: 'metods'"], None),
+    ("unknown table format", ["table", "--format", "html"], ["invalid choice: 'html'"], None),
+    ("task without a text tower", ["run", "--method", "random", "--task", "rsna_zs"], ["needs a method with a text tower"], None),
+    # numbers
+    ("fraction 0", [*RUN, "--fraction", "0"], ["fraction must be in (0, 1]"], None),
+    ("fraction 1.5", [*RUN, "--fraction", "1.5"], ["fraction must be in (0, 1]"], None),
+    ("fraction nan", [*RUN, "--fraction", "nan"], ["fraction must be in (0, 1]"], None),
+    ("fraction text", [*RUN, "--fraction", "ten"], ["invalid float value: 'ten'"], None),
+    ("grid fraction 2", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--fractions", "0.1,2", "--dry-run"],
+     ["fraction must be in (0, 1]", "'2'"], None),
+    ("seed text", [*RUN, "--seed", "x"], ["invalid int value: 'x'"], None),
+    ("grid seeds", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--seeds", "42,x", "--dry-run"],
+     ["bad seed 'x'", "integers"], None),
+    ("cpus per trial 0", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--cpus-per-trial", "0", "--dry-run"],
+     ["--cpus-per-trial", "must be > 0"], None),
+    ("tune trials 0", ["tune", "--method", "imitate", "--task", "rsna_cls", "--trials", "0"], ["--trials must be >= 1"], None),
+    ("speed steps 0", ["speed", "--method", "imitate", "--steps", "0"], ["--steps must be >= 1"], None),
+    ("max steps -1", ["pretrain", "--method", "imitate", "--max-steps", "-1"], ["max_steps must be >= 0"], None),
+    ("ddp workers 0", ["pretrain", "--method", "imitate", "--set", "ddp_workers=0"], ["ddp_workers must be >= 1"], None),
+    # --set and YAML keys
+    ("set unknown key", [*RUN, "--set", "batchsize=4"], ["unknown --set key 'batchsize'; valid: batch_size"], None),
+    ("set ill-typed int", [*RUN, "--set", "method.batch_size=abc"], ["'batch_size'", "expected int", "'abc'"], None),
+    ("set ill-typed bool", [*RUN, "--set", "view_view=sometimes"], ["expected bool"], None),
+    ("set ill-typed list", [*RUN, "--set", "channel_keep=abc"], ["'channel_keep'", "expected list of float"], None),
+    ("set ambiguous key", [*RUN, "--set", "batch_size=4"], ["ambiguous", "method.batch_size or task.batch_size"], None),
+    ("set without =", [*RUN, "--set", "epochs"], ["--set expects key=value"], None),
+    ("experiment unknown key", ["grid", "--experiment", "{tmp}/bogus_key.yaml", "--dry-run"], ["unknown key(s) ['bogus']"], experiments),
+    ("experiment ill-typed", ["grid", "--experiment", "{tmp}/ill_typed.yaml", "--dry-run"], ["seed", "'one'"], experiments),
+    ("experiment not YAML", ["grid", "--experiment", "{tmp}/broken.yaml", "--dry-run"], ["not valid YAML (line 2)"], experiments),
+    ("experiment missing", ["grid", "--experiment", "{tmp}/none.yaml", "--dry-run"], ["not found", "imitate_tmi2024"], None),
+    ("experiment is a folder", ["grid", "--experiment", "{tmp}", "--dry-run"], ["not found"], None),
+    # data
+    ("data root missing", [*SMOKE, "--data-root", "{tmp}/nowhere"], ["data root {tmp}/nowhere does not exist"], None),
+    ("data root from env missing", SMOKE, ["does not exist", "(from BENCHMARK_DATA)"],
+     lambda tmp, mp: mp.setenv("BENCHMARK_DATA", str(tmp / "nowhere"))),
+    ("data set not in the root", [*SMOKE, "--data-root", "{tmp}"], ["RSNA", "not found under data root", "rsna-pneumonia"], None),
+    ("label file of another release", ["data", "split", "rsna", "--data-root", "{tmp}/root"],
+     ["47 rows; the official", "30227", "BENCHMARK_DATA_SUBSET"], rsna_other_release),
+    ("label file lacks a column", ["data", "split", "rsna", "--data-root", "{tmp}/root"],
+     ["stage_2_train_labels.csv", "lacks the column(s) Target"], rsna_renamed_column),
+    ("truncated DICOMs", [*SMOKE, "--data-root", "{tmp}/root"], ["cannot be read", ".dcm"], rsna_corrupt_images),
+    ("data command without a root", ["data", "check", "rsna"], ["needs --data-root DIR"], None),
+    # checkpoints
+    ("checkpoint missing", [*CKPT, "{tmp}/none.pth"], ["checkpoint file {tmp}/none.pth does not exist"], None),
+    ("checkpoint is a folder", [*CKPT, "{tmp}"], ["is a folder, not a file"], None),
+    ("checkpoint not a checkpoint", [*CKPT, "{tmp}/text.pth"], ["not a readable PyTorch checkpoint"], checkpoints),
+    ("checkpoint truncated", [*CKPT, "{tmp}/truncated.pth"], ["not a readable PyTorch checkpoint"], checkpoints),
+    ("checkpoint of another network", [*CKPT, "{tmp}/resnet18.pth"], ["keys do not match a ResNet-50", "missing"], checkpoints),
+    ("checkpoint without encoder keys", [*CKPT, "{tmp}/foreign.pth"], ["no ResNet-50 encoder keys", "foo.weight"], checkpoints),
+    ("checkpoint not given", ["run", "--method", "checkpoint", "--task", "rsna_cls"], ["needs a file: --checkpoint FILE"], None),
+    # Ray
+    ("Ray address dead", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke", "--address", "127.0.0.1:9"],
+     ["no Ray cluster answers at 127.0.0.1:9"], None),
+    ("Ray address malformed", ["tune", "--method", "imitate", "--task", "rsna_cls", "--address", "nohost"], ["expected HOST:PORT"], None),
+    # outputs that cannot be written
+    ("cache folder not writable", SMOKE, ["cannot create the cache folder", "BENCHMARK_HOME"], home_under_a_file),
+    ("store not writable", SMOKE, ["cannot open the results store", "BENCHMARK_STORE"], store_under_a_file),
+    ("store not a database", ["results", "--store", "{tmp}/notes.sqlite"], ["file is not a database"], store_not_a_database),
+    ("store missing", ["table", "--store", "{tmp}/none.sqlite"], ["results store {tmp}/none.sqlite does not exist"], None),
+    ("split --out not writable", ["data", "split", "rsna", "--data-root", "{tmp}/root", "--out", "{tmp}/root/rsna-pneumonia/stage_2_train_labels.csv/x"],
+     ["cannot create the --out folder"], rsna_root),
+    ("plot --out not writable", ["plot", "--out", "{tmp}/file/plots"], ["cannot create the --out folder"], store_with_a_result),
+    ("preview not writable", ["data", "phantom", "--preview", "{tmp}/file/grid.png"], ["cannot write {tmp}/file/grid.png"], a_file),
+    ("preview format", ["data", "phantom", "--preview", "{tmp}/grid.txt"], ["must end in .png"], None),
+    # models
+    ("text encoder offline", ["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "text_encoder=no/such-model"],
+     ["text encoder 'no/such-model' is not available", "HF_HUB_OFFLINE"], None),
+    ("cuda without a GPU", [*RUN, "--device", "cuda"], ["no CUDA device is available"], None),
+]
+
+
+@pytest.mark.parametrize("argv, fragments, setup", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_user_mistakes_are_one_line_exit_2(argv, fragments, setup, tmp_path, monkeypatch, capsys):
+    if "--device" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    if setup is not None:
+        setup(tmp_path, monkeypatch)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment.replace("{tmp}", str(tmp_path)) in err, err

@@ -37,6 +37,28 @@ def _number(minimum: float, strict: bool):
     return parse
 
 
+#: shown under each command's --help
+EXAMPLES = {
+    "run": ['python -m benchmark run --method imitate --task rsna_seg --fraction 0.01 --seed 42', 'python -m benchmark run --method checkpoint --checkpoint imitate.pth --task rsna_cls --fraction 0.1 --json'],
+    "pretrain": ['python -m benchmark pretrain --method imitate --set loss=infonce --set hierarchical=false', 'python -m benchmark pretrain --method prior --profile paper --set ddp_workers=4'],
+    "data": ['python -m benchmark data phantom --preview grid.png', 'python -m benchmark data check rsna --data-root /data', 'python -m benchmark data split rsna --data-root /data --out splits/rsna', 'python -m benchmark data prepare mimic --data-root /data'],
+    "list": ['python -m benchmark list tasks'],
+    "grid": ['python -m benchmark grid --methods imitate,random --tasks rsna_cls,siim_seg --fractions 0.01,0.1,1 --seeds 42,0,1', 'python -m benchmark grid --experiment imitate_ablations --address 10.0.0.5:6379'],
+    "tune": ['python -m benchmark tune --method imitate --task rsna_cls --fraction 0.01 --trials 20'],
+    "results": ['python -m benchmark results --format csv'],
+    "table": ['python -m benchmark table --format latex --data real --reference'],
+    "plot": ['python -m benchmark plot --out results/plots'],
+    "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
+}
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command whose --help repeats its one-line summary and ends with examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
+    return sub.add_parser(name, help=help, description=help, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="a registered method (see `list methods`)")
     p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
@@ -53,7 +75,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    run = sub.add_parser("run", help="one trial: pre-train (or reuse) an encoder, fit a task, store test metrics")
+    run = _command(sub, "run", "one trial: pre-train (or reuse) an encoder, fit a task, store test metrics")
     _trial_args(run)
     run.add_argument("--task", required=True, help="a named task (see `list tasks`)")
     run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
@@ -62,13 +84,13 @@ def build_parser() -> Parser:
     run.add_argument("--force", action="store_true", help="re-run even if the store has this trial finished")
     run.set_defaults(handler="run")
 
-    pre = sub.add_parser("pretrain", help="pre-train a method and cache its encoder")
+    pre = _command(sub, "pretrain", "pre-train a method and cache its encoder")
     _trial_args(pre)
     pre.add_argument("--max-steps", type=int, help="stop after N optimiser steps (smoke runs)")
     pre.add_argument("--force", action="store_true", help="re-train even if the encoder is cached")
     pre.set_defaults(handler="pretrain")
 
-    data = sub.add_parser("data", help="data sets: phantom preview; real data check, split manifests, MIMIC preparation")
+    data = _command(sub, "data", "data sets: phantom preview; real data check, split manifests, MIMIC preparation")
     data.add_argument("what", choices=["phantom", "check", "split", "prepare"],
                       help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
     data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
@@ -84,8 +106,8 @@ def build_parser() -> Parser:
     _grid_parsers(sub)
     _speed_parser(sub)
 
-    lst = sub.add_parser("list", help="what is registered")
-    lst.add_argument("what", choices=["methods", "tasks"])
+    lst = _command(sub, "list", "what is registered")
+    lst.add_argument("what", choices=["methods", "tasks"], help="methods (registered) or tasks (configs/tasks/*.yaml)")
     lst.set_defaults(handler="list_registered")
     return parser
 
@@ -104,7 +126,7 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
 
 
 def _grid_parsers(sub) -> None:
-    grid = sub.add_parser("grid", help="methods x tasks x fractions x seeds through Ray Tune; resumes: finished trials are skipped")
+    grid = _command(sub, "grid", "methods x tasks x fractions x seeds through Ray Tune; resumes: finished trials are skipped")
     grid.add_argument("--experiment", metavar="FILE", help="a grid file, or a name in configs/experiments/ (e.g. imitate_tmi2024)")
     grid.add_argument("--methods", help="comma-separated methods, e.g. imitate,convirt,random")
     grid.add_argument("--tasks", help="comma-separated tasks, e.g. rsna_cls,siim_seg")
@@ -114,7 +136,7 @@ def _grid_parsers(sub) -> None:
     _ray_args(grid)
     grid.set_defaults(handler="grid")
 
-    tune = sub.add_parser("tune", help="hyper-parameter search (Optuna TPE via Ray Tune, ASHA early stopping) on a validation metric")
+    tune = _command(sub, "tune", "hyper-parameter search (Optuna TPE via Ray Tune, ASHA early stopping) on a validation metric")
     tune.add_argument("--method", required=True, help="a method with configs/sweeps/<method>.yaml")
     tune.add_argument("--task", required=True, help="a named task (not zero-shot: the search selects on validation)")
     tune.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels (default 1)")
@@ -124,20 +146,20 @@ def _grid_parsers(sub) -> None:
     _ray_args(tune)
     tune.set_defaults(handler="tune")
 
-    res = sub.add_parser("results", help="the stored trials, one row each")
-    res.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    res = _command(sub, "results", "the stored trials, one row each")
+    res.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
     res.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     res.set_defaults(handler="results")
 
-    tab = sub.add_parser("table", help="paper-style tables: methods x (task, fraction), mean +- std over seeds")
-    tab.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    tab = _command(sub, "table", "paper-style tables: methods x (task, fraction), mean +- std over seeds")
+    tab.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown", help="output format (default markdown)")
     tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
     tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
     tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")
     tab.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     tab.set_defaults(handler="table")
 
-    plot = sub.add_parser("plot", help="label-efficiency curves and an ablation chart (PNG and PDF)")
+    plot = _command(sub, "plot", "label-efficiency curves and an ablation chart (PNG and PDF)")
     plot.add_argument("--out", default="results/plots", help="output folder (default results/plots)")
     plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
@@ -145,7 +167,7 @@ def _grid_parsers(sub) -> None:
 
 
 def _speed_parser(sub) -> None:
-    speed = sub.add_parser("speed", help="pairs/s of the pre-training step vs the bare ResNet-50 and the authors' "
+    speed = _command(sub, "speed", "pairs/s of the pre-training step vs the bare ResNet-50 and the authors' "
                            "naive step; with --task, a 9-trial linear-probe grid vs one trial")
     _trial_args(speed)
     speed.add_argument("--batch-size", type=int, help="pairs per step (default: the profile's batch_size)")

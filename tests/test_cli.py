@@ -113,3 +113,19 @@ def test_phantom_preview(tmp_path, capsys):
     assert out.stat().st_size > 50_000 and out.read_bytes()[:4] == b"\x89PNG"
     assert main(["data", "phantom", "--preview", str(tmp_path / "grid.txt")]) == 2
     assert "must end in .png" in capsys.readouterr().err
+
+
+def test_every_command_help_is_complete(capsys):
+    import argparse
+
+    from benchmark.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) == 10
+    for name, parser in commands.items():
+        assert all(a.help for a in parser._actions), name  # every option says what it does
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert parser.description in text and f"examples:\n  python -m benchmark {name}" in text, name

@@ -47,11 +47,12 @@ def _worker(config: dict) -> None:
 def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
     """Run ``cfg.ddp_workers`` processes of the pre-training loop; raises what a worker raised."""
     from benchmark import raycluster
-    from benchmark.device import pick_device
 
-    cuda = pick_device(device).type == "cuda"
     session = raycluster.connect(os.environ.get("BENCHMARK_RAY_ADDRESS") or None)
     try:
+        # the cluster's GPUs count, not the driver's: on a cluster the driver may have none
+        preference = device if device != "auto" else os.environ.get("BENCHMARK_DEVICE", "auto")
+        cuda = preference.startswith("cuda") or (preference == "auto" and session.gpus > 0)
         workers = cfg.ddp_workers
         if cuda and session.gpus < workers:  # a request larger than the cluster waits forever
             raise UserError(f"ddp_workers={workers} needs {workers} GPUs; {session.where} has {session.gpus:g}")

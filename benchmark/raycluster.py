@@ -37,7 +37,7 @@ class Session:
             ray.shutdown()
 
 
-def _check_address(address: str) -> None:
+def check_address(address: str) -> None:
     """A dead ``host:port`` makes ray.init hang for minutes: fail in seconds instead."""
     if address == "auto" or "://" in address:
         return
@@ -58,7 +58,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Session:
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     if address:
-        _check_address(address)
+        check_address(address)
     if ray.is_initialized():
         started, where = False, "the running Ray session"
     elif address:

@@ -133,7 +133,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                name: str | None = None) -> SearchResult:
     from benchmark.experiments import MethodEntry
     from benchmark.grid import GridTrial, Plan, Summary, pretrain_phase
-    from benchmark.raycluster import connect, storage_dir, trial_resources
+    from benchmark.raycluster import check_address, connect, storage_dir, trial_resources
     from benchmark.runner import plan_trial, resolve
 
     if n_trials < 1:
@@ -148,6 +148,8 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         low = p.args[0]
         resolve(method, task, profile, [*sets, (p.key, low)])
     base, _, _ = plan_trial(method, task, fraction, seed, profile, sets, data_root_arg)
+    if address:
+        check_address(address)  # before anything is written
     name = name or f"{method}-{task}-{fraction:g}-seed{seed}"
     folder = storage_dir("tune") / name
     folder.mkdir(parents=True, exist_ok=True)

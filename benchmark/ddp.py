@@ -20,14 +20,18 @@ with the same command, as a single-process run does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import threading
 from pathlib import Path
 
 from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import cache_dir
 
 log = logging.getLogger(__name__)
+PROGRESS = "ddp.log"  # rank 0's log lines and progress, beside the checkpoint
 
 
 def _worker(config: dict) -> None:
@@ -38,7 +42,10 @@ def _worker(config: dict) -> None:
     from benchmark.pretrain import train_loop
 
     os.environ.update(config["env"])
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if ray.train.get_context().get_world_rank() == 0:  # the driver echoes this file (Ray keeps worker output)
+        sys.stderr = open(Path(config["out"]) / PROGRESS, "a", buffering=1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
+                        force=True)
     dev = ray.train.torch.get_device() if config["cuda"] else torch.device("cpu")
     torch.set_num_threads(max(1, int(config["threads"])))
     train_loop(config["method"], config["cfg"], config["corpus"], dev, Path(config["out"]))
@@ -80,7 +87,8 @@ def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: fl
     )
     log.info("pre-training %s in %d DDP processes through Ray Train (%s)", method, workers, "NCCL" if cuda else "gloo")
     try:
-        trainer.fit()
+        with _echo(out / PROGRESS):
+            trainer.fit()
     except TrainingFailedError as exc:
         cause = _first_worker_error(exc)
         if isinstance(cause, (UserError, TrialFailed)):
@@ -88,6 +96,33 @@ def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: fl
         raise
     if not (out / "meta.json").exists():
         raise RuntimeError(f"Ray Train finished but rank 0 wrote no encoder to {out}")
+
+
+@contextlib.contextmanager
+def _echo(path: Path, every: float = 1.0):
+    """Print the lines appended to ``path`` (rank 0's log and progress) while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    done = threading.Event()
+
+    def follow() -> None:
+        with open(path) as fh:
+            fh.seek(0, os.SEEK_END)  # a resumed run appends: only this run's lines
+            while True:
+                finished = done.is_set()
+                for line in fh.readlines():
+                    print(line.rstrip("\n"), file=sys.stderr, flush=True)
+                if finished:
+                    return
+                done.wait(every)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=10)
 
 
 def _first_worker_error(exc: Exception) -> BaseException | None:

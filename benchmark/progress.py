@@ -36,7 +36,9 @@ class Progress:
     def _line(self) -> None:
         elapsed = time.monotonic() - self._start
         of = f"/{self.total}" if self.total else ""
-        print(f"[{self.desc}] {self.count}{of} {self.unit} {elapsed:.0f}s {self.postfix}".rstrip(), file=sys.stderr, flush=True)
+        line = f"[{self.desc}] {self.count}{of} {self.unit} {elapsed:.0f}s {self.postfix}".rstrip()
+        sys.stderr.write(line + "\n")  # not print(): Ray Train workers also log every print, which doubled the lines
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -139,3 +139,5 @@ def test_two_process_pretraining_through_ray_train(tmp_path, monkeypatch):
     assert json.loads((pre.path.parent / "meta.json").read_text())["config"]["ddp_workers"] == 2
     state = torch.load(pre.path)
     assert "conv1.weight" in state
+    log = (pre.path.parent / "ddp.log").read_text()  # rank 0's lines, echoed by the driver while it ran
+    assert "pre-training prior on 16 phantom pairs: 2 steps (batch 4 x 2 DDP processes" in log

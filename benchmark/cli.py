@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
@@ -30,7 +31,7 @@ def _number(minimum: float, strict: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (value > minimum if strict else value >= minimum) or value != value:
+        if not (value > minimum if strict else value >= minimum) or math.isnan(value):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
         return value
 

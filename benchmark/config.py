@@ -15,8 +15,9 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -84,7 +85,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise bad()
-        (inner, *rest) = get_args(tp)
+        inner = get_args(tp)[0]
         return tuple(coerce(v, inner, key) for v in value)
     if origin is dict or tp is dict:
         if isinstance(value, dict):

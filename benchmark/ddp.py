@@ -36,14 +36,14 @@ PROGRESS = "ddp.log"  # rank 0's log lines and progress, beside the checkpoint
 
 def _worker(config: dict) -> None:
     """One DDP process (runs inside a Ray Train worker)."""
-    import torch
     import ray.train.torch
+    import torch
 
     from benchmark.pretrain import train_loop
 
     os.environ.update(config["env"])
     if ray.train.get_context().get_world_rank() == 0:  # the driver echoes this file (Ray keeps worker output)
-        sys.stderr = open(Path(config["out"]) / PROGRESS, "a", buffering=1)
+        sys.stderr = open(Path(config["out"]) / PROGRESS, "a", buffering=1)  # noqa: SIM115  (open for the process's life)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
                         force=True)
     dev = ray.train.torch.get_device() if config["cuda"] else torch.device("cpu")
@@ -110,7 +110,7 @@ def _echo(path: Path, every: float = 1.0):
             fh.seek(0, os.SEEK_END)  # a resumed run appends: only this run's lines
             while True:
                 finished = done.is_set()
-                for line in fh.readlines():
+                for line in fh:
                     print(line.rstrip("\n"), file=sys.stderr, flush=True)
                 if finished:
                     return

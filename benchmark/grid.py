@@ -126,7 +126,7 @@ def make_encoder(config: dict, in_trial: bool = False) -> dict:
         resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
         pre = get_encoder(resolved, data_root(config["data_root"]), config["device"])
         return {"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if isinstance(exc, UserError) and not in_trial:
             raise
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.store import Trial
 from benchmark.paths import writable_dir
+from benchmark.store import Trial
 from benchmark.tables import data_kind, describe_source, display_labels, row_order
 
 

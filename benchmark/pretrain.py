@@ -31,10 +31,16 @@ from torch.utils.data import DataLoader
 from benchmark import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
-from benchmark.distributed import all_finite
 from benchmark.device import (
-    autocast, describe, maybe_compile, memory_format, out_of_memory_as, pick_device, seed_everything,
+    autocast,
+    describe,
+    maybe_compile,
+    memory_format,
+    out_of_memory_as,
+    pick_device,
+    seed_everything,
 )
+from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError
 from benchmark.paths import atomic_json, atomic_torch_save, cache_dir
 from benchmark.progress import Progress

@@ -7,7 +7,8 @@ A bad name is a :class:`UserError` that lists the valid names, closest first.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from benchmark.errors import UserError
 

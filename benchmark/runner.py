@@ -11,9 +11,16 @@ from functools import lru_cache
 from typing import Any
 
 from benchmark import __version__
-from benchmark.config import build, config_hash, named_yaml, profile_overrides, route_sets, to_dict
-from benchmark.data.splits import check_fraction, fraction_subset
+from benchmark.config import (
+    build,
+    config_hash,
+    named_yaml,
+    profile_overrides,
+    route_sets,
+    to_dict,
+)
 from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits
+from benchmark.data.splits import check_fraction, fraction_subset
 from benchmark.errors import UserError
 from benchmark.paths import REPO_ROOT
 from benchmark.registry import METHODS, TASK_KINDS
@@ -76,7 +83,8 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
 def git_revision() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            check=False,
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

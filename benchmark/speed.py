@@ -110,7 +110,13 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     """Ceiling, step and naive step of ``method`` (see the module docstring)."""
     from benchmark.data.pairs import EpochBatches, PairViews
     from benchmark.data.sources import data_root, pretrain_corpus
-    from benchmark.device import describe, maybe_compile, memory_format, pick_device, seed_everything
+    from benchmark.device import (
+        describe,
+        maybe_compile,
+        memory_format,
+        pick_device,
+        seed_everything,
+    )
     from benchmark.errors import UserError
     from benchmark.pretrain import make_optimizer, to_device, train_step
     from benchmark.runner import resolve

@@ -133,7 +133,12 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                name: str | None = None) -> SearchResult:
     from benchmark.experiments import MethodEntry
     from benchmark.grid import GridTrial, Plan, Summary, pretrain_phase
-    from benchmark.raycluster import check_address, connect, storage_dir, trial_resources
+    from benchmark.raycluster import (
+        check_address,
+        connect,
+        storage_dir,
+        trial_resources,
+    )
     from benchmark.runner import plan_trial, resolve
 
     if n_trials < 1:

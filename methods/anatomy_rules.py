@@ -67,8 +67,8 @@ SIDED_RULES = [
     (r"costophrenic|effusion", "costophrenic angle", None),
     (r"pneumothora", "apical zone", None),
     (r"diaphragm", "hemidiaphragm", None),
-    (r"\blungs?\b|pulmonary|air ?space|parenchym|opacit|consolidat|atelecta|pneumonia|edema|nodul|granulom|infiltrat"
-     r"|emphysema|scarring|interstitial|hyperinfla|hyperexpan", "lung", None),
+    ((r"\blungs?\b|pulmonary|air ?space|parenchym|opacit|consolidat|atelecta|pneumonia|edema|nodul|granulom|infiltrat"
+      r"|emphysema|scarring|interstitial|hyperinfla|hyperexpan"), "lung", None),
 ]
 MIDLINE_RULES = [
     (r"cardiomegaly|\b(heart|cardiac)|cardiomediastinal|cardiophrenic|pericardi", "cardiac silhouette"),

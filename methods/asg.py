@@ -46,7 +46,12 @@ from benchmark.registry import METHODS
 from methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
 from methods.base import Method, MethodConfig
 from methods.encoders import STAGE_CHANNELS, TextTower, projection_head, spatial_patches
-from methods.losses import infonce_loss, region_alignment_loss, symmetric_kl_loss, tag_soft_targets
+from methods.losses import (
+    infonce_loss,
+    region_alignment_loss,
+    symmetric_kl_loss,
+    tag_soft_targets,
+)
 from methods.sentences import ReportTokens, corpus_reports, pool_sentences
 
 

@@ -7,14 +7,15 @@ checkpoints), so adding a method is one module plus one YAML.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from benchmark.errors import UserError
 from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from benchmark.errors import UserError
 from methods.encoders import ResNetStages
 
 

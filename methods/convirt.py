@@ -23,8 +23,9 @@ Deliberate differences from the authors' code (see shared reference/methods.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

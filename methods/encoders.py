@@ -32,7 +32,7 @@ class ResNetStages(nn.Module):
         tv_weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
         try:
             net = torchvision.models.resnet50(weights=tv_weights)
-        except Exception as exc:  # offline: the download fails with URLError/OSError/RuntimeError
+        except Exception as exc:  # noqa: BLE001  (offline, the download fails with URLError, OSError or RuntimeError)
             raise UserError(
                 f"cannot load ImageNet ResNet-50 weights ({type(exc).__name__}); put them in the torch hub "
                 "cache ($TORCH_HOME/hub/checkpoints) or use --set backbone_weights=none"
@@ -127,7 +127,7 @@ class FrozenTextEncoder(nn.Module):
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def train(self, mode: bool = True) -> "FrozenTextEncoder":
+    def train(self, mode: bool = True) -> FrozenTextEncoder:
         return super().train(False)  # always eval
 
     @torch.no_grad()

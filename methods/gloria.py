@@ -26,8 +26,9 @@ Deliberate differences from the authors' code (see shared reference/methods.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,13 @@ from benchmark.data.transforms import HALF
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, DrawsTextUnits, TextTower, continuation_mask, merge_word_pieces
+from methods.encoders import (
+    STAGE_CHANNELS,
+    DrawsTextUnits,
+    TextTower,
+    continuation_mask,
+    merge_word_pieces,
+)
 from methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
 from methods.sentences import report_sentences
 

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.distributed import global_min
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import STAGE_CHANNELS, projection_head
-from benchmark.distributed import global_min
 from methods.losses import cicl_loss
 
 

@@ -95,7 +95,12 @@ from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import STAGE_CHANNELS, TextTower, spatial_patches
 from methods.losses import clip_loss, simsiam_loss, within_report_infonce
-from methods.sentences import ReportTokens, corpus_reports, pool_sentences, split_sentences
+from methods.sentences import (
+    ReportTokens,
+    corpus_reports,
+    pool_sentences,
+    split_sentences,
+)
 
 MAX_LOGIT_SCALE = 100.0
 

@@ -7,10 +7,11 @@ metric and the protocol's hyper-parameters. A kind is code (one module here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import copy
 import math
-from typing import Any, Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch

@@ -34,7 +34,16 @@ from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
 from methods.encoders import STAGE_CHANNELS, ResNetStages
-from tasks.base import Fit, LiveFeatures, Task, TaskConfig, batches, load_encoder, prepare_encoder, train_head
+from tasks.base import (
+    Fit,
+    LiveFeatures,
+    Task,
+    TaskConfig,
+    batches,
+    load_encoder,
+    prepare_encoder,
+    train_head,
+)
 from tasks.metrics import accuracy, auroc
 
 

@@ -41,7 +41,16 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from methods.encoders import ResNetStages
-from tasks.base import Fit, Task, TaskConfig, batches, encoder_features, load_encoder, prepare_encoder, train_head
+from tasks.base import (
+    Fit,
+    Task,
+    TaskConfig,
+    batches,
+    encoder_features,
+    load_encoder,
+    prepare_encoder,
+    train_head,
+)
 from tasks.metrics import detection_map
 
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
@@ -254,7 +263,7 @@ class Detection(Task):
         splits = {"train": train, "val": val, "test": test}
 
         def features(split):
-            inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)  # noqa: E731
+            inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)
             return encoder_features(encoder, inputs, len(split.ids), c, device)
 
         feats = {name: features(s) for name, s in splits.items()}

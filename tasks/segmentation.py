@@ -23,7 +23,16 @@ from torch import nn
 
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.registry import TASK_KINDS
-from tasks.base import Fit, Task, TaskConfig, batches, encoder_features, load_encoder, prepare_encoder, train_head
+from tasks.base import (
+    Fit,
+    Task,
+    TaskConfig,
+    batches,
+    encoder_features,
+    load_encoder,
+    prepare_encoder,
+    train_head,
+)
 from tasks.metrics import per_image_dice
 
 
@@ -78,7 +87,7 @@ class Segmentation(Task):
         head = nn.Sequential(model.decoder, model.segmentation_head)
 
         def features(split):
-            inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)  # noqa: E731
+            inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)
             return encoder_features(model.encoder, inputs, len(split.ids), c, device)
 
         splits = {"train": train, "val": val, "test": test}

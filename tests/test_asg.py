@@ -11,7 +11,14 @@ from torch import nn
 
 from benchmark.config import build
 from benchmark.data.phantom.datasets import PairCorpus
-from methods.anatomy_rules import REGION_NAMES, REGIONS, TAG_NAMES, report_tags, sentence_regions, sentence_tags
+from methods.anatomy_rules import (
+    REGION_NAMES,
+    REGIONS,
+    TAG_NAMES,
+    report_tags,
+    sentence_regions,
+    sentence_tags,
+)
 from methods.asg import Asg, AsgConfig
 from methods.losses import region_alignment_loss, symmetric_kl_loss, tag_soft_targets
 

@@ -116,7 +116,6 @@ def test_random_is_seeded_and_untrained(capsys):
     assert out["method"] == "random" and 0 <= out["value"] <= 1
     from benchmark.pretrain import export_baseline
     from benchmark.runner import resolve
-
     from methods.baselines import RandomInit
 
     a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)

@@ -82,7 +82,7 @@ def test_decode_inverts_the_assignment_and_nms_merges_overlaps():
     # (0.25, 0.5): H(0.25) + H(0.5); every other term vanishes
     loss = yolo_loss([r.requires_grad_() for r in _raw_from_targets(targets, logit=20.0)], targets)
     loss.backward()
-    entropy = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))  # noqa: E731
+    entropy = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))
     assert loss.detach().item() == pytest.approx(entropy(0.25) + entropy(0.5), abs=1e-3)
 
 

@@ -17,7 +17,13 @@ from benchmark.errors import UserError
 from methods.encoders import spatial_patches
 from methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from methods.prior import (
-    ImageDecoder, Prior, PriorConfig, SentencePrototypeBank, SigmoidCrossAttention, gather_rows, hungarian_match,
+    ImageDecoder,
+    Prior,
+    PriorConfig,
+    SentencePrototypeBank,
+    SigmoidCrossAttention,
+    gather_rows,
+    hungarian_match,
     spg_loss,
 )
 from methods.sentences import ReportTokens, pool_sentences

@@ -97,7 +97,12 @@ def test_joint_space_tasks_end_to_end(task, metric, capsys):
 
 def test_fivex200_is_single_label_with_report_text():
     from benchmark.data.phantom.anatomy import lesions_from_report
-    from benchmark.data.phantom.fivex200 import CLASSES, KIND_OF, phantom_5x200, single_label_reports
+    from benchmark.data.phantom.fivex200 import (
+        CLASSES,
+        KIND_OF,
+        phantom_5x200,
+        single_label_reports,
+    )
 
     s = phantom_5x200("test", 25, 32)
     assert np.bincount(s.labels).tolist() == [5] * 5 and len(set(s.ids)) == 25

@@ -7,7 +7,7 @@ mid-epoch sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch

@@ -238,7 +238,7 @@ def lesions_from_tag(tag: str, rng: np.random.Generator) -> list[Lesion]:
     return out
 
 
-def lesions_from_report(report: "Report") -> list[Lesion]:
+def lesions_from_report(report: Report) -> list[Lesion]:
     """All lesions a report's MeSH major tags describe; [] for a normal report.
 
     Deterministic: unspecified sides/zones are drawn from a generator seeded by
@@ -334,7 +334,7 @@ class Anatomy:
     gastric: float  # gastric bubble air (0: none)
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Anatomy":
+    def sample(rng: np.random.Generator) -> Anatomy:
         """Normal-range anatomy; the number and order of draws is fixed."""
         u = rng.uniform
         lung_height = u(0.54, 0.62)
@@ -372,7 +372,7 @@ class Anatomy:
             gastric=max(0.0, u(-0.1, 0.2)),
         )
 
-    def with_lesions(self, lesions: list[Lesion]) -> "Anatomy":
+    def with_lesions(self, lesions: list[Lesion]) -> Anatomy:
         """Apply whole-chest findings (heart size, inflation, diaphragm) to the geometry."""
         a = self
         for les in lesions:

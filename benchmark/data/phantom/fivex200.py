@@ -17,9 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.data.phantom.anatomy import lesions_from_report
-from benchmark.data.phantom.datasets import PHANTOM_VERSION, _render_stack, _load_npy, seeded_rng
-from benchmark.data.phantom.reports import load_reports
+from benchmark.data.phantom.datasets import (
+    PHANTOM_VERSION,
+    _load_npy,
+    _render_stack,
+    seeded_rng,
+)
 from benchmark.data.phantom.render import render
+from benchmark.data.phantom.reports import load_reports
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -72,7 +77,7 @@ def phantom_5x200(split: str, n: int, size: int) -> TextLabelSet:
     npy, meta = folder / f"{stem}.npy", folder / f"{stem}.json"
     if not (npy.is_file() and meta.is_file()):
         def draw(i: int) -> tuple[np.ndarray]:
-            c, k, report = chosen[i]
+            _, k, report = chosen[i]
             rng = seeded_rng(PHANTOM_VERSION, "5x200", report.uid, k)
             return (render(lesions_from_report(report), rng, size).image,)
 

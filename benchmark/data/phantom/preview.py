@@ -26,7 +26,13 @@ def _label_names(split, i: int) -> str:
 def _panels(per_row: int) -> list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None, str]]:
     """(title, image, mask, boxes, caption) for each panel."""
     from benchmark.data.phantom.datasets import phantom_corpus, phantom_rsna
-    from benchmark.data.phantom.sets import phantom_chexpert, phantom_covidx, phantom_nih, phantom_object_cxr, phantom_siim
+    from benchmark.data.phantom.sets import (
+        phantom_chexpert,
+        phantom_covidx,
+        phantom_nih,
+        phantom_object_cxr,
+        phantom_siim,
+    )
 
     panels = []
     corpus = phantom_corpus(per_row * 8, SIZE)
@@ -51,8 +57,8 @@ def write_preview(path: Path, per_row: int = 4) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
+    from matplotlib import patches
 
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".jpg", ".svg"):

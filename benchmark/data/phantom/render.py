@@ -27,6 +27,7 @@ the 128 px figure is per-call numpy overhead that does not shrink with size.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +37,7 @@ from scipy import ndimage
 
 from benchmark.data.phantom.anatomy import FOREIGN_KINDS, MID_X, Anatomy, Lesion
 
-__all__ = ["Rendered", "render", "Lesion"]
+__all__ = ["Lesion", "Rendered", "render"]
 
 _F = np.float32
 #: Resolution of the grid for smooth fields (fixed: keeps renders size-independent).
@@ -504,7 +505,7 @@ def _polyline(sc: _Scene, pts: list[tuple[float, float]], width: float) -> tuple
     sl = sc.window(cx, cy, (max(xs) - min(xs)) / 2 + 0.02, (max(ys) - min(ys)) / 2 + 0.02)
     x, y = sc.x[sl], sc.y[sl]
     d2 = np.full_like(x, np.inf)
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         vx, vy = x1 - x0, y1 - y0
         px, py = x - _F(x0), y - _F(y0)
         t = np.clip((px * _F(vx) + py * _F(vy)) / _F(vx * vx + vy * vy + 1e-12), _F(0), _F(1))

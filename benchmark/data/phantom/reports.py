@@ -51,7 +51,7 @@ def reports_tarball() -> Path:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         raise UserError(hint)
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / _TARBALL
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / _TARBALL
     if not path.is_file():
         raise UserError(f"{path} is missing; {hint}")
     return path

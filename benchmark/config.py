@@ -213,8 +213,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _hashed(cfg: Any) -> dict[str, Any]:
+    skip = set(getattr(cfg, "UNHASHED_FIELDS", ()))
+    return {k: v for k, v in to_dict(cfg).items() if k not in skip}
+
+
 def config_hash(*parts: Any) -> str:
-    """Short, stable hash of configs (dataclasses or plain data)."""
-    plain = [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    """Short, stable hash of configs (dataclasses or plain data). A dataclass's
+    ``UNHASHED_FIELDS`` (how a run executes or what it is called, not what it
+    computes: loader workers, checkpoint interval, descriptions) are left out,
+    so changing them reuses results."""
+    plain = [_hashed(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -22,6 +22,10 @@ from methods.encoders import ResNetStages
 @dataclass
 class MethodConfig:
     """Pre-training settings; defaults are IMITATE's paper values, YAMLs set each method's."""
+
+    #: not in the config hash: they change how a run executes, not its result (batches and
+    #: augmentation are seeded per sample, and a checkpoint resumes to the same run)
+    UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("num_workers", "checkpoint_every")
 
     image_size: int = 224
     batch_size: int = 128

@@ -75,3 +75,18 @@ def test_every_method_and_task_resolves_under_every_profile(profile):
         for task in available("tasks"):
             r = resolve(method, task, profile, sets)
             assert r.task_cfg.name == task and r.task_cfg.kind
+
+
+def test_runtime_fields_stay_out_of_the_hash():
+    from benchmark.config import config_hash
+
+    def key(*sets):
+        return config_hash("imitate", resolve("imitate", None, "cpu", list(sets)).method_cfg, "phantom-v1")
+
+    base = key()
+    assert key(("num_workers", 0), ("checkpoint_every", 7)) == base  # how the run executes
+    assert key(("lr", 1e-3)) != base and key(("ddp_workers", 2)) != base  # what it computes
+    assert resolve("imitate", None, "cpu", [("num_workers", 0)]).method_cfg.num_workers == 0  # still recorded
+    task = resolve("imitate", "rsna_cls", "cpu").task_cfg
+    reworded = resolve("imitate", "rsna_cls", "cpu", [("task.description", "another wording")]).task_cfg
+    assert config_hash(task) == config_hash(reworded) != config_hash(resolve("imitate", "rsna_cls", "cpu", [("task.lr", 1e-3)]).task_cfg)

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from benchmark.errors import TrialFailed, UserError
@@ -61,14 +62,30 @@ def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
         preference = device if device != "auto" else os.environ.get("BENCHMARK_DEVICE", "auto")
         cuda = preference.startswith("cuda") or (preference == "auto" and session.gpus > 0)
         workers = cfg.ddp_workers
-        if cuda and session.gpus < workers:  # a request larger than the cluster waits forever
-            raise UserError(f"ddp_workers={workers} needs {workers} GPUs; {session.where} has {session.gpus:g}")
-        if session.cpus < workers:
-            raise UserError(f"ddp_workers={workers} needs {workers} CPUs; {session.where} has {session.cpus:g}")
-        cpus = 1.0 if cuda else float(session.cpus // workers)  # on CPU the cores are the compute: share them out
+        # what is free, not what the cluster has: inside a Tune trial that trial holds some, and a
+        # request larger than what can be had waits forever
+        free_cpus, free_gpus = _free(workers, cuda)
+        if cuda and free_gpus < workers:
+            raise UserError(f"ddp_workers={workers} needs {workers} free GPUs; {session.where} has {free_gpus:g}")
+        if free_cpus < workers:
+            raise UserError(f"ddp_workers={workers} needs {workers} free CPUs; {session.where} has {free_cpus:g}")
+        cpus = 1.0 if cuda else float(free_cpus // workers)  # on CPU the cores are the compute: share them out
         _fit(method, cfg, corpus, out, workers, cuda, cpus)
     finally:
         session.close()
+
+
+def _free(workers: int, cuda: bool, wait: float = 30.0) -> tuple[float, float]:
+    """Free (CPUs, GPUs), waited for a little: a run that just ended frees its workers late."""
+    import ray  # after raycluster.connect: it sets Ray's environment before the first import
+
+    deadline = time.monotonic() + wait
+    while True:
+        free = ray.available_resources()
+        cpus, gpus = float(free.get("CPU", 0)), float(free.get("GPU", 0))
+        if (cpus >= workers and (gpus >= workers or not cuda)) or time.monotonic() > deadline:
+            return cpus, gpus
+        time.sleep(0.5)
 
 
 def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: float) -> None:

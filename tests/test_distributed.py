@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -86,6 +87,59 @@ def test_per_process_negatives_average_the_local_losses(tmp_path):
     whole = _data()
     _loss(whole[3], *whole[:3], gather=False).backward()
     assert not torch.allclose(got["grads"], _grads(whole[3]), atol=1e-4)  # a different objective
+
+
+def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) -> None:
+    """``train_loop`` in one of two gloo processes (what a Ray Train worker runs),
+    optionally interrupted at its ``die_at_call``-th step."""
+    import os
+
+    os.environ["BENCHMARK_HOME"] = home
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
+    from benchmark.data.sources import pretrain_corpus
+    from benchmark.pretrain import encoder_dir, train_loop
+    from benchmark.runner import resolve
+    from methods.imitate import Imitate
+
+    cfg = resolve("imitate", None, "smoke", DDP_RUN).method_cfg
+    corpus = pretrain_corpus(cfg, None)
+    if die_at_call:
+        real, calls = Imitate.training_step, []
+
+        def dies(self, *a, **k):
+            calls.append(1)
+            if len(calls) == die_at_call:
+                raise KeyboardInterrupt
+            return real(self, *a, **k)
+
+        Imitate.training_step = dies
+    try:
+        train_loop("imitate", cfg, corpus, torch.device("cpu"), encoder_dir("imitate", cfg, corpus.fingerprint))
+    except KeyboardInterrupt:
+        pass
+    dist.destroy_process_group()
+
+
+DDP_RUN = [("ddp_workers", 2), ("epochs", 2), ("corpus_size", 16), ("checkpoint_every", 1)]  # 2 x 2 steps
+
+
+def test_an_interrupted_ddp_pretraining_resumes_to_the_same_encoder(tmp_path):
+    def run(home: str, die_at_call: int = 0) -> None:
+        init = f"file://{tmp_path}/pg-{home}-{die_at_call}"
+        mp.spawn(_ddp_pretrain, args=(2, init, str(tmp_path / home), die_at_call), nprocs=2, join=True)
+
+    run("straight")
+    run("killed", die_at_call=3)  # both processes stop in step 3; rank 0 saved step 2
+    killed = list((tmp_path / "killed").glob("encoders/*"))
+    assert len(killed) == 1 and (killed[0] / "checkpoint.pt").exists() and not (killed[0] / "meta.json").exists()
+    run("killed")
+    metas = [json.loads(next((tmp_path / h).glob("encoders/*/meta.json")).read_text()) for h in ("straight", "killed")]
+    assert metas[0]["steps"] == metas[1]["steps"] == 4 and metas[0]["processes"] == 2
+    assert metas[0]["final_loss"] == pytest.approx(metas[1]["final_loss"], abs=1e-5)
+    a, b = (torch.load(next((tmp_path / h).glob("encoders/*/encoder.pt"))) for h in ("straight", "killed"))
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), atol=1e-5), key
 
 
 def test_single_process_helpers_are_the_identity():

@@ -9,13 +9,15 @@ epoch's permutation, so the data order does not depend on N.
 Contrastive negatives are per process unless ``gather_negatives: true``
 (PRIOR's YAML: its code gathers features across GPUs for the global loss),
 which makes every loss compare the global batch (``Method.negatives``).
-BatchNorm statistics stay per process (plain DDP, as the authors' code).
+BatchNorm statistics stay per process (plain DDP, no SyncBatchNorm).
 
 The Ray instance: the running one (a grid's), else ``BENCHMARK_RAY_ADDRESS``,
-else a local one sized to the machine. Rank 0 writes the checkpoint, the
-encoder and meta.json to ``$BENCHMARK_HOME``, which on a multi-node cluster
-must be a shared file system. A killed run resumes from its last checkpoint
-with the same command, as a single-process run does.
+else a local one sized to the machine; the workers take the free CPUs (GPUs).
+Rank 0 writes the checkpoint, the encoder, meta.json and its log and progress
+lines (``ddp.log``, which the driver prints as they come) to ``$BENCHMARK_HOME``,
+which on a multi-node cluster must be a shared file system. A killed run
+resumes from its last checkpoint with the same command, as a single-process run
+does.
 """
 
 from __future__ import annotations

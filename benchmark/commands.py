@@ -70,7 +70,8 @@ def pretrain(args: argparse.Namespace) -> int:
     m = pre.meta
     state = "cached" if pre.reused else "pre-trained"
     print(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
-          f"final loss {m['final_loss']:.4f}, {m['seconds']:.1f}s on {m['device']}")
+          f"final loss {m['final_loss']:.4f}, {m['seconds']:.1f}s on {m['device']}"
+          + (f" x {m['processes']} DDP processes" if m.get("processes", 1) > 1 else ""))
     print(f"  encoder {pre.path}")
     print(f"  loss curve {pre.path.parent / 'losses.csv'}")
     if args.json:

@@ -49,6 +49,9 @@ def _worker(config: dict) -> None:
         sys.stderr = open(Path(config["out"]) / PROGRESS, "a", buffering=1)  # noqa: SIM115  (open for the process's life)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr,
                         force=True)
+    # Ray Train logs the loop's exception with its traceback; the driver raises it again (a failed
+    # trial or a user's mistake as one line, anything else with Ray's copy of the traceback)
+    logging.getLogger("ray.train.v2._internal.util").setLevel(logging.CRITICAL)
     dev = ray.train.torch.get_device() if config["cuda"] else torch.device("cpu")
     torch.set_num_threads(max(1, int(config["threads"])))
     train_loop(config["method"], config["cfg"], config["corpus"], dev, Path(config["out"]))
@@ -145,11 +148,7 @@ def _echo(path: Path, every: float = 1.0):
 
 
 def _first_worker_error(exc: Exception) -> BaseException | None:
-    """The exception a worker raised, out of Ray Train's wrapper (WorkerGroupError)."""
-    errors = getattr(exc, "worker_failures", None) or {}
-    for err in errors.values() if isinstance(errors, dict) else errors:
-        inner = getattr(err, "cause", None) or err
-        while getattr(inner, "cause", None) is not None and inner is not inner.cause:
-            inner = inner.cause
-        return inner
-    return exc.__cause__
+    """What the lowest-ranked failed worker raised (Ray Train's WorkerGroupError maps
+    ranks to the workers' own exceptions); None for a controller error."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    return failures[min(failures)] if failures else None

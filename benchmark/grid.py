@@ -323,8 +323,3 @@ def summary_lines(summary: Summary) -> list[str]:
     if summary.storage:
         lines.append(f"  Ray Tune state: {summary.storage}")
     return lines
-
-
-def check_spec(spec: GridSpec) -> None:
-    if not spec.methods or not spec.tasks:
-        raise UserError("a grid needs at least one method and one task")

@@ -6,24 +6,23 @@ variants beside it). One data source per figure, never phantom beside real.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
 from benchmark.store import Trial
-from benchmark.tables import data_kind, describe_source, display_labels, row_order
+from benchmark.tables import data_kind, describe_source, finished, method_labels, row_order
 
 
 def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):
     """Finished trials of one data kind as a long table (value in %), labelled like the table rows."""
     import pandas as pd
 
-    done = [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
+    done = finished(trials)
     if data is None:  # real when there is any: it is what a figure is for
         data = "real" if any(data_kind(t.data_source) == "real" for t in done) else "phantom"
     done = [t for t in done if data_kind(t.data_source) == data]
-    labels = display_labels({(t.method, t.method_hash) for t in done}, lambda k: variants.get(k) or k[0])
+    labels = method_labels(done, variants)
     rows = [{"label": labels[(t.method, t.method_hash)], "method": t.method, "variant": bool(variants.get((t.method, t.method_hash))),
              "task": t.task, "protocol": t.protocol, "metric": t.metric, "source": t.data_source,
              "fraction": t.fraction, "seed": t.seed, "value": 100.0 * t.value} for t in done]

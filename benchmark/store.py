@@ -80,6 +80,7 @@ class Store:
             self.db = sqlite3.connect(self.path, timeout=60)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(SCHEMA)
+            self.db.execute(VARIANTS)
             self.db.commit()
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the results store {self.path}: {exc} (set BENCHMARK_STORE to a writable file)") from None
@@ -123,7 +124,6 @@ class Store:
         """Name a method config (an ablation variant of a grid); a table row shows the name.
         Kept in its own table so the trials table keeps its columns."""
         with self.db:
-            self.db.execute(VARIANTS)
             self.db.execute(
                 "INSERT INTO variants (method, method_hash, variant) VALUES (?, ?, ?) "
                 "ON CONFLICT (method, method_hash) DO UPDATE SET variant = excluded.variant",
@@ -132,8 +132,6 @@ class Store:
 
     def variants(self) -> dict[tuple[str, str], str]:
         """(method, method_hash) -> variant name, for the configs a grid named."""
-        with self.db:
-            self.db.execute(VARIANTS)
         return {(m, h): v for m, h, v in self.db.execute("SELECT method, method_hash, variant FROM variants")}
 
     def close(self) -> None:

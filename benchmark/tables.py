@@ -34,8 +34,14 @@ def data_kind(source: str) -> str:
     return "phantom" if source.startswith("phantom") else "real"
 
 
-def percent(label: str) -> str:
-    return f"{label}%"
+def finished(trials: list[Trial]) -> list[Trial]:
+    """The trials that count in tables and plots: finished, with a finite value."""
+    return [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
+
+
+def method_labels(trials: list[Trial], variants: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """(method, config hash) -> its row name: the variant's name, else the method's."""
+    return display_labels({(t.method, t.method_hash) for t in trials}, lambda k: variants.get(k) or k[0])
 
 
 # ---------------------------------------------------------------- results: one row per trial
@@ -137,7 +143,7 @@ def describe_source(source: str) -> str:
 def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None = None,
                  protocol: str | None = None, reference: list[dict] | None = None) -> list[Table]:
     """One table per (data source, protocol, metric) from the finished trials."""
-    done = [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
+    done = finished(trials)
     if data is not None:
         done = [t for t in done if data_kind(t.data_source) == data]
     if protocol is not None:
@@ -161,7 +167,7 @@ def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], st
 
 
 def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None) -> Table:
-    row_label = display_labels({(t.method, t.method_hash) for t in trials}, lambda k: variants.get(k) or k[0])
+    row_label = method_labels(trials, variants)
     task_label = display_labels({(t.task, t.task_hash) for t in trials}, lambda k: k[0])
     cells: dict[tuple[str, str], dict[tuple[str, float], list[float]]] = {}
     for t in trials:
@@ -218,7 +224,7 @@ def load_reference(folder: Path = REFERENCE_DIR) -> list[dict]:
 
 # ---------------------------------------------------------------- rendering
 
-def _cell_text(table: Table, row: Row, col, best: dict, bold) -> str:
+def _cell_text(row: Row, col, best: dict, bold) -> str:
     cell = row.cells.get(col)
     if cell is None:
         return MISSING
@@ -229,7 +235,7 @@ def _cell_text(table: Table, row: Row, col, best: dict, bold) -> str:
 
 
 def _header(col: tuple[str, float]) -> str:
-    return f"{col[0]} {percent(f'{100 * col[1]:g}')}"
+    return f"{col[0]} {100 * col[1]:g}%"
 
 
 def render(table: Table, fmt: str = "markdown") -> str:
@@ -240,7 +246,7 @@ def render(table: Table, fmt: str = "markdown") -> str:
 
     latex = fmt == "latex"
     bold = (lambda s: f"\\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
-    body = [[r.label, *(_cell_text(table, r, c, best, bold) for c in table.columns)] for r in table.rows + table.reference]
+    body = [[r.label, *(_cell_text(r, c, best, bold) for c in table.columns)] for r in table.rows + table.reference]
     headers = ["method", *(_header(c) for c in table.columns)]
     if latex:
         body = [[_latex(x) for x in row] for row in body]
@@ -251,8 +257,7 @@ def render(table: Table, fmt: str = "markdown") -> str:
 
 
 def _latex(text: str) -> str:
-    text = text.replace("%", "\\%").replace("_", "\\_").replace("±", "$\\pm$").replace("†", "$^\\dagger$")
-    return text
+    return text.replace("%", "\\%").replace("_", "\\_").replace("±", "$\\pm$").replace("†", "$^\\dagger$")
 
 
 def _render_csv(table: Table, best: dict) -> str:

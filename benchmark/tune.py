@@ -125,6 +125,7 @@ class SearchResult:
     selected_on: str
     rows: list[dict] = field(default_factory=list)
     best: dict | None = None
+    best_sets: list[str] = field(default_factory=list)  # the best trial as --set KEY=VALUE
 
 
 def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int, profile: str,
@@ -157,7 +158,6 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         check_address(address)  # before anything is written
     name = name or f"{method}-{task}-{fraction:g}-seed{seed}"
     folder = storage_dir("tune") / name
-    folder.mkdir(parents=True, exist_ok=True)
     search_store = Store(folder / "trials.sqlite")
     pretrains_in_trials = any(p.key.startswith("method.") for p in params)
     epochs = resolved.task_cfg.epochs
@@ -234,17 +234,14 @@ def _collect(name: str, folder: Path, params: list[Param], last: dict[str, dict]
     result = SearchResult(name, folder, metric, selected, rows)
     if finished:
         result.best = max(finished, key=lambda r: r["val_score"])
+        result.best_sets = [f"{p.key}={result.best[p.key]}" for p in params]
     with (folder / "trials.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["trial"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     (folder / "best.json").write_text(json.dumps(
-        {"selected_on": selected, "best": result.best, "sets": _sets_of(result.best, params)}, indent=1, default=str))
+        {"selected_on": selected, "best": result.best, "sets": result.best_sets}, indent=1, default=str))
     return result
-
-
-def _sets_of(best: dict | None, params: list[Param]) -> list[str]:
-    return [f"{p.key}={best[p.key]}" for p in params] if best else []
 
 
 def search_lines(result: SearchResult) -> list[str]:
@@ -261,12 +258,6 @@ def search_lines(result: SearchResult) -> list[str]:
         b = result.best
         lines.append(f"best (selected on validation {result.selected_on} = {b['val_score']:.4f}; "
                      f"its test {result.metric} = {b[f'test_{result.metric}']:.4f}):")
-        lines.append("  " + " ".join(f"--set {s}" for s in _sets_of(b, _params_of(result))))
+        lines.append("  " + " ".join(f"--set {s}" for s in result.best_sets))
     lines.append(f"stored in {result.folder} (trials.csv, best.json, trials.sqlite, Ray state in ray/)")
     return lines
-
-
-def _params_of(result: SearchResult) -> list[Param]:
-    fixed = {"trial", "status", "reports", "val_score", f"test_{result.metric}", "method_hash"}
-    return [Param(k, "", []) for k in result.rows[0] if k not in fixed] if result.rows else []
-

@@ -169,7 +169,8 @@ class Asg(Method):
         tokens = self.text_tower(ids, mask)
         report = self.text_global(tokens[:, 0])
 
-        g_image, g_report, g_tags = self.negatives(image, report, self.tags[index])
+        tags = self.tags[index]
+        g_image, g_report, g_tags = self.negatives(image, report, tags)
         terms = {"ira": infonce_loss(g_image, g_report, cfg.temperature)}
         regions = self.regions[index]
         terms["arsa"] = region_alignment_loss(
@@ -177,7 +178,6 @@ class Asg(Method):
         )
         logits = F.normalize(g_image.float(), dim=-1) @ F.normalize(g_report.float(), dim=-1).T / cfg.temperature
         terms["erl"] = symmetric_kl_loss(logits, tag_soft_targets(g_tags, 1 - cfg.soft_label_weight, cfg.soft_label_weight))
-        tags = self.tags[index]
         loss = terms["ira"] + cfg.arsa_weight * terms["arsa"] + cfg.erl_weight * terms["erl"]
         if self.tag_decoder is not None:
             scores = self.tag_decoder(self.tag_queries, spatial_patches(feats[2]))

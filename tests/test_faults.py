@@ -51,6 +51,17 @@ def test_nan_in_a_task_head_fails_the_trial_at_its_step(capsys, isolated_home):
     assert failed_row(isolated_home / "store.sqlite")[0] == "failed"
 
 
+def test_nan_in_ddp_pretraining_is_one_line_too(capsys, isolated_home):
+    """The worker's exception comes back through Ray Train as the same one line, no traceback."""
+    assert main(["run", "--method", "imitate", *SMOKE, "--set", "method.lr=1e30", "--set", "ddp_workers=2",
+                 "--set", "corpus_size=16"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("failed: imitate pre-training loss became nan at step 2 "
+                                            "(recorded in the store as failed)")
+    assert failed_row(isolated_home / "store.sqlite")[0] == "failed"
+
+
 def test_gpu_out_of_memory_names_the_sizes(capsys, monkeypatch, isolated_home):
     from methods.imitate import Imitate
     from tasks.classification import Classification

@@ -12,7 +12,6 @@ are read, never images.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,7 +100,3 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
 
 def _entry(path: Path, count: int) -> dict:
     return {"file": path.name, "count": count, "sha256": sha256(path)}
-
-
-def read_summary(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text(encoding="utf-8"))

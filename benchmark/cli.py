@@ -191,7 +191,10 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # argparse would blame the top-level parser; point at the sub-command's help
+            raise UserError(f"unrecognized arguments: {' '.join(extra)} (see {parser.prog} {args.command} --help)")
         _setup_logging()
         from benchmark import commands
 

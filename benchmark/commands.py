@@ -140,6 +140,11 @@ def list_registered(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(text: str | None, default: str) -> str:
+    """An option's text, or the default when it was not given (an empty value stays empty, and is an error)."""
+    return default if text is None else text
+
+
 def _store(args: argparse.Namespace):
     from benchmark.store import Store
 
@@ -163,14 +168,14 @@ def grid(args: argparse.Namespace) -> int:
         if args.methods or args.tasks:
             raise UserError("give --experiment FILE or --methods/--tasks, not both")
         spec = load_experiment(args.experiment)
-        if args.fractions:
+        if args.fractions is not None:
             spec.fractions = parse_fractions(split_list(args.fractions, "fractions"))
-        if args.seeds:
+        if args.seeds is not None:
             spec.seeds = parse_seeds(split_list(args.seeds, "seeds"))
     elif not args.methods or not args.tasks:
         raise UserError("grid needs --methods and --tasks (or --experiment FILE)")
     else:
-        spec = from_cli(args.methods, args.tasks, args.fractions or "0.01,0.1,1", args.seeds or "42")
+        spec = from_cli(args.methods, args.tasks, _given(args.fractions, "0.01,0.1,1"), _given(args.seeds, "42"))
     store = _store(args)
     plan = expand(spec, args.profile or spec.profile or "cpu", parse_sets(args.sets), args.protocol, args.data_root, store)
     if args.dry_run:

@@ -95,6 +95,8 @@ CASES = [
     ("unknown sweep", ["tune", "--method", "nope", "--task", "rsna_cls"], ["unknown method 'nope'"], None),
     ("unknown command", ["train"], ["invalid choice: 'train'"], None),
     ("unknown list", ["list", "metods"], ["invalid choice: 'metods'"], None),
+    ("option of another command", ["results", "--method", "imitate"],
+     ["unrecognized arguments: --method imitate", "python -m benchmark results --help"], None),
     ("unknown table format", ["table", "--format", "html"], ["invalid choice: 'html'"], None),
     ("task without a text tower", ["run", "--method", "random", "--task", "rsna_zs"], ["needs a method with a text tower"], None),
     # numbers
@@ -104,6 +106,8 @@ CASES = [
     ("fraction text", [*RUN, "--fraction", "ten"], ["invalid float value: 'ten'"], None),
     ("grid fraction 2", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--fractions", "0.1,2", "--dry-run"],
      ["fraction must be in (0, 1]", "'2'"], None),
+    ("grid fractions empty", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--fractions", "", "--dry-run"],
+     ["--fractions is empty"], None),
     ("seed text", [*RUN, "--seed", "x"], ["invalid int value: 'x'"], None),
     ("grid seeds", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--seeds", "42,x", "--dry-run"],
      ["bad seed 'x'", "integers"], None),
@@ -112,6 +116,8 @@ CASES = [
     ("tune trials 0", ["tune", "--method", "imitate", "--task", "rsna_cls", "--trials", "0"], ["--trials must be >= 1"], None),
     ("speed steps 0", ["speed", "--method", "imitate", "--steps", "0"], ["--steps must be >= 1"], None),
     ("max steps -1", ["pretrain", "--method", "imitate", "--max-steps", "-1"], ["max_steps must be >= 0"], None),
+    ("image size below the crop margin", ["speed", "--method", "imitate", "--image-size", "7"],
+     ["image_size must be in [14, 1792]", "got 7"], None),
     ("ddp workers 0", ["pretrain", "--method", "imitate", "--set", "ddp_workers=0"], ["ddp_workers must be >= 1"], None),
     # --set and YAML keys
     ("set unknown key", [*RUN, "--set", "batchsize=4"], ["unknown --set key 'batchsize'; valid: batch_size"], None),

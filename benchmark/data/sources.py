@@ -33,7 +33,11 @@ def pretrain_corpus(cfg, root: Path | None):
         return real_corpus(cfg, root)
     from benchmark.data.phantom.datasets import phantom_corpus
 
-    return phantom_corpus(cfg.corpus_size, round(cfg.image_size * 8 / 7))
+    stored = round(cfg.image_size * 8 / 7)  # the margin the random crop takes
+    if not 16 <= stored <= 2048:
+        raise UserError(f"image_size must be in [14, 1792] on phantom data (the corpus is stored at 8/7 of it "
+                        f"for the random crop), got {cfg.image_size}")
+    return phantom_corpus(cfg.corpus_size, stored)
 
 
 #: data set key -> "module:function" of its phantom stand-in, called as f(split, n, size)

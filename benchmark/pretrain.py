@@ -42,7 +42,7 @@ from benchmark.device import (
 )
 from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError
-from benchmark.paths import atomic_json, atomic_torch_save, cache_dir
+from benchmark.paths import atomic_json, atomic_torch_save, atomic_write, cache_dir
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from methods.base import MethodConfig
@@ -268,7 +268,11 @@ def _write_losses(path: Path, history: list[dict]) -> None:
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(path, write)  # a kill mid-write leaves the last complete curve

@@ -39,9 +39,12 @@ class Session:
 
 def check_address(address: str) -> None:
     """A dead ``host:port`` makes ray.init hang for minutes: fail in seconds instead."""
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
+    if address == "auto":
+        return  # Ray finds the local head itself; connect() turns "none running" into one line
+    scheme, _, hostport = address.rpartition("://")
+    if scheme and scheme != "ray":
+        raise UserError(f"--address {address!r}: expected HOST:PORT, auto or ray://HOST:PORT")
+    host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), auto or ray://...")
     try:
@@ -62,7 +65,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Session:
     if ray.is_initialized():
         started, where = False, "the running Ray session"
     elif address:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        except ConnectionError as exc:  # --address auto with no head on this machine
+            raise UserError(f"no Ray cluster found for --address {address} ({str(exc).split('.')[0]}); "
+                            "start one with `ray start --head` or drop --address") from None
+        except ValueError as exc:
+            if "ray[client]" not in str(exc):
+                raise
+            raise UserError(f"--address {address}: Ray Client needs `pip install 'ray[client]'`; "
+                            "or give the head's HOST:PORT from a cluster node") from None
         started, where = True, f"Ray cluster {address}"
     else:
         cpus = num_cpus or os.cpu_count() or 1

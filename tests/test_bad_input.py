@@ -2,7 +2,8 @@
 (what is wrong, what to do) and exit status 2, never a traceback (issue 8).
 
 One table: (case id, argv with {tmp} for the test's folder, fragments the line
-must hold, optional set-up that writes the bad file or sets the environment).
+must hold, optional set-up that writes the bad file or sets the environment and
+may return more {placeholders} for the argv).
 """
 
 from __future__ import annotations
@@ -83,6 +84,27 @@ def store_not_a_database(tmp, monkeypatch):
     (tmp / "notes.sqlite").write_text("a,b\n1,2\n")
 
 
+def no_local_ray(tmp, monkeypatch):
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def something_listening(tmp, monkeypatch):
+    """A port that answers (not Ray), for ``{port}``: the address check passes, Ray Client is next."""
+    import socket
+
+    from ray._private.utils import get_ray_client_dependency_error
+
+    if get_ray_client_dependency_error() is None:
+        pytest.skip("ray[client] is installed here")
+    sock = socket.create_server(("127.0.0.1", 0))
+    monkeypatch.setattr(something_listening, "sock", sock, raising=False)  # closed at teardown by GC
+    return {"{port}": str(sock.getsockname()[1])}
+
+
 CASES = [
     # names, with the closest first
     ("unknown method", ["run", "--method", "imitat", "--task", "rsna_cls"], ["unknown method 'imitat'; valid: imitate"], None),
@@ -153,6 +175,12 @@ CASES = [
     # Ray
     ("Ray address dead", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke", "--address", "127.0.0.1:9"],
      ["no Ray cluster answers at 127.0.0.1:9"], None),
+    ("Ray address auto, none running", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke",
+                                        "--address", "auto"], ["no Ray cluster found for --address auto"], no_local_ray),
+    ("Ray address of another scheme", ["tune", "--method", "imitate", "--task", "rsna_cls", "--address", "http://h:1"],
+     ["expected HOST:PORT, auto or ray://HOST:PORT"], None),
+    ("Ray Client without its extra", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke",
+                                      "--address", "ray://127.0.0.1:{port}"], ["pip install 'ray[client]'"], something_listening),
     ("Ray address malformed", ["tune", "--method", "imitate", "--task", "rsna_cls", "--address", "nohost"], ["expected HOST:PORT"], None),
     # outputs that cannot be written
     ("cache folder not writable", SMOKE, ["cannot create the cache folder", "BENCHMARK_HOME"], home_under_a_file),
@@ -175,9 +203,11 @@ CASES = [
 def test_user_mistakes_are_one_line_exit_2(argv, fragments, setup, tmp_path, monkeypatch, capsys):
     if "--device" in argv and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    holes = {"{tmp}": str(tmp_path)}
     if setup is not None:
-        setup(tmp_path, monkeypatch)
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+        holes.update(setup(tmp_path, monkeypatch) or {})
+    for hole, value in holes.items():
+        argv = [a.replace(hole, value) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err

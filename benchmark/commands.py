@@ -149,7 +149,7 @@ def _store(args: argparse.Namespace):
     from benchmark.store import Store
 
     path = getattr(args, "store", None)
-    if path is not None and not Path(path).is_file():
+    if path is not None and not Path(path).exists():
         raise UserError(f"results store {path} does not exist")
     return Store(path)
 

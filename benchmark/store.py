@@ -75,6 +75,8 @@ JSON_FIELDS = ("metrics", "method_config", "task_config")
 class Store:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else store_path()
+        if self.path.is_dir():  # sqlite's own message ("unable to open database file") does not say why
+            raise UserError(f"results store {self.path} is a folder: give a file, e.g. {self.path / 'benchmark.sqlite'}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60)

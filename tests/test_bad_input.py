@@ -80,6 +80,10 @@ def store_under_a_file(tmp, monkeypatch):
     monkeypatch.setenv("BENCHMARK_STORE", str(tmp / "file" / "store.sqlite"))
 
 
+def store_is_a_folder(tmp, monkeypatch):
+    monkeypatch.setenv("BENCHMARK_STORE", str(tmp))
+
+
 def store_not_a_database(tmp, monkeypatch):
     (tmp / "notes.sqlite").write_text("a,b\n1,2\n")
 
@@ -186,6 +190,8 @@ CASES = [
     ("cache folder not writable", SMOKE, ["cannot create the cache folder", "BENCHMARK_HOME"], home_under_a_file),
     ("store not writable", SMOKE, ["cannot open the results store", "BENCHMARK_STORE"], store_under_a_file),
     ("store not a database", ["results", "--store", "{tmp}/notes.sqlite"], ["file is not a database"], store_not_a_database),
+    ("store is a folder", ["table", "--store", "{tmp}"], ["results store {tmp} is a folder"], None),
+    ("store from env is a folder", ["results"], ["is a folder: give a file"], store_is_a_folder),
     ("store missing", ["table", "--store", "{tmp}/none.sqlite"], ["results store {tmp}/none.sqlite does not exist"], None),
     ("split --out not writable", ["data", "split", "rsna", "--data-root", "{tmp}/root", "--out", "{tmp}/root/rsna-pneumonia/stage_2_train_labels.csv/x"],
      ["cannot create the --out folder"], rsna_root),

@@ -113,8 +113,8 @@ def build_parser() -> Parser:
     return parser
 
 
-def _ray_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", help="configs/profiles/<name>.yaml (default: the experiment's, else cpu)")
+def _ray_args(p: argparse.ArgumentParser, profile_default: str) -> None:
+    p.add_argument("--profile", help=f"configs/profiles/<name>.yaml (default: {profile_default})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every trial (repeatable; see run --help)")
     p.add_argument("--protocol", help="mgca (frozen encoder, the default) or finetune")
@@ -134,7 +134,7 @@ def _grid_parsers(sub) -> None:
     grid.add_argument("--fractions", help="comma-separated label fractions (default 0.01,0.1,1)")
     grid.add_argument("--seeds", help="comma-separated seeds (default 42)")
     grid.add_argument("--dry-run", action="store_true", help="list the trials to run and stop")
-    _ray_args(grid)
+    _ray_args(grid, "the experiment's, else cpu")
     grid.set_defaults(handler="grid")
 
     tune = _command(sub, "tune", "hyper-parameter search (Optuna TPE via Ray Tune, ASHA early stopping) on a validation metric")
@@ -143,8 +143,9 @@ def _grid_parsers(sub) -> None:
     tune.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels (default 1)")
     tune.add_argument("--seed", type=int, default=42, help="seed of the subset, the head and the sampler (default 42)")
     tune.add_argument("--trials", type=int, default=20, help="number of configurations to try (default 20)")
-    tune.add_argument("--name", help="name of the search (default: method-task-fraction)")
-    _ray_args(tune)
+    tune.add_argument("--name", help="name of the search: its folder is tune/NAME beside the "
+                      "results store (default: METHOD-TASK-FRACTION-seedSEED)")
+    _ray_args(tune, "cpu")
     tune.set_defaults(handler="tune")
 
     res = _command(sub, "results", "the stored trials, one row each")

@@ -147,6 +147,8 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
     params = load_space(method)
     if protocol:
         sets = [("task.protocol", protocol), *sets]
+    if name is not None and (Path(name).name != name or name in (".", "..")):
+        raise UserError(f"--name {name!r}: give a plain name without '/' (it names the search's folder)")
     resolved = resolve(method, task, profile, sets)
     if "val" not in resolved.task_cls.splits:
         raise UserError(f"task {task!r} trains nothing (no validation split to select on): search a task with training")

@@ -140,6 +140,8 @@ CASES = [
     ("cpus per trial 0", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--cpus-per-trial", "0", "--dry-run"],
      ["--cpus-per-trial", "must be > 0"], None),
     ("tune trials 0", ["tune", "--method", "imitate", "--task", "rsna_cls", "--trials", "0"], ["--trials must be >= 1"], None),
+    ("tune name with a slash", ["tune", "--method", "imitate", "--task", "rsna_cls", "--name", "../x"],
+     ["--name '../x': give a plain name"], None),
     ("speed steps 0", ["speed", "--method", "imitate", "--steps", "0"], ["--steps must be >= 1"], None),
     ("max steps -1", ["pretrain", "--method", "imitate", "--max-steps", "-1"], ["max_steps must be >= 0"], None),
     ("image size below the crop margin", ["speed", "--method", "imitate", "--image-size", "7"],

@@ -9,6 +9,7 @@ checkpoint importer maps other releases onto.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -97,10 +98,21 @@ def load_text_model(name: str):
     from transformers import AutoModel, AutoTokenizer
 
     source = _minilm_path() if name == "minilm" else TEXT_ENCODER_ALIASES.get(name, name)
+    folder = name != "minilm" and Path(source).expanduser().is_dir()
+    if folder:
+        source = str(Path(source).expanduser())  # transformers does not expand ~
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's folder can fail in any decoder; hub errors are below
+        if folder:
+            detail = (str(exc).splitlines() or [""])[0][:200]
+            raise UserError(
+                f"text encoder folder {source} cannot be loaded ({type(exc).__name__}: {detail}); it needs "
+                "config.json, the tokenizer files and the weights, as save_pretrained() writes them"
+            ) from None
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise UserError(
             f"text encoder {name!r} is not available{offline}: download it once with "

@@ -16,6 +16,7 @@ from benchmark.store import Store, Trial
 
 RUN = ["run", "--method", "imitate", "--task", "rsna_cls"]
 SMOKE = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
+TEXT = ["pretrain", "--method", "imitate", "--profile", "smoke", "--set"]
 CKPT = ["run", "--method", "checkpoint", "--task", "rsna_cls", "--profile", "smoke", "--checkpoint"]
 
 
@@ -86,6 +87,17 @@ def store_is_a_folder(tmp, monkeypatch):
 
 def store_not_a_database(tmp, monkeypatch):
     (tmp / "notes.sqlite").write_text("a,b\n1,2\n")
+
+
+def text_model_without_weights(tmp, monkeypatch):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp / "bert")
+
+
+def text_model_broken_tokenizer(tmp, monkeypatch):
+    text_model_without_weights(tmp, monkeypatch)
+    (tmp / "bert" / "tokenizer.json").write_text("{}")
 
 
 def no_local_ray(tmp, monkeypatch):
@@ -201,8 +213,12 @@ CASES = [
     ("preview not writable", ["data", "phantom", "--preview", "{tmp}/file/grid.png"], ["cannot write {tmp}/file/grid.png"], a_file),
     ("preview format", ["data", "phantom", "--preview", "{tmp}/grid.txt"], ["must end in .png"], None),
     # models
-    ("text encoder offline", ["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "text_encoder=no/such-model"],
+    ("text encoder offline", [*TEXT, "text_encoder=no/such-model"],
      ["text encoder 'no/such-model' is not available", "HF_HUB_OFFLINE"], None),
+    ("text encoder folder without weights", [*TEXT, "text_encoder={tmp}/bert"],
+     ["text encoder folder {tmp}/bert cannot be loaded", "model.safetensors", "save_pretrained"], text_model_without_weights),
+    ("text encoder folder, broken tokenizer", [*TEXT, "text_encoder={tmp}/bert"],
+     ["text encoder folder {tmp}/bert cannot be loaded", "KeyError"], text_model_broken_tokenizer),
     ("cuda without a GPU", [*RUN, "--device", "cuda"], ["no CUDA device is available"], None),
 ]
 

@@ -67,6 +67,10 @@ def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
         preference = device if device != "auto" else os.environ.get("BENCHMARK_DEVICE", "auto")
         cuda = preference.startswith("cuda") or (preference == "auto" and session.gpus > 0)
         workers = cfg.ddp_workers
+        kind, total = ("GPUs", session.gpus) if cuda else ("CPUs", session.cpus)
+        if total < workers:  # no use waiting for them to free up
+            raise UserError(f"ddp_workers={workers} needs {workers} {kind}; {session.where} has {total:g} in all: "
+                            "lower ddp_workers, or set BENCHMARK_RAY_ADDRESS to a larger cluster")
         # what is free, not what the cluster has: inside a Tune trial that trial holds some, and a
         # request larger than what can be had waits forever
         free_cpus, free_gpus = _free(workers, cuda)

@@ -158,6 +158,8 @@ CASES = [
     ("max steps -1", ["pretrain", "--method", "imitate", "--max-steps", "-1"], ["max_steps must be >= 0"], None),
     ("image size below the crop margin", ["speed", "--method", "imitate", "--image-size", "7"],
      ["image_size must be in [14, 1792]", "got 7"], None),
+    ("ddp workers beyond the cluster", [*TEXT, "ddp_workers=256", "--set", "method.batch_size=2", "--set", "corpus_size=512",
+                                         "--device", "cpu"], ["ddp_workers=256 needs 256 CPUs", "in all"], None),
     ("ddp workers 0", ["pretrain", "--method", "imitate", "--set", "ddp_workers=0"], ["ddp_workers must be >= 1"], None),
     # --set and YAML keys
     ("set unknown key", [*RUN, "--set", "batchsize=4"], ["unknown --set key 'batchsize'; valid: batch_size"], None),

@@ -19,7 +19,7 @@ def _sets(args: argparse.Namespace) -> list:
     if args.checkpoint is not None:
         if args.method != "checkpoint":
             raise UserError(f"--checkpoint is for --method checkpoint, not {args.method!r}")
-        sets.append(("checkpoint_path", args.checkpoint))
+        sets.append(("checkpoint_path", str(Path(args.checkpoint).expanduser())))
     return sets
 
 

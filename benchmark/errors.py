@@ -5,6 +5,11 @@ and a :class:`TrialFailed` into one line and exit status 1; every other
 exception is an internal error and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """A bad name, path, value or file: something the user can fix."""
@@ -23,3 +28,15 @@ class TrainingDiverged(TrialFailed):
 class OutOfMemory(TrialFailed):
     """The GPU ran out of memory; the message names the batch and image sizes."""
 
+
+
+@contextmanager
+def overflow_as_divergence(where: str) -> Iterator[None]:
+    """Torch's Adam raises, instead of giving NaNs, when lr x its update overflows
+    float32 (e.g. ``--set lr=1e38``): that trial has diverged too."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "without overflow" not in str(exc):
+            raise
+        raise TrainingDiverged(f"{where}: the optimiser step overflowed float32; lower lr") from None

@@ -41,7 +41,7 @@ from benchmark.device import (
     seed_everything,
 )
 from benchmark.distributed import all_finite
-from benchmark.errors import TrainingDiverged, UserError
+from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 from benchmark.paths import atomic_json, atomic_torch_save, atomic_write, cache_dir
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
@@ -260,7 +260,8 @@ def train_step(model, batch: dict[str, torch.Tensor], opt, params, grad_clip: fl
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
+    with overflow_as_divergence(f"{what} at step {step + 1}"):
+        opt.step()
     return terms
 
 

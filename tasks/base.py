@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.errors import TrainingDiverged, UserError
+from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 
 
 @dataclass
@@ -136,7 +136,8 @@ def train_head(
             loss.backward()
             if sched is not None and cfg.grad_clip:
                 nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
-            opt.step()
+            with overflow_as_divergence(f"{cfg.name} training at epoch {epoch + 1}, step {step}"):
+                opt.step()
             if sched is not None:
                 sched.step()
         epochs_run = epoch + 1

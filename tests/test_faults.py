@@ -45,6 +45,14 @@ def test_nan_in_pretraining_fails_the_trial_at_its_step(capsys, isolated_home):
     assert status == "failed" and error == "TrainingDiverged: imitate pre-training loss became nan at step 2"
 
 
+def test_an_overflowing_optimiser_step_is_a_divergence_too(capsys, isolated_home):
+    """At lr 1e38 Adam raises a RuntimeError (float32 overflow) before any NaN: same one line, same row."""
+    one_line_failure(capsys, ["run", "--method", "imitate", *SMOKE, "--set", "method.lr=1e38"],
+                     "imitate pre-training at step 1: the optimiser step overflowed float32; lower lr")
+    status, error = failed_row(isolated_home / "store.sqlite")
+    assert status == "failed" and error.startswith("TrainingDiverged: imitate pre-training at step 1")
+
+
 def test_nan_in_a_task_head_fails_the_trial_at_its_step(capsys, isolated_home):
     one_line_failure(capsys, ["run", "--method", "random", *SMOKE, "--set", "task.lr=1e30"],
                      "rsna_cls training loss became nan at epoch 1, step 3")

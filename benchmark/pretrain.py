@@ -42,7 +42,7 @@ from benchmark.device import (
 )
 from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
-from benchmark.paths import atomic_json, atomic_torch_save, atomic_write, cache_dir
+from benchmark.paths import atomic_json, atomic_torch_save, atomic_write, cache_dir, exclusive
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from methods.base import MethodConfig
@@ -98,6 +98,13 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
         return hit
     out = encoder_dir(method, cfg, corpus.fingerprint)
+    with exclusive(out / ".lock", f"pre-training the same {method} encoder"):
+        if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
+            return hit  # the process we waited for made it
+        return _pretrain(method, cfg, corpus, device, force, out)
+
+
+def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, out: Path) -> Pretrained:
     if force:
         for name in (ENCODER, MODEL, CHECKPOINT, "meta.json", "losses.csv"):
             (out / name).unlink(missing_ok=True)

@@ -98,8 +98,8 @@ def test_a_grid_goes_on_past_a_diverging_method(capsys, isolated_home):
 
 def _cli(*args: str, home: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "BENCHMARK_HOME": str(home), "BENCHMARK_STORE": str(home / "store.sqlite"), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], env=env, text=True, **streams)
 
 
 def test_a_killed_pretraining_resumes_to_the_same_encoder(tmp_path):
@@ -124,6 +124,39 @@ def test_a_killed_pretraining_resumes_to_the_same_encoder(tmp_path):
     assert metas[0]["steps"] == metas[1]["steps"] == 12
     for key, value in a.items():
         assert torch.allclose(value.float(), b[key].float(), atol=1e-5), key
+
+
+@pytest.mark.parametrize("first", ["finishes", "is killed"])
+def test_a_second_pretraining_of_the_same_encoder_waits_for_the_first(tmp_path, first):
+    """The second process waits on the encoder's lock, then reuses the first one's encoder, or, if the
+    first was killed, takes over from its checkpoint; it never trains beside it."""
+    argv = ["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "epochs=6", "--set", "checkpoint_every=1"]
+    one = _cli(*argv, home=tmp_path)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("encoders/*/checkpoint.pt")):
+        assert one.poll() is None, one.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    one.send_signal(signal.SIGSTOP)  # holds the lock, mid-run
+    log = tmp_path / "two.log"
+    with log.open("w") as fh:
+        two = _cli(*argv, home=tmp_path, stderr=fh)
+    try:
+        while "waiting for another process pre-training the same imitate encoder" not in log.read_text():
+            assert two.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        one.send_signal(signal.SIGKILL if first == "is killed" else signal.SIGCONT)
+    out, _ = two.communicate(timeout=300)
+    assert two.returncode == 0, log.read_text()[-2000:]
+    if first == "finishes":
+        assert one.wait(timeout=300) == 0
+        assert out.startswith("imitate cached: 12 steps"), out
+    else:
+        one.wait()
+        assert "resuming imitate pre-training at step" in log.read_text()
+        assert out.startswith("imitate pre-trained: 12 steps"), out
 
 
 WRITER = """

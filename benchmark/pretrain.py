@@ -12,7 +12,8 @@ Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
 transferred ResNet-50, torchvision key names), ``model.pt`` (the whole method),
 ``meta.json``, ``losses.csv``.
 The hash covers the method name, its resolved config and the corpus
-fingerprint, so every distinct pre-training happens once.
+fingerprint, so every distinct pre-training happens once; a lock file (``.lock``)
+makes a second process asking for the same encoder wait for the first.
 """
 
 from __future__ import annotations

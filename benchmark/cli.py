@@ -53,6 +53,21 @@ EXAMPLES = {
 }
 
 
+def _integer(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A sub-command whose --help repeats its one-line summary and ends with examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
@@ -100,8 +115,8 @@ def build_parser() -> Parser:
     data.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
     data.add_argument("--out", metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")
-    data.add_argument("--size", type=int, default=256, help="prepare: stored image size in pixels (default 256)")
-    data.add_argument("--limit", type=int, default=0, help="prepare: cache only the first N train images (0: all)")
+    data.add_argument("--size", type=_integer(16), default=256, help="prepare: stored image size in pixels (default 256)")
+    data.add_argument("--limit", type=_integer(0), default=0, help="prepare: cache only the first N train images (0: all)")
     data.set_defaults(handler="data")
 
     _grid_parsers(sub)

@@ -29,7 +29,6 @@ class OutOfMemory(TrialFailed):
     """The GPU ran out of memory; the message names the batch and image sizes."""
 
 
-
 @contextmanager
 def overflow_as_divergence(where: str) -> Iterator[None]:
     """Torch's Adam raises, instead of giving NaNs, when lr x its update overflows

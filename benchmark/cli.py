@@ -111,7 +111,7 @@ def build_parser() -> Parser:
                       help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
     data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
                       "chexpert5x200, mimic5x200) or a task name; see docs/DATA.md")
-    data.add_argument("--preview", metavar="FILE", help="phantom: write a labelled grid of samples (.png or .pdf)")
+    data.add_argument("--preview", metavar="FILE", help="phantom: write a labelled grid of samples (.png, .pdf, .jpg or .svg)")
     data.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
     data.add_argument("--out", metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")

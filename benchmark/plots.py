@@ -11,7 +11,13 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
 from benchmark.store import Trial
-from benchmark.tables import data_kind, describe_source, finished, method_labels, row_order
+from benchmark.tables import (
+    data_kind,
+    describe_source,
+    finished,
+    method_labels,
+    row_order,
+)
 
 
 def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):

@@ -43,7 +43,13 @@ from benchmark.device import (
 )
 from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
-from benchmark.paths import atomic_json, atomic_torch_save, atomic_write, cache_dir, exclusive
+from benchmark.paths import (
+    atomic_json,
+    atomic_torch_save,
+    atomic_write,
+    cache_dir,
+    exclusive,
+)
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from methods.base import MethodConfig

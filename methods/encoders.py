@@ -104,7 +104,7 @@ def load_text_model(name: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source)
-    except Exception as exc:  # noqa: BLE001 - a user's folder can fail in any decoder; hub errors are below
+    except Exception as exc:
         if folder:
             detail = (str(exc).splitlines() or [""])[0][:200]
             raise UserError(

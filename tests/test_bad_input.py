@@ -46,6 +46,15 @@ def rsna_corrupt_images(tmp, monkeypatch):
         dcm.write_bytes(dcm.read_bytes()[:200])  # truncated DICOMs
 
 
+def chexpert_truncated_jpegs(tmp, monkeypatch):
+    import test_real_layouts as F
+
+    F.chexpert(tmp / "root")
+    monkeypatch.setenv("BENCHMARK_DATA_SUBSET", "1")
+    for jpg in (tmp / "root").rglob("*.jpg"):
+        jpg.write_bytes(jpg.read_bytes()[:300])
+
+
 def checkpoints(tmp, monkeypatch):
     import torchvision
 
@@ -187,6 +196,8 @@ CASES = [
     ("label file lacks a column", ["data", "split", "rsna", "--data-root", "{tmp}/root"],
      ["stage_2_train_labels.csv", "lacks the column(s) Target"], rsna_renamed_column),
     ("truncated DICOMs", [*SMOKE, "--data-root", "{tmp}/root"], ["cannot be read", ".dcm"], rsna_corrupt_images),
+    ("truncated JPEGs", ["run", "--method", "random", "--task", "chexpert_cls", "--profile", "smoke", "--data-root",
+                         "{tmp}/root"], ["images cannot be read", ".jpg: OSError: Truncated"], chexpert_truncated_jpegs),
     ("data command without a root", ["data", "check", "rsna"], ["needs --data-root DIR"], None),
     # checkpoints
     ("checkpoint missing", [*CKPT, "{tmp}/none.pth"], ["checkpoint file {tmp}/none.pth does not exist"], None),

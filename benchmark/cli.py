@@ -89,7 +89,11 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    from benchmark import __version__
+
+    parser.add_argument("--version", action="version", version=f"medvlp-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser,
+                                help="one of the commands below; `COMMAND --help` for its options and examples")
 
     run = _command(sub, "run", "one trial: pre-train (or reuse) an encoder, fit a task, store test metrics")
     _trial_args(run)

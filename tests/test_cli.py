@@ -115,6 +115,17 @@ def test_phantom_preview(tmp_path, capsys):
     assert "must end in .png" in capsys.readouterr().err
 
 
+def test_version_is_the_package_version(capsys):
+    import re
+
+    from benchmark.paths import REPO_ROOT
+
+    declared = re.search(r'^version = "(.+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"medvlp-bench {declared}"
+
+
 def test_every_command_help_is_complete(capsys):
     import argparse
 

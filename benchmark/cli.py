@@ -15,6 +15,7 @@ import math
 import os
 import sys
 
+from benchmark import __version__
 from benchmark.errors import TrialFailed, UserError
 
 
@@ -23,14 +24,14 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def _number(minimum: float, strict: bool):
-    """An argparse type: a float above (``strict``) or at least ``minimum``."""
+def _bounded(cast: type, minimum: float, strict: bool = False):
+    """An argparse type: a ``cast`` (int or float) above (``strict``) or at least ``minimum``."""
 
-    def parse(text: str) -> float:
+    def parse(text: str):
         try:
-            value = float(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}, got {text!r}") from None
         if not (value > minimum if strict else value >= minimum) or math.isnan(value):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
         return value
@@ -51,21 +52,6 @@ EXAMPLES = {
     "plot": ['python -m benchmark plot --out results/plots'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
 }
-
-
-def _integer(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
-        return value
-
-    return parse
 
 
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -89,8 +75,6 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
-    from benchmark import __version__
-
     parser.add_argument("--version", action="version", version=f"medvlp-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser,
                                 help="one of the commands below; `COMMAND --help` for its options and examples")
@@ -119,8 +103,8 @@ def build_parser() -> Parser:
     data.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
     data.add_argument("--out", metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")
-    data.add_argument("--size", type=_integer(16), default=256, help="prepare: stored image size in pixels (default 256)")
-    data.add_argument("--limit", type=_integer(0), default=0, help="prepare: cache only the first N train images (0: all)")
+    data.add_argument("--size", type=_bounded(int, 16), default=256, help="prepare: stored image size in pixels (default 256)")
+    data.add_argument("--limit", type=_bounded(int, 0), default=0, help="prepare: cache only the first N train images (0: all)")
     data.set_defaults(handler="data")
 
     _grid_parsers(sub)
@@ -140,8 +124,8 @@ def _ray_args(p: argparse.ArgumentParser, profile_default: str) -> None:
     p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="device inside each trial: auto (its GPU if it has one), cpu, cuda")
     p.add_argument("--address", help="an existing Ray cluster (HOST:PORT, auto, ray://...); default: local Ray sized to this machine")
-    p.add_argument("--cpus-per-trial", type=_number(0, strict=True), help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=_number(0, strict=False),
+    p.add_argument("--cpus-per-trial", type=_bounded(float, 0, strict=True), help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=_bounded(float, 0),
                    help="GPUs per trial (default 1 when the cluster has GPUs, else 0)")
 
 

@@ -188,7 +188,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
               load_method=lambda: load_method(resolved, pre))
-    with out_of_memory_as(f"{task}", tcfg.batch_size, tcfg.image_size, "task."):
+    with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
     trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
     trial.metrics = metrics

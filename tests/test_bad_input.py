@@ -241,6 +241,11 @@ CASES = [
     ("text encoder folder, broken tokenizer", [*TEXT, "text_encoder={tmp}/bert"],
      ["text encoder folder {tmp}/bert cannot be loaded", "KeyError"], text_model_broken_tokenizer),
     ("cuda without a GPU", [*RUN, "--device", "cuda"], ["no CUDA device is available"], None),
+    # issue 14: config values (ranges checked at resolve time)
+    # issue 14: names, paths and environment
+    # issue 14: results store
+    # issue 14: data files and split manifests
+    # issue 14: checkpoints and caches
 ]
 
 

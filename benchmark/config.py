@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.paths import CONFIG_DIR
+from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
 
@@ -187,7 +187,7 @@ def route_sets(
 
 def named_yaml(kind: str, name: str) -> dict[str, Any]:
     """``configs/<kind>/<name>.yaml``; an unknown name lists what exists."""
-    folder = CONFIG_DIR / kind
+    folder = config_dir() / kind
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise unknown_name(kind.rstrip("s"), name, available(kind))
@@ -195,7 +195,7 @@ def named_yaml(kind: str, name: str) -> dict[str, Any]:
 
 
 def available(kind: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
 
 
 def profile_overrides(profile: str, method: str) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmark.config import available, load_yaml
 from benchmark.errors import UserError
-from benchmark.paths import CONFIG_DIR
+from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
 KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set"}
@@ -117,7 +117,7 @@ def experiment_path(name: str) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    named = CONFIG_DIR / "experiments" / f"{name}.yaml"
+    named = config_dir() / "experiments" / f"{name}.yaml"
     if named.is_file():
         return named
     choices = ", ".join(available("experiments")) or "none"

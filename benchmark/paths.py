@@ -8,12 +8,35 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+#: the folder above the package: the checkout in a source tree or an editable
+#: install, site-packages in a wheel install (so never a place to read data from)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _package_dir(package: str) -> Path:
+    """The folder of a data package, through importlib.resources: configs/ and
+    results/reference/ stay at the top of the repository and are mapped into the
+    installed package (pyproject.toml), so an editable install and a wheel read
+    the same files the same way."""
+    folder = resources.files(package)
+    if not isinstance(folder, Path):  # a zipped install: no folder to glob
+        raise RuntimeError(f"{package} is not a folder on disk ({folder!r}); install medvlp-bench unzipped")
+    return folder
+
+
+def config_dir() -> Path:
+    """The shipped YAML configs: ``<kind>/<name>.yaml`` for methods, tasks, profiles, sweeps, experiments."""
+    return _package_dir("benchmark.configs")
+
+
+def reference_dir() -> Path:
+    """The shipped published numbers (``*.csv``) for ``table --reference``."""
+    return _package_dir("benchmark.reference")
 
 
 def writable_dir(path: Path, what: str, hint: str) -> Path:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.paths import REPO_ROOT
+from benchmark.paths import reference_dir
 from benchmark.store import Trial
 
-REFERENCE_DIR = REPO_ROOT / "results" / "reference"
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
 #: row order: lower bounds first, the proposed method last (as the papers print them)
 METHOD_ORDER = ("random", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
@@ -204,10 +203,11 @@ def _add_reference(table: Table, reference: list[dict]) -> None:
             table.notes.append("the measured rows are phantom data: do not compare them with the published rows")
 
 
-def load_reference(folder: Path = REFERENCE_DIR) -> list[dict]:
-    """Published numbers: every ``*.csv`` with the columns of :data:`REFERENCE_COLUMNS`."""
+def load_reference(folder: Path | None = None) -> list[dict]:
+    """Published numbers: every ``*.csv`` with the columns of :data:`REFERENCE_COLUMNS`
+    (the shipped ones unless ``folder`` is given)."""
     rows = []
-    for path in sorted(Path(folder).glob("*.csv")):
+    for path in sorted(Path(folder or reference_dir()).glob("*.csv")):
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             missing = set(REFERENCE_COLUMNS) - set(reader.fieldnames or ())

@@ -1,6 +1,21 @@
 """GLoRIA (Huang et al., ICCV 2021): a global image/text InfoNCE plus a local loss
 in which every word attends over the image's layer3 regions.
 
+Which words the local terms use follows the lines of the authors' code that run
+(marshuang80/gloria), not its comments:
+
+- Pre-training (``gloria/models/gloria_model.py`` ``_calc_local_loss``): ``cap_lens`` is
+  the number of merged words not starting with "[" plus one, and ``local_loss``
+  (``gloria/loss/gloria_loss.py``) takes ``words_emb[i, :, :words_num]``: [CLS] and the
+  words, without [SEP] (the ``1:words_num+1`` line under "TODO: remove [SEP]" is
+  commented out). ``cls_and_words`` selects them.
+- Zero-shot (``get_local_similarities``, called by ``gloria/gloria.py``
+  ``get_similarities``/``zero_shot_classification``): ``text_emb_l[i, :, 1:words_num+1]``
+  with a max over words: the words and [SEP], without [CLS]. ``words_and_sep`` selects them.
+- Global text embedding (``gloria/models/text_model.py``): the mean over all merged words,
+  [CLS] and [SEP] included (the code's mean over the zero-padded length differs only in
+  scale, which cosine ignores).
+
 Deliberate differences from the authors' code (see shared reference/methods.md):
 
 - Text unit: one random sentence per sample per step, as the authors' pre-training
@@ -9,18 +24,19 @@ Deliberate differences from the authors' code (see shared reference/methods.md):
   two tokens) but split by ``methods.sentences``; the code's "stop when exactly 5
   words have been collected" quirk is not copied. Units are tokenised once per corpus
   and drawn with a method-owned generator.
-- Word pieces are merged by a vectorised helper (``merge_word_pieces``), and the local
-  loss is batched over all image/report pairs instead of a loop over reports; same
-  values. As in the code, [SEP] is a word of the local loss and [CLS] is not; the
-  global text embedding is the mean over all words ([CLS] and [SEP] included: the
-  code's mean over the padded length differs only in scale, which cosine ignores).
+- Word pieces are merged by a vectorised helper (``merge_word_pieces``, the code's
+  ``aggregate_tokens``), and the local loss is batched over all image/report pairs
+  (``methods.losses.gloria_local_scores``) instead of a loop over reports; same values
+  (tests/test_gloria.py checks both against ports of the authors' loops).
 - Images: a random crop of the 8/7-resized image, mean/std 0.5, as the code; but no
   resize of the crop to 299 px, so at 224 px layer3 gives 14 x 14 regions, not 19 x 19.
 - Optimiser: the loop's AdamW with betas (0.5, 0.999) (decoupled weight decay 1e-6
   instead of Adam's L2 1e-6) and one cosine decay over the run instead of plateau
   decay on a validation loss.
-- Zero-shot local score: log max_k exp(5 cos) over the prompt's real words (the code
-  counts a prompt's characters as its word count, so padding leaks in: a bug).
+- Zero-shot local score: log max_k exp(5 cos) over the prompt's words and [SEP] only.
+  The code's ``process_text`` counts a prompt's characters as its ``cap_lens``, so up to
+  that many zero-padded positions join the words (they dilute the softmax over words and
+  floor the max at cos 0): a bug, not copied.
 """
 
 from __future__ import annotations
@@ -69,6 +85,20 @@ class GloriaConfig(MethodConfig):
             raise UserError("attention_temperature, word_temperature and logit_scale must be > 0")
 
 
+def cls_and_words(word_mask: torch.Tensor) -> torch.Tensor:
+    """Pre-training's local words: [CLS] and the words, [SEP] (each row's last word) dropped."""
+    keep = word_mask.clone()
+    keep[torch.arange(len(keep), device=keep.device), word_mask.sum(1) - 1] = False
+    return keep
+
+
+def words_and_sep(word_mask: torch.Tensor) -> torch.Tensor:
+    """Zero-shot's local words: the words and [SEP], [CLS] (each row's first word) dropped."""
+    keep = word_mask.clone()
+    keep[:, 0] = False
+    return keep
+
+
 def clean_sentence(sentence: str) -> str:
     """GLoRIA's text cleaning: lower case, alphanumeric tokens only, ASCII."""
     words = (w.encode("ascii", "ignore").decode() for w in _WORD.findall(sentence.lower()))
@@ -110,17 +140,15 @@ class Gloria(DrawsTextUnits, Method):
         return self.global_embedder(feats[3].mean(dim=(2, 3))), regions
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """(global B x D, words B x W x D, local word mask B x W): word states are the
-        sum of the last ``last_layers`` layers with word pieces merged."""
+        """(global B x D, words B x W x D, word mask B x W): word states are the sum of
+        the last ``last_layers`` layers with word pieces merged; the mask covers every
+        word, [CLS] and [SEP] included (the local terms select theirs)."""
         layers = self.text_tower(input_ids, attention_mask, all_layers=True)
         states = torch.stack(layers[-self.cfg.last_layers :]).sum(0)
         width = states.shape[1]
         words, mask = merge_word_pieces(states, input_ids[:, :width], attention_mask[:, :width], self.continuation)
         m = mask.unsqueeze(-1).to(words.dtype)
-        global_ = (words * m).sum(1) / m.sum(1)
-        local_mask = mask.clone()
-        local_mask[:, 0] = False  # [CLS] is not a word of the local loss
-        return global_, words, local_mask
+        return (words * m).sum(1) / m.sum(1), words, mask
 
     def _tokens(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.text_tower.tokenize([clean_sentence(t) for t in texts])
@@ -134,12 +162,14 @@ class Gloria(DrawsTextUnits, Method):
         return F.normalize(self.text_features(*self._tokens(texts))[0], dim=-1)
 
     def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """(global cosine + local score) / 2, the local score aggregated by max over words."""
+        """(global cosine + local score) / 2, the local score a max over the prompt's words and [SEP]."""
         img_g, regions = self.image_features(images)
         txt_g, words, mask = self.text_features(*self._tokens(texts))
         global_ = F.normalize(img_g.float(), dim=-1) @ F.normalize(txt_g.float(), dim=-1).T
         cfg = self.cfg
-        local = gloria_local_scores(regions, words, mask, cfg.attention_temperature, cfg.word_temperature, "max")
+        local = gloria_local_scores(
+            regions, words, words_and_sep(mask), cfg.attention_temperature, cfg.word_temperature, "max"
+        )
         return (global_ + local) / 2
 
     # -- the step -------------------------------------------------------------
@@ -150,7 +180,7 @@ class Gloria(DrawsTextUnits, Method):
         txt_g, words, word_mask = self.text_features(ids, mask)
         global_ = infonce_loss(*self.negatives(img_g, txt_g), 1 / cfg.logit_scale)  # the local loss stays per process
         local = gloria_local_loss(
-            regions, words, word_mask, cfg.attention_temperature, cfg.word_temperature, cfg.logit_scale
+            regions, words, cls_and_words(word_mask), cfg.attention_temperature, cfg.word_temperature, cfg.logit_scale
         )
         loss = cfg.local_weight * local + cfg.global_weight * global_
         return {"loss": loss, "global": global_.detach(), "local": local.detach()}

@@ -66,20 +66,27 @@ def test_local_score_hand_computed():
     assert gloria_local_scores(regions, words, mask, agg="max").item() == pytest.approx(5 * max(cos1, cos2), rel=1e-6)
 
 
-def authors_local_similarities(img: torch.Tensor, words: torch.Tensor, cap_lens: list[int]) -> torch.Tensor:
-    """The authors' loop (gloria/loss/gloria_loss.py: local_loss + attention_fn) in
-    their layout: img B x D x H x W, words B x D x L; report i uses words 1..cap_len."""
+def authors_local_similarities(
+    img: torch.Tensor, words: torch.Tensor, cap_lens: list[int], zero_shot: bool = False
+) -> torch.Tensor:
+    """The authors' loops in their layout (img B x D x H x W, words B x D x L): pre-training
+    (gloria/loss/gloria_loss.py ``local_loss`` + ``attention_fn``) runs
+    ``words_emb[i, :, :words_num]`` and sums over words; zero-shot (gloria_model.py
+    ``get_local_similarities``) runs ``text_emb_l[i, :, 1 : words_num + 1]`` and takes the max."""
     batch, dim = img.shape[:2]
     context = img.view(batch, dim, -1)
     sims = []
     for i in range(words.shape[0]):
         n = cap_lens[i]
-        word = words[i, :, 1 : n + 1].unsqueeze(0).repeat(batch, 1, 1)  # B x D x n
+        word = words[i, :, 1 : n + 1] if zero_shot else words[i, :, :n]
+        word = word.unsqueeze(0).repeat(batch, 1, 1)  # B x D x n
         attn = torch.bmm(context.transpose(1, 2), word).softmax(dim=-1)  # B x M x n, over words
         attn = (attn.transpose(1, 2) * 4.0).softmax(dim=-1)  # B x n x M, over regions
         weighted = torch.bmm(context, attn.transpose(1, 2))  # B x D x n
         cos = (word * weighted).sum(1) / (word.norm(dim=1) * weighted.norm(dim=1)).clamp(min=1e-8)
-        sims.append(torch.log((5.0 * cos).exp().sum(dim=1, keepdim=True)))
+        row = (5.0 * cos).exp()
+        row = row.max(dim=1, keepdim=True)[0] if zero_shot else row.sum(dim=1, keepdim=True)
+        sims.append(torch.log(row))
     return torch.cat(sims, 1)  # images x reports
 
 
@@ -87,16 +94,21 @@ def test_vectorised_local_loss_matches_the_authors_loop():
     g = torch.Generator().manual_seed(0)
     img = torch.randn(3, 6, 2, 3, generator=g)
     words = torch.randn(3, 6, 7, generator=g)
-    cap_lens = [2, 5, 3]
+    cap_lens = [2, 5, 3]  # pre-training: [CLS] + (cap_len - 1) words; positions after them are [SEP], padding
     reference = authors_local_similarities(img, words, cap_lens)
     pos = torch.arange(7)
-    mask = torch.stack([(pos >= 1) & (pos <= n) for n in cap_lens])
+    mask = torch.stack([pos < n for n in cap_lens])
     scores = gloria_local_scores(img.flatten(2).transpose(1, 2), words.transpose(1, 2), mask)
     assert torch.allclose(scores, reference, atol=1e-5)
     labels = torch.arange(3)
     expected = F.cross_entropy(10 * reference, labels) + F.cross_entropy(10 * reference.T, labels)
     loss = gloria_local_loss(img.flatten(2).transpose(1, 2), words.transpose(1, 2), mask)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # zero-shot: cap_len words after [CLS] (the words and [SEP]), max over words
+    reference = authors_local_similarities(img, words, cap_lens, zero_shot=True)
+    mask = torch.stack([(pos >= 1) & (pos <= n) for n in cap_lens])
+    scores = gloria_local_scores(img.flatten(2).transpose(1, 2), words.transpose(1, 2), mask, agg="max")
+    assert torch.allclose(scores, reference, atol=1e-5)
 
 
 def test_text_cleaning_and_units(model):
@@ -137,7 +149,7 @@ def test_training_step_is_global_plus_local_on_layer3_regions(model):
     )
     text_g = torch.stack([w[m].mean(0) for w, m in zip(words, word_mask)])  # [CLS] and [SEP] included
     local_mask = word_mask.clone()
-    local_mask[:, 0] = False  # [SEP] stays a local word, [CLS] does not
+    local_mask[torch.arange(3), word_mask.sum(1) - 1] = False  # [CLS] stays a local word, [SEP] does not
     assert out["global"].item() == pytest.approx(infonce_loss(img_g, text_g, 0.1).item(), rel=1e-5)
     assert out["local"].item() == pytest.approx(gloria_local_loss(regions, words, local_mask).item(), rel=1e-5)
 
@@ -157,6 +169,8 @@ def test_zero_shot_similarity_is_mean_of_global_and_local(model):
         _, regions = model.image_features(images)
         tok = model.text_tower.tokenize([clean_sentence(t) for t in texts])
         _, words, mask = model.text_features(tok["input_ids"], tok["attention_mask"])
+        assert mask.sum(1).tolist() == [5, 4, 3]  # [CLS] small left effusion [SEP], ...
+        mask[:, 0] = False  # zero-shot: the words and [SEP], not [CLS]
         local = gloria_local_scores(regions, words, mask, agg="max")
     assert sim.shape == (2, 3)
     assert torch.allclose(sim, (glob + local) / 2, atol=1e-5)
@@ -177,3 +191,153 @@ def test_two_step_pretraining_through_the_loop(monkeypatch):
     net = torchvision.models.resnet50()
     net.fc = torch.nn.Identity()
     net.load_state_dict(torch.load(pre.path), strict=True)
+
+
+# -- which words the local terms use: the authors' lines that run -------------------------
+def hand_r(words: list, regions: list, agg: str = "sum") -> float:
+    """R for one image and one report in scalar Python: per region a softmax of the dot
+    products over the words; per word a softmax of 4 x that over the regions gives its
+    context c; R = log sum_k exp(5 cos(w_k, c_k)) (agg "max": log max_k)."""
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    attn = []
+    for r in regions:
+        e = [math.exp(dot(w, r)) for w in words]
+        attn.append([v / sum(e) for v in e])
+    sims = []
+    for k, w in enumerate(words):
+        e = [math.exp(4 * attn[m][k]) for m in range(len(regions))]
+        c = [sum(e[m] / sum(e) * regions[m][d] for m in range(len(regions))) for d in range(len(w))]
+        sims.append(5 * dot(w, c) / math.sqrt(dot(w, w) * dot(c, c)))
+    return math.log(sum(math.exp(s) for s in sims)) if agg == "sum" else max(sims)
+
+
+def hand_paired_ce(r: list) -> float:
+    """CE over rows (images) + CE over columns (reports) of the logits 10 R, matched on the diagonal."""
+    n = len(r)
+    rows = sum(math.log(sum(math.exp(10 * v) for v in r[b])) - 10 * r[b][b] for b in range(n)) / n
+    cols = sum(math.log(sum(math.exp(10 * r[b][i]) for b in range(n))) - 10 * r[i][i] for i in range(n)) / n
+    return rows + cols
+
+
+# token ids of "no clear" and "effusion" (e ##ff ##usion) in tiny-random's WordPiece vocabulary
+HAND_IDS = torch.tensor([[101, 2053, 3154, 102, 0], [101, 1041, 4246, 14499, 102]])
+HAND_MASK = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+HAND_STATES = torch.tensor([
+    [[1.0, 0.0], [0.5, 1.0], [1.0, 2.0], [-2.0, 1.0], [9.0, 9.0]],  # [CLS] no clear [SEP] [PAD]
+    [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, -2.0], [1.0, 1.0]],  # [CLS] e ##ff ##usion [SEP]
+])
+HAND_WORDS = {  # per report: [CLS], its words (pieces summed), [SEP]
+    "cls": [(1.0, 0.0), (0.0, 1.0)],
+    "words": [[(0.5, 1.0), (1.0, 2.0)], [(2.0, -1.0)]],
+    "sep": [(-2.0, 1.0), (1.0, 1.0)],
+}
+HAND_REGIONS = [[(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)], [(-1.0, 0.5), (0.5, -1.0), (0.0, 1.0)]]
+HAND_IMG_G = torch.tensor([[1.0, 2.0], [2.0, -1.0]])
+
+
+def stub_towers(model: Gloria, monkeypatch) -> None:
+    """Hand-set hidden states (sum of the last 4 layers = HAND_STATES) and image features."""
+    zeros = torch.zeros_like(HAND_STATES)
+    monkeypatch.setattr(model.text_tower, "forward", lambda ids, mask, all_layers=False: (zeros,) * 4 + (HAND_STATES,))
+    monkeypatch.setattr(model, "image_features", lambda images: (HAND_IMG_G, torch.tensor(HAND_REGIONS)))
+
+
+def test_training_local_words_are_cls_and_words_without_sep_hand_computed(model, monkeypatch):
+    # gloria_model.py `_calc_local_loss`: cap_lens = (words not starting with "[") + 1, and
+    # gloria_loss.py `local_loss` runs `words_emb[i, :, :words_num]`: [CLS] + the words, no [SEP]
+    # (the `1:words_num+1` line without [CLS] is commented out).
+    stub_towers(model, monkeypatch)
+    monkeypatch.setattr(model, "drawn_tokens", lambda index: (HAND_IDS, HAND_MASK))
+    out = model.training_step({"view1": torch.zeros(2, 3, 32, 32), "index": torch.tensor([0, 1])})
+
+    def loss(words: list) -> float:
+        return hand_paired_ce([[hand_r(words[i], HAND_REGIONS[b]) for i in range(2)] for b in range(2)])
+
+    authors = loss([[HAND_WORDS["cls"][i], *HAND_WORDS["words"][i]] for i in range(2)])
+    without_cls = loss([[*HAND_WORDS["words"][i], HAND_WORDS["sep"][i]] for i in range(2)])
+    assert abs(authors - without_cls) > 0.05 * authors  # the case tells the two word sets apart
+    assert out["local"].item() == pytest.approx(authors, rel=1e-5)
+    every = [[HAND_WORDS["cls"][i], *HAND_WORDS["words"][i], HAND_WORDS["sep"][i]] for i in range(2)]
+    text_g = torch.tensor([[sum(w[d] for w in ws) / len(ws) for d in range(2)] for ws in every])
+    assert out["global"].item() == pytest.approx(infonce_loss(HAND_IMG_G, text_g, 0.1).item(), rel=1e-5)
+
+
+def test_zero_shot_local_words_are_words_and_sep_without_cls_hand_computed(model, monkeypatch):
+    # gloria_model.py `get_local_similarities` runs `text_emb_l[i, :, 1 : words_num + 1]` with
+    # max over words: the words and [SEP], no [CLS] (its padding leak is not copied: the docstring)
+    stub_towers(model, monkeypatch)
+    monkeypatch.setattr(model, "_tokens", lambda texts: (HAND_IDS, HAND_MASK))
+    sim = model.similarity(torch.zeros(2, 3, 32, 32), ["no clear", "effusion"])
+    words = [[*HAND_WORDS["words"][i], HAND_WORDS["sep"][i]] for i in range(2)]
+    local = torch.tensor([[hand_r(words[i], HAND_REGIONS[b], "max") for i in range(2)] for b in range(2)])
+    with_cls = torch.tensor([[hand_r([HAND_WORDS["cls"][i], *words[i]], HAND_REGIONS[b], "max") for i in range(2)]
+                             for b in range(2)])
+    assert (local - with_cls).abs().max() > 0.1  # [CLS] would change the score
+    every = [[HAND_WORDS["cls"][i], *words[i]] for i in range(2)]
+    text_g = torch.tensor([[sum(w[d] for w in ws) / len(ws) for d in range(2)] for ws in every])
+    glob = F.normalize(HAND_IMG_G, dim=1) @ F.normalize(text_g, dim=1).T
+    assert torch.allclose(sim, (glob + local) / 2, atol=1e-5)
+
+
+def authors_aggregate_tokens(states: torch.Tensor, ids: torch.Tensor, idxtoword: dict) -> tuple[torch.Tensor, list]:
+    """gloria/models/text_model.py ``aggregate_tokens`` (one layer): word pieces summed,
+    [CLS] and [SEP] words of their own, stop at [SEP], zero padding. Layout B x L x D."""
+    batch, words_emb = [], []
+    for embs, caption in zip(states, ids):
+        agg, tokens, words, bank = [], [], [], []
+        for emb, token in zip(embs, caption):
+            word = idxtoword[token.item()]
+            if word == "[SEP]":
+                agg.append(torch.stack(tokens).sum(0))
+                words.append("".join(bank))
+                agg.append(emb)
+                words.append(word)
+                break
+            if not word.startswith("##"):
+                if bank:
+                    agg.append(torch.stack(tokens).sum(0))
+                    words.append("".join(bank))
+                tokens, bank = [emb], [word]
+            else:
+                tokens.append(emb)
+                bank.append(word[2:])
+        pad = len(embs) - len(agg)
+        words_emb.append(torch.cat([torch.stack(agg), torch.zeros(pad, embs.shape[-1])]))
+        batch.append(words + ["[PAD]"] * pad)
+    return torch.stack(words_emb), batch
+
+
+def test_local_loss_and_zero_shot_score_equal_the_authors_on_the_same_hidden_states(model, monkeypatch):
+    tokenizer = model.text_tower.tokenizer
+    texts = ["no pneumothorax", "heart size is normal", "effusion"]  # word pieces, lengths 2, 4, 1
+    tok = tokenizer(texts, padding="max_length", max_length=12, return_tensors="pt")
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    g = torch.Generator().manual_seed(3)
+    states = torch.randn(3, 12, 8, generator=g)
+    img_g, regions = torch.randn(3, 8, generator=g), torch.randn(3, 8, 2, 3, generator=g)
+    monkeypatch.setattr(model.text_tower, "forward", lambda i, m, all_layers=False: (states * 0,) * 3 + (states,))
+    monkeypatch.setattr(model, "image_features", lambda images: (img_g, regions.flatten(2).transpose(1, 2)))
+    monkeypatch.setattr(model, "drawn_tokens", lambda index: (ids, mask))
+    monkeypatch.setattr(model, "_tokens", lambda t: (ids, mask))
+
+    idxtoword = {i: t for t, i in tokenizer.get_vocab().items()}
+    words_emb, sents = authors_aggregate_tokens(states, ids, idxtoword)
+    assert sents[0][:4] == ["[CLS]", "no", "pneumothorax", "[SEP]"]
+    words_emb = words_emb.transpose(1, 2)  # B x D x L, the authors' layout
+    cap_lens = [len([w for w in s if not w.startswith("[")]) + 1 for s in sents]  # _calc_local_loss
+    assert cap_lens == [3, 5, 2]
+    r = authors_local_similarities(regions, words_emb, cap_lens)
+    labels = torch.arange(3)
+    authors = F.cross_entropy(10 * r, labels) + F.cross_entropy(10 * r.T, labels)
+    out = model.training_step({"view1": torch.zeros(3, 3, 32, 32), "index": labels})
+    assert out["local"].item() == pytest.approx(authors.item(), rel=1e-5)
+
+    # zero-shot (get_similarities): (cosine of the global embeddings + local max score) / 2. process_text's
+    # cap_lens counts the prompt's characters, which reach past the words to [SEP] (and on into zero
+    # padding: that part is the bug not copied); so positions 1 .. words + 1: the words and [SEP]
+    chars = [len([c for c in t if not c.startswith("[")]) for t in texts]
+    assert all(c >= n for c, n in zip(chars, cap_lens))
+    local = authors_local_similarities(regions, words_emb, cap_lens, zero_shot=True)
+    glob = F.normalize(img_g, dim=1) @ F.normalize(words_emb.mean(2), dim=1).T  # mean over the padded length
+    sim = model.similarity(torch.zeros(3, 3, 32, 32), texts)
+    assert torch.allclose(sim, (glob + local) / 2, atol=1e-5)

@@ -19,6 +19,8 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> UserError:
     """One-line error for a bad name: the valid names, closest match first (at
     most 12, so that a line about ``--set`` keys stays a line)."""
     valid = sorted(set(valid))
+    if not valid:  # difflib needs n > 0; an install without its configs lands here
+        return UserError(f"unknown {kind} {name!r}; none are installed")
     close = difflib.get_close_matches(name, valid, n=len(valid), cutoff=0.0)
     more = f" and {len(close) - 12} more" if len(close) > 12 else ""
     return UserError(f"unknown {kind} {name!r}; valid: {', '.join(close[:12])}{more}")

@@ -117,10 +117,10 @@ def test_phantom_preview(tmp_path, capsys):
 
 def test_version_is_the_package_version(capsys):
     import re
+    from pathlib import Path
 
-    from benchmark.paths import REPO_ROOT
-
-    declared = re.search(r'^version = "(.+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = re.search(r'^version = "(.+)"', pyproject.read_text(), re.M).group(1)
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"medvlp-bench {declared}"

@@ -4,6 +4,13 @@ one random report sentence per sample per step as text augmentation.
 
 Deliberate differences from the authors' code (see shared reference/methods.md):
 
+- Loss: the ConVIRT paper's ``0.75 CE(S, I) + 0.25 CE(S.T, I)`` at tau 0.1, as the
+  ConVIRT-pytorch port does (edreisMD/ConVIRT-pytorch ``loss/nt_xent.py``,
+  ``config.yaml``: alpha_weight 0.75, temperature 0.1). MGCA's own ConVIRT
+  (HKU-MedAI/MGCA ``mgca/models/convirt/convirt_module.py``, ``info_nce_loss``) is the
+  unweighted sum ``CE(S, I) + CE(S.T, I)`` at ``softmax_temperature`` 0.07;
+  ``--set image_weight=0.5 --set temperature=0.07`` gives half of it (the same
+  gradient direction; Adam-type updates ignore the factor 2 up to epsilon and decay).
 - Optimiser: the loop's AdamW (decoupled weight decay 1e-6) and one cosine decay
   over the run, where the paper uses Adam (L2 1e-6) with plateau decay on a
   validation loss the harness does not have.
@@ -25,14 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import Positive, Range, Share, Width
 from benchmark.data.transforms import HALF
-from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import STAGE_CHANNELS, DrawsTextUnits, TextTower, projection_head
@@ -43,18 +50,11 @@ from methods.sentences import report_sentences
 @dataclass
 class ConvirtConfig(MethodConfig):
     head: Literal["mlp", "bn"] = "mlp"
-    embed_dim: int = 512
-    temperature: float = 0.1
-    image_weight: float = 0.75  # lambda: weight of the image->text direction
+    embed_dim: Width = 512
+    temperature: Positive = 0.1
+    image_weight: Share = 0.75  # lambda: weight of the image->text direction
     text_unit: Literal["sentence", "report"] = "sentence"
-    text_freeze_layers: int = 6  # embeddings + first 6 BERT layers frozen (paper)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.temperature <= 0 or not 0 <= self.image_weight <= 1:
-            raise UserError("temperature must be > 0 and image_weight in [0, 1]")
-        if self.embed_dim < 1 or self.text_freeze_layers < 0:
-            raise UserError("embed_dim must be >= 1 and text_freeze_layers >= 0")
+    text_freeze_layers: Annotated[int, Range(0, 64)] = 6  # embeddings + first 6 BERT layers frozen (paper)
 
 
 def make_head(kind: str, in_dim: int, out_dim: int) -> nn.Sequential:

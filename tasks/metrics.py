@@ -9,7 +9,9 @@ import torch
 
 
 def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Dice per image of binary masks (N x ...); both empty -> 1, one empty -> 0."""
+    """Dice per image of binary masks (N x ...); both empty -> 1, one empty -> 0.
+    As MGCA's ``get_dice`` per image; callers average over all images (MGCA averages
+    per-batch means, see tasks/segmentation.py)."""
     pred, truth = pred.flatten(1).bool(), truth.flatten(1).bool()
     inter = (pred & truth).sum(1).float()
     total = pred.sum(1).float() + truth.sum(1).float()

@@ -5,7 +5,11 @@ on validation loss, test with the best-validation decoder.
 
 Differences from MGCA's code, deliberate: the frozen encoder stays in eval mode
 (in Lightning's train mode its BatchNorm statistics drift although its weights
-are frozen); images are not augmented (so frozen features are computed once).
+are frozen); images are not augmented (so frozen features are computed once);
+the test Dice is the mean over all test images, where MGCA
+(``mgca/models/ssl_segmenter.py``: ``get_dice`` per batch, ``shared_epoch_end``
+averages those) takes the mean of per-batch means, which weights the images of a
+smaller last batch more (the two agree when the batch size divides the test set).
 
 finetune protocol (BenchX-style): the same U-Net, the encoder trained too at
 0.1 x the learning rate, warm-up + cosine, gradient clip 1.0. BenchX uses UperNet

@@ -198,7 +198,9 @@ def hand_r(words: list, regions: list, agg: str = "sum") -> float:
     """R for one image and one report in scalar Python: per region a softmax of the dot
     products over the words; per word a softmax of 4 x that over the regions gives its
     context c; R = log sum_k exp(5 cos(w_k, c_k)) (agg "max": log max_k)."""
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    def dot(a, b) -> float:
+        return sum(x * y for x, y in zip(a, b))
+
     attn = []
     for r in regions:
         e = [math.exp(dot(w, r)) for w in words]

@@ -9,7 +9,6 @@ status 1; anything else is an internal error and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -215,4 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def emit_json(obj: dict) -> None:
-    print(json.dumps(obj, sort_keys=True, default=str))
+    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
+    from benchmark.store import to_json
+
+    print(to_json(obj, sort_keys=True))

@@ -14,6 +14,13 @@ def _is_phantom(source: str) -> bool:
     return source.startswith("phantom")
 
 
+def _number(value) -> str:
+    """A metric as printed; an undefined one (NaN, stored as null) reads n/a."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _sets(args: argparse.Namespace) -> list:
     sets = parse_sets(args.sets)
     if args.checkpoint is not None:
@@ -37,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if out.reused:
         print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
     print(f"{t.task} {t.metric} = {t.value:.4f}   ({t.method}, fraction {t.fraction:g}, seed {t.seed}, protocol {t.protocol})")
-    others = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in t.metrics.items() if k != t.metric)
+    others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k != t.metric)
     if others:
         print(f"  other: {others}")
     print(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
@@ -145,13 +152,15 @@ def _given(text: str | None, default: str) -> str:
     return default if text is None else text
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace, readonly: bool):
+    """The results store; ``readonly`` for commands that only read it (they never write to the
+    file, and a default store that does not exist yet reads as empty, without being made)."""
     from benchmark.store import Store
 
     path = getattr(args, "store", None)
     if path is not None and not Path(path).exists():
         raise UserError(f"results store {path} does not exist")
-    return Store(path)
+    return Store(path, readonly=readonly)
 
 
 def grid(args: argparse.Namespace) -> int:
@@ -176,7 +185,7 @@ def grid(args: argparse.Namespace) -> int:
         raise UserError("grid needs --methods and --tasks (or --experiment FILE)")
     else:
         spec = from_cli(args.methods, args.tasks, _given(args.fractions, "0.01,0.1,1"), _given(args.seeds, "42"))
-    store = _store(args)
+    store = _store(args, readonly=args.dry_run)  # a dry run writes nothing, not even the schema
     plan = expand(spec, args.profile or spec.profile or "cpu", parse_sets(args.sets), args.protocol, args.data_root, store)
     if args.dry_run:
         for item in plan.todo:
@@ -203,19 +212,21 @@ def tune(args: argparse.Namespace) -> int:
 def results(args: argparse.Namespace) -> int:
     from benchmark.tables import format_results
 
-    print(format_results(_store(args).all(), args.format))
+    store = _store(args, readonly=True)
+    print(format_results(store.all(), args.format, where=str(store.path)))
     return 0
 
 
 def table(args: argparse.Namespace) -> int:
-    from benchmark.tables import build_tables, load_reference, render_all
+    from benchmark.tables import build_tables, load_reference, nothing_to_show, render_all
 
-    store = _store(args)
+    store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None
-    tables = build_tables(store.all(), store.variants(), args.data, args.protocol, reference)
+    trials = store.all()
+    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference)
     if not tables:
-        which = f"{args.data}-data " if args.data else ""
-        raise UserError(f"no finished {which}trials in {store.path} (run `python -m benchmark grid ...` first)")
+        raise UserError(f"{nothing_to_show(trials, args.data, args.protocol)} in {store.path} "
+                        "(run `python -m benchmark grid ...` first)")
     print(render_all(tables, args.format))
     return 0
 
@@ -223,7 +234,7 @@ def table(args: argparse.Namespace) -> int:
 def plot(args: argparse.Namespace) -> int:
     from benchmark.plots import write_plots
 
-    store = _store(args)
+    store = _store(args, readonly=True)
     for path in write_plots(store.all(), store.variants(), args.out, args.data):
         print(f"wrote {path}")
     return 0

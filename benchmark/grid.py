@@ -55,6 +55,7 @@ class Plan:
     todo: list[GridTrial] = field(default_factory=list)
     finished: list[GridTrial] = field(default_factory=list)  # in the store already: skipped
     not_applicable: list[str] = field(default_factory=list)  # e.g. zero-shot with a method that has no text tower
+    variants: list[tuple[str, str, str]] = field(default_factory=list)  # (method, config hash, name): labelled when run
 
     @property
     def total(self) -> int:
@@ -64,6 +65,7 @@ class Plan:
 def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protocol: str | None,
            data_root_arg: str | None, store: Store) -> Plan:
     """Every trial of the grid with its store key; bad names or overrides fail here, before Ray starts.
+    Only reads the store (a dry run plans on a read-only one).
 
     A task that trains nothing (zero-shot) runs once, at fraction 1 and the first seed."""
     from benchmark.data.sources import data_root
@@ -83,7 +85,7 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
             fractions, seeds = (spec.fractions, spec.seeds) if trains else ([1.0], spec.seeds[:1])
             base, _, _ = plan_trial(entry.method, task, fractions[0], seeds[0], profile, sets, plan.data_root)
             if entry.variant:
-                store.label_variant(base.method, base.method_hash, entry.variant)
+                plan.variants.append((base.method, base.method_hash, entry.variant))
             for fraction in fractions:
                 for seed in seeds:
                     trial = dataclasses.replace(base, fraction=float(fraction), seed=int(seed))
@@ -218,8 +220,11 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
     from benchmark.raycluster import connect, storage_dir, trial_resources
 
     summary = Summary(plan.total, len(plan.finished), not_applicable=list(plan.not_applicable))
+    for variant in plan.variants:
+        store.label_variant(*variant)
     if not plan.todo:
         return summary
+    store.ensure_writable()  # before Ray starts and anything trains: the store can take the results
     session = connect(address, num_cpus)
     try:
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)

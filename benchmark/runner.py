@@ -4,6 +4,7 @@ metrics -> results store. Also where configs are resolved from their layers."""
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from benchmark.config import (
 )
 from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits
 from benchmark.data.splits import check_fraction, fraction_subset
-from benchmark.errors import UserError
+from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import REPO_ROOT
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
@@ -156,6 +157,7 @@ def run_trial(
     store = store or Store()
     if not force and (done := store.finished(trial)):
         return Outcome(done, reused=True, store_path=str(store.path))
+    store.ensure_writable()  # a store that cannot take the result says so now, not after training
 
     dev = pick_device(device)
     started = time.monotonic()
@@ -167,7 +169,10 @@ def run_trial(
     except Exception as exc:  # recorded as failed; a TrialFailed is one line, anything else keeps its traceback
         trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
         trial.seconds = round(time.monotonic() - started, 2)
-        store.record(trial)
+        if not store.record(trial):  # a failed forced re-run never replaces the finished result
+            kept = store.find(trial)
+            log.warning("this forced re-run failed and is not recorded: the store keeps the finished result of %s "
+                        "(%s = %s)", kept.finished_at, kept.metric, kept.value)
         raise
 
 
@@ -190,11 +195,18 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
               load_method=lambda: load_method(resolved, pre))
     with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
-    trial.status, trial.metric, trial.value = "finished", tcfg.metric, float(metrics[tcfg.metric])
+    value = float(metrics[tcfg.metric])
+    if not math.isfinite(value):  # no result: e.g. AUROC of a test set with one class, or a head gone to NaN
+        raise TrialFailed(f"{task}: test {tcfg.metric} is {value} (undefined: no valid result; "
+                          "a test set with a single class, or predictions that are NaN)")
+    trial.status, trial.metric, trial.value = "finished", tcfg.metric, value
     trial.metrics = metrics
     trial.seconds = round(time.monotonic() - started, 2)
     trial.pretrain_seconds = 0.0 if pre.reused else pre.meta.get("seconds")
-    store.record(trial)
+    try:
+        store.record(trial)
+    except UserError as exc:  # checked writable before training, lost since: the result is still said
+        raise UserError(f"{exc}; the trial's result, not stored: {task} {tcfg.metric} = {value:.4f}") from None
     return Outcome(trial, reused=False, store_path=str(store.path))
 
 

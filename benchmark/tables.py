@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import reference_dir
-from benchmark.store import Trial
+from benchmark.store import Trial, to_json
 
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
 #: row order: lower bounds first, the proposed method last (as the papers print them)
@@ -45,22 +44,25 @@ def method_labels(trials: list[Trial], variants: dict[tuple[str, str], str]) -> 
 
 # ---------------------------------------------------------------- results: one row per trial
 
-RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds")
+RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds",
+                  "error")
+ERROR_WIDTH = 60  # the table view cuts a failure's reason here (JSON and CSV keep it whole)
 
 
 def result_rows(trials: list[Trial]) -> list[dict]:
     return [
         {"method": t.method, "config": t.method_hash, "task": t.task, "protocol": t.protocol, "fraction": t.fraction,
          "seed": t.seed, "data": t.data_source, "status": t.status, "metric": t.metric, "value": t.value,
-         "seconds": t.seconds}
+         "seconds": t.seconds, "error": t.error}
         for t in trials
     ]
 
 
-def format_results(trials: list[Trial], fmt: str = "table") -> str:
+def format_results(trials: list[Trial], fmt: str = "table", where: str = "the store") -> str:
+    """The trial list; a value that is not a number (NaN, stored as null) is null in JSON and blank in CSV."""
     rows = result_rows(trials)
     if fmt == "json":
-        return json.dumps(rows, indent=1, default=str)
+        return to_json(rows, indent=1)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
@@ -70,10 +72,17 @@ def format_results(trials: list[Trial], fmt: str = "table") -> str:
     from tabulate import tabulate
 
     if not rows:
-        return "no trials stored yet (run `python -m benchmark run ...` or `grid ...`)"
+        return f"no trials stored yet in {where} (run `python -m benchmark run ...` or `grid ...`)"
     shown = [{**r, "fraction": f"{r['fraction']:g}", "value": MISSING if r["value"] is None else f"{r['value']:.4f}",
-              "seconds": MISSING if r["seconds"] is None else f"{r['seconds']:.1f}"} for r in rows]
+              "seconds": MISSING if r["seconds"] is None else f"{r['seconds']:.1f}",
+              "error": _cut(r["error"] or "")} for r in rows]
+    if not any(r["error"] for r in rows):
+        shown = [{k: v for k, v in r.items() if k != "error"} for r in shown]
     return tabulate(shown, headers="keys", tablefmt="simple", disable_numparse=True)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 3] + "..."
 
 
 # ---------------------------------------------------------------- paper-style tables
@@ -154,6 +163,25 @@ def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data
     for (source, proto, metric), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
         tables.append(_table(source, proto, metric, group, variants, reference))
     return tables
+
+
+def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str | None = None) -> str:
+    """Why :func:`build_tables` found nothing, naming the filter that left nothing (and what there is)."""
+    done = finished(trials)
+    if not trials:
+        return "no trials stored"
+    if not done:
+        return f"no finished trials with a value ({len(trials)} stored, none finished with a number)"
+    if data is not None:
+        kinds = sorted({data_kind(t.data_source) for t in done})
+        if data not in kinds:
+            return f"no finished {data}-data trials (the finished ones are {' and '.join(kinds)}-data)"
+        done = [t for t in done if data_kind(t.data_source) == data]
+    which = f"{data}-data " if data else ""
+    if protocol is not None:
+        return (f"no finished {which}trials with protocol {protocol!r} (the finished ones have protocol "
+                f"{', '.join(sorted({t.protocol for t in done}))})")
+    return f"no finished {which}trials"
 
 
 def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], str]:

@@ -81,13 +81,17 @@ def load_space(method: str) -> list[Param]:
     return params
 
 
-def score_of(metrics: dict[str, float]) -> tuple[str, float]:
-    """The validation value a trial is selected on, as higher-is-better."""
+def score_of(metrics: dict[str, float | None]) -> tuple[str, float]:
+    """The validation value a trial is selected on, as higher-is-better (NaN, stored as null, stays NaN:
+    such a trial is never the best)."""
+    def number(value: float | None) -> float:
+        return math.nan if value is None else float(value)
+
     for key, value in metrics.items():
         if key.startswith("val_") and key != "val_loss":
-            return key, float(value)
+            return key, number(value)
     if "val_loss" in metrics:
-        return "-val_loss", -float(metrics["val_loss"])
+        return "-val_loss", -number(metrics["val_loss"])
     raise UserError("this task reports no validation value to select on")
 
 

@@ -98,7 +98,8 @@ def test_results_lists_every_trial(store, capsys):
     assert main(["results", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 12
-    assert {"method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds"} == set(rows[0])
+    assert {"method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds",
+            "error"} == set(rows[0])
     assert sum(r["status"] == "failed" for r in rows) == 1
     assert main(["results"]) == 0
     out = capsys.readouterr().out
@@ -120,7 +121,7 @@ def test_plot_writes_files(store, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["table"], "no finished trials"),
+        (["table"], "no trials stored in"),
         (["table", "--store", "/no/such.sqlite"], "does not exist"),
         (["plot", "--out", "x"], "no finished phantom-data trials"),
         (["table", "--format", "html"], "invalid choice"),
@@ -130,3 +131,51 @@ def test_bad_input(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_read_commands_never_make_the_default_store(isolated_home, capsys):
+    """`results`, `table`, `plot` on a store that does not exist yet: nothing stored, and nothing created."""
+    store = isolated_home / "store.sqlite"
+    assert main(["results"]) == 0 and f"no trials stored yet in {store}" in capsys.readouterr().out
+    assert main(["table"]) == 2 and main(["plot", "--out", str(isolated_home / "plots")]) == 2
+    assert not store.exists() and not (isolated_home / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["table", "--protocol", "bogus"], "no finished trials with protocol 'bogus' (the finished ones have protocol mgca) in "),
+        (["table", "--data", "real", "--protocol", "finetune"],
+         "no finished real-data trials with protocol 'finetune' (the finished ones have protocol mgca)"),
+    ],
+)
+def test_table_names_the_filter_that_left_nothing(store, argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_table_names_the_data_kind_that_is_missing(capsys):
+    Store().record(trial("imitate", 0.8))
+    assert main(["table", "--data", "real"]) == 2
+    assert "no finished real-data trials (the finished ones are phantom-data)" in capsys.readouterr().err
+    Store().record(trial("imitate", None, status="failed", seed=1, source="real"))
+    assert main(["table", "--data", "real"]) == 2  # a failed real trial is no real result
+    assert "no finished real-data trials (the finished ones are phantom-data)" in capsys.readouterr().err
+
+
+def test_a_nan_value_is_null_in_json_and_a_dash_in_the_table(capsys):
+    """An older version stored a NaN metric as a finished row with a NULL value: it is listed, never tabled."""
+    s = Store()
+    s.record(trial("imitate", float("nan")))
+    s.record(trial("imitate", 0.8, seed=0))
+    assert s.finished(trial("imitate", 0.0)) is None  # not a result: the trial runs again
+    assert main(["results", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)  # valid JSON: null, never a bare NaN
+    assert [r["value"] for r in rows] == [None, 0.8]
+    assert main(["results"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if " 42 " in x)
+    assert "finished" in line and " - " in line
+    assert main(["table", "--format", "csv"]) == 0
+    cells = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(c["n"], c["mean"]) for c in cells] == [("1", "80.0000")]

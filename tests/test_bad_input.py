@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.store import Store, Trial
+from benchmark.store import TRIALS, Store, Trial
 
 RUN = ["run", "--method", "imitate", "--task", "rsna_cls"]
 SMOKE = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
@@ -96,6 +96,69 @@ def store_is_a_folder(tmp, monkeypatch):
 
 def store_not_a_database(tmp, monkeypatch):
     (tmp / "notes.sqlite").write_text("a,b\n1,2\n")
+
+
+def foreign_databases(tmp, monkeypatch):
+    """Another application's SQLite files (left byte-identical: tests/test_store.py)."""
+    import sqlite3
+
+    for name, table in (("app.sqlite", "users (id, name)"), ("clinic.sqlite", "trials (id, patient, arm)")):
+        with sqlite3.connect(tmp / name) as db:
+            db.execute(f"CREATE TABLE {table}")
+
+
+def store_from_a_newer_version(tmp, monkeypatch):
+    import sqlite3
+
+    Store().close()
+    with sqlite3.connect(tmp / "store.sqlite") as db:
+        db.execute("ALTER TABLE trials ADD COLUMN lineage TEXT NOT NULL DEFAULT 'x'")
+        db.execute("PRAGMA user_version = 99")
+
+
+def store_with_a_column_it_cannot_fill(tmp, monkeypatch):
+    import sqlite3
+
+    Store().close()
+    with sqlite3.connect(tmp / "store.sqlite") as db:
+        db.execute("DROP TABLE trials")
+        db.execute(TRIALS.replace("finished_at TEXT", "finished_at TEXT, reviewer TEXT NOT NULL"))
+
+
+def store_is_dev_null(tmp, monkeypatch):
+    (tmp / "null.sqlite").symlink_to("/dev/null")
+    monkeypatch.setenv("BENCHMARK_STORE", str(tmp / "null.sqlite"))
+
+
+def store_locked(tmp, monkeypatch):
+    """Another connection holds the write lock (kept open until the test's monkeypatch is undone)."""
+    import sqlite3
+
+    import benchmark.store
+
+    Store().close()
+    db = sqlite3.connect(tmp / "store.sqlite", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(store_locked, "db", db, raising=False)
+    monkeypatch.setattr(benchmark.store, "BUSY_TIMEOUT", 0.2)
+
+
+def store_read_only(tmp, monkeypatch):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files")
+    Store().close()
+    (tmp / "store.sqlite").chmod(0o444)
+
+
+def store_env(name: str, make):
+    """A set-up: ``make`` the file, then point BENCHMARK_STORE at it."""
+    def setup(tmp, monkeypatch):
+        make(tmp, monkeypatch)
+        monkeypatch.setenv("BENCHMARK_STORE", str(tmp / name))
+
+    return setup
 
 
 def text_model_without_weights(tmp, monkeypatch):
@@ -244,6 +307,29 @@ CASES = [
     # issue 14: config values (ranges checked at resolve time)
     # issue 14: names, paths and environment
     # issue 14: results store
+    ("store of another application", ["results", "--store", "{tmp}/app.sqlite"],
+     ["{tmp}/app.sqlite is not a medvlp-bench results store (it has tables users and no trials table)", "left as it is"],
+     foreign_databases),
+    ("store with a foreign trials table", ["table", "--store", "{tmp}/clinic.sqlite"],
+     ["not a medvlp-bench results store (its trials table lacks the column(s) method, method_hash"], foreign_databases),
+    ("store of another application for a run", [*SMOKE], ["{tmp}/app.sqlite is not a medvlp-bench results store"],
+     store_env("app.sqlite", foreign_databases)),
+    ("grid dry run on another application's store", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--dry-run"],
+     ["is not a medvlp-bench results store"],
+     store_env("clinic.sqlite", foreign_databases)),
+    ("store of a newer version", SMOKE, ["written by a newer medvlp-bench (store schema 99", "upgrade"],
+     store_from_a_newer_version),
+    ("store with a column it cannot fill", SMOKE, ["has column(s) reviewer this medvlp-bench cannot fill"],
+     store_with_a_column_it_cannot_fill),
+    ("store not a database for a run", SMOKE, ["is not an SQLite database (file is not a database)"],
+     store_env("notes.sqlite", store_not_a_database)),
+    ("store is /dev/null", ["results"], ["null.sqlite is not a regular file"], store_is_dev_null),
+    ("store locked by another process", SMOKE, ["store.sqlite is locked by another process", "try again"], store_locked),
+    ("store read-only", SMOKE, ["cannot write to the results store", "readonly database"], store_read_only),
+    ("table of an unknown protocol", ["table", "--protocol", "bogus"],
+     ["no finished trials with protocol 'bogus' (the finished ones have protocol mgca)"], store_with_a_result),
+    ("table of real data with phantom only", ["table", "--data", "real"],
+     ["no finished real-data trials (the finished ones are phantom-data)"], store_with_a_result),
     # issue 14: data files and split manifests
     # issue 14: checkpoints and caches
 ]

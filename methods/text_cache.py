@@ -2,7 +2,8 @@
 
 A frozen encoder gives the same vector for the same text every epoch, so the
 pre-training loop looks embeddings up instead of running BERT each step (the
-reference code runs it twice per step).
+reference code runs it twice per step). A cache file that cannot be read or does
+not hold one finite vector per text is reported in one warning line and rebuilt.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 
 import torch
 
+from benchmark.data.integrity import load_torch
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.progress import Progress
 
@@ -30,8 +32,8 @@ class TextEmbeddingCache:
         self._table: dict[str, torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
-        if self.path.exists():
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = load_torch(self.path, _check_saved, "text-embedding", log)
+        if saved is not None:
             self._table = dict(zip(saved["texts"], saved["emb"]))
 
     @property
@@ -71,6 +73,18 @@ class TextEmbeddingCache:
     def _save(self) -> None:
         texts = list(self._table)
         atomic_torch_save({"texts": texts, "emb": torch.stack([self._table[t] for t in texts])}, self.path)
+
+
+def _check_saved(saved) -> str | None:
+    """What is wrong with a loaded cache file, or None."""
+    texts, emb = saved["texts"], saved["emb"]
+    if not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
+        return "its texts are not a list of strings"
+    if not isinstance(emb, torch.Tensor) or emb.ndim != 2 or len(emb) != len(texts) or not len(texts):
+        return f"{len(texts)} texts but embeddings of shape {tuple(getattr(emb, 'shape', ()))}"
+    if not torch.isfinite(emb).all():
+        return "non-finite embeddings"
+    return None
 
 
 def corpus_texts(corpus, field: str) -> list[str]:

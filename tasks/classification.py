@@ -6,8 +6,10 @@ the best-validation head.
 
 The frozen encoder's features are computed once per (encoder, data set split,
 image size) and kept on disk, so a 1/10/100 % x seeds grid trains only linear
-heads. That needs deterministic inputs: unlike MGCA's code, training images
-are not randomly cropped (centre handling for every split).
+heads (a cache file that cannot be read or does not match its split is
+reported in one warning line and computed again). That needs deterministic
+inputs: unlike MGCA's code, training images are not randomly cropped (centre
+handling for every split).
 MGCA upsamples its 224-px inputs to 299 inside the encoder; ``upsample_ratio``
 (299/224 in the task YAML) keeps that quirk where it is wanted.
 
@@ -20,6 +22,7 @@ copied from BenchX: its AMP and its own augmentations.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.data.integrity import load_torch
 from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
@@ -45,6 +49,8 @@ from tasks.base import (
     train_head,
 )
 from tasks.metrics import accuracy, auroc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,10 +86,19 @@ def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: Classification
     """Pooled features of a whole split, computed once per (encoder, split, size)."""
     key = getattr(split, "fingerprint", "") or ids_fingerprint(split.ids)
     path = cache_dir("features", fit.encoder_key) / f"{key}-{cfg.image_size}px-x{cfg.upsample_ratio:g}.pt"
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
-        if saved["ids"] == list(split.ids):
-            return saved["features"]
+    ids = list(split.ids)
+
+    def damage(saved) -> str | None:
+        feats = saved["features"]
+        if saved["ids"] != ids:
+            return "cached for other images"
+        if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (len(ids), STAGE_CHANNELS[-1]):
+            return f"features of shape {tuple(getattr(feats, 'shape', ()))}, expected ({len(ids)}, {STAGE_CHANNELS[-1]})"
+        return None if torch.isfinite(feats).all() else "non-finite features"
+
+    saved = load_torch(path, damage, "feature", log)
+    if saved is not None:
+        return saved["features"]
     parts = []
     with torch.no_grad():
         for idx in batches(len(split.ids), 64):

@@ -11,24 +11,30 @@ Both are deterministic functions of (``PHANTOM_VERSION``, parameters) and are
 cached under ``$BENCHMARK_HOME/phantom/<version>/`` as ``.npy`` files opened
 with ``mmap_mode="r"`` plus a JSON sidecar; files are written to a temporary
 name and renamed, so an interrupted render never leaves a half file behind.
+The sidecar records each array's shape and a checksum over a sample of its rows
+(``benchmark.data.integrity``): an entry that was truncated, zeroed or
+overwritten later is reported in one warning line and rendered again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.data import integrity
 from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_memmaps, cache_dir
 from benchmark.progress import Progress
+
+log = logging.getLogger(__name__)
 
 #: Bump whenever rendering or lesion mapping changes: part of every cache key.
 PHANTOM_VERSION = "v1"
@@ -113,32 +119,47 @@ def _check_size(size: int) -> int:
 
 
 def _render_stack(paths: Sequence[Path], n: int, size: int, draw: Callable[[int], tuple[np.ndarray, ...]],
-                  desc: str) -> None:
-    """Fill one (n, size, size) uint8 .npy per path with ``draw(i)``'s outputs, atomically."""
+                  desc: str) -> dict[str, dict]:
+    """Fill one (n, size, size) uint8 .npy per path with ``draw(i)``'s outputs, atomically;
+    returns their integrity records (for the sidecar, under ``integrity.KEY``)."""
     with atomic_memmaps(paths, (n, size, size)) as arrays, Progress(total=n, desc=desc, unit="img") as bar:
         for i in range(n):
             for arr, out in zip(arrays, draw(i)):
                 arr[i] = out
             bar.update()
+    return integrity.records(paths)
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
+def open_cached(what: str, meta: Path, arrays: Sequence[Path], rows: Callable[[dict], int], size: int,
+                required: Sequence[str] = ()) -> tuple[dict, list[np.ndarray]] | None:
+    """A cached render (sidecar, memmaps) if complete and intact; None to render it (again).
+
+    ``rows(sidecar)`` is how many images the sidecar describes; the first array holds images
+    (never all zero), the others masks (may be)."""
+    return integrity.cached_entry(log, what, meta, arrays, lambda m: (rows(m), size, size), required,
+                                  (False,) + (True,) * (len(arrays) - 1))
+
+
+def same_length(meta: dict, *keys: str) -> int:
+    """The common length of the sidecar's per-image lists (a KeyError when they differ: damaged)."""
+    lengths = {len(meta[k]) for k in keys}
+    if len(lengths) != 1:
+        raise KeyError(keys)
+    return lengths.pop()
 
 
 # ------------------------------------------------------------------- corpus
 
 
-def _find_cached_superset(folder: Path, size: int, ids: list[str]) -> tuple[Path, int] | None:
-    """A cached corpus at this size whose ids start with ``ids`` (smaller corpora are prefixes)."""
+def _find_cached_superset(folder: Path, size: int, ids: list[str]) -> np.ndarray | None:
+    """The images of a cached, intact corpus at this size whose ids start with ``ids``
+    (smaller corpora are prefixes); a damaged one met on the way is removed with a warning."""
     for meta in sorted(folder.glob(f"corpus-{size}px-*.json")):
-        try:
-            cached = json.loads(meta.read_text(encoding="utf-8"))["ids"]
-        except (OSError, ValueError, KeyError):
-            continue
-        npy = meta.with_suffix(".npy")
-        if len(cached) >= len(ids) and cached[: len(ids)] == ids and npy.is_file():
-            return npy, len(cached)
+        entry = open_cached("phantom corpus", meta, [meta.with_suffix(".npy")], lambda m: len(m["ids"]), size, ("ids",))
+        if entry is not None:
+            cached, (images,) = entry[0]["ids"], entry[1]
+            if len(cached) >= len(ids) and cached[: len(ids)] == ids:
+                return images if len(cached) == len(ids) else images[: len(ids)]
     return None
 
 
@@ -159,22 +180,19 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
     fingerprint = _short_sha(PHANTOM_VERSION, size, n, ",".join(r.uid for r in reports))
     folder = cache_dir("phantom", PHANTOM_VERSION)
 
-    hit = _find_cached_superset(folder, size, ids)
-    if hit is None:
+    images = _find_cached_superset(folder, size, ids)
+    if images is None:
         stem = f"corpus-{size}px-{n}-{fingerprint}"
         npy, meta = folder / f"{stem}.npy", folder / f"{stem}.json"
 
         def draw(i: int) -> tuple[np.ndarray]:
             return (render(lesions_from_report(reports[i]), seeded_rng(PHANTOM_VERSION, "corpus", i), size).image,)
 
-        _render_stack([npy], n, size, draw, desc=f"phantom corpus {size}px")
+        checks = _render_stack([npy], n, size, draw, desc=f"phantom corpus {size}px")
         # The JSON sidecar is written last: its presence marks a complete cache entry.
         atomic_json(meta, {"version": PHANTOM_VERSION, "size": size, "ids": ids,
-                                  "uids": [r.uid for r in reports]})
-        hit = (npy, n)
-    images = _load_npy(hit[0])
-    if hit[1] != n:
-        images = images[:n]
+                           "uids": [r.uid for r in reports], integrity.KEY: checks})
+        images = np.load(npy, mmap_mode="r")
     return PairCorpus(
         ids=ids,
         images=images,
@@ -251,7 +269,9 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
     img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
                                       folder / f"{stem}.json")
     fingerprint = _short_sha(PHANTOM_VERSION, "rsna", split, size, n)
-    if not (meta_path.is_file() and img_path.is_file() and mask_path.is_file()):
+    entry = open_cached(f"phantom rsna-{split}", meta_path, [img_path, mask_path], lambda m: same_length(m, "boxes"),
+                        size, ("boxes",))
+    if entry is None:
         boxes: list[list[list[float]]] = [[] for _ in range(n)]
 
         def draw(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,14 +280,15 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
             boxes[i] = out.boxes.tolist()
             return out.image, out.mask
 
-        _render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
-        atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes})
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        checks = _render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
+        atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes, integrity.KEY: checks})
+        entry = ({"boxes": boxes}, [np.load(p, mmap_mode="r") for p in (img_path, mask_path)])
+    meta, (images, masks) = entry
     box_arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in meta["boxes"]]
     return LesionSet(
         ids=[f"rsna-{split}-{i:06d}" for i in range(n)],
-        images=_load_npy(img_path),
-        masks=_load_npy(mask_path),
+        images=images,
+        masks=masks,
         boxes=box_arrays,
         labels=np.asarray([len(b) > 0 for b in box_arrays], np.int64),
         source="phantom",

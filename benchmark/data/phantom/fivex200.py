@@ -12,21 +12,26 @@ cyclically, each reuse a new render, so texts repeat but images do not.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.data import integrity
 from benchmark.data.phantom.anatomy import lesions_from_report
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
-    _load_npy,
     _render_stack,
+    open_cached,
+    same_length,
     seeded_rng,
 )
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
+
+log = logging.getLogger(__name__)
 
 #: The five classes and the renderer kind that draws each.
 CLASSES = ("atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion")
@@ -75,17 +80,23 @@ def phantom_5x200(split: str, n: int, size: int) -> TextLabelSet:
     folder = cache_dir("phantom", PHANTOM_VERSION)
     stem = f"5x200-{size}px-{per}"
     npy, meta = folder / f"{stem}.npy", folder / f"{stem}.json"
-    if not (npy.is_file() and meta.is_file()):
+    uids = [r.uid for _, _, r in chosen]
+    entry = open_cached("phantom 5x200", meta, [npy], lambda m: same_length(m, "uids"), size, ("uids",))
+    if entry is not None and entry[0]["uids"] != uids:  # the report pool changed: not these images
+        integrity.discard(log, "phantom 5x200", meta, "drawn from other reports", [meta, npy])
+        entry = None
+    if entry is None:
         def draw(i: int) -> tuple[np.ndarray]:
             _, k, report = chosen[i]
             rng = seeded_rng(PHANTOM_VERSION, "5x200", report.uid, k)
             return (render(lesions_from_report(report), rng, size).image,)
 
-        _render_stack([npy], len(chosen), size, draw, desc=f"phantom 5x200 {size}px")
-        atomic_json(meta, {"uids": [r.uid for _, _, r in chosen]})
+        checks = _render_stack([npy], len(chosen), size, draw, desc=f"phantom 5x200 {size}px")
+        atomic_json(meta, {"uids": uids, integrity.KEY: checks})
+        entry = ({}, [np.load(npy, mmap_mode="r")])
     return TextLabelSet(
         ids=[f"5x200-{CLASSES[c].replace(' ', '_')}-{k:03d}" for c, k, _ in chosen],
-        images=_load_npy(npy),
+        images=entry[1][0],
         labels=np.asarray([c for c, _, _ in chosen], np.int64),
         texts=[f"{r.findings} {r.impression}".strip() for _, _, r in chosen],
         fingerprint=f"5x200-{PHANTOM_VERSION}-{size}-{per}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
+
+log = logging.getLogger(__name__)
 
 #: Bump when the parsing below changes: it is part of the JSON cache name.
 PARSER_VERSION = "1"
@@ -108,11 +111,18 @@ def _cache_path(tarball: Path) -> Path:
 
 
 def _read_cache(path: Path) -> tuple[Report, ...] | None:
+    """The parsed reports, or None (after one warning, the file removed) when the cache is damaged."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(Report(r["uid"], r["findings"], r["impression"], tuple(r["tags"])) for r in rows)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or corrupt: re-parse
+        reports = tuple(Report(r["uid"], r["findings"], r["impression"], tuple(r["tags"])) for r in rows)
+        if reports:
+            return reports
+        reason = "no reports in it"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"unreadable: {type(exc).__name__}"
+    log.warning("phantom report cache %s is damaged (%s); rebuilding it", path, reason)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def load_reports() -> list[Report]:

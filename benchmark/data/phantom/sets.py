@@ -9,17 +9,18 @@ Like ``phantom_rsna``: image i of a split depends only on
 (``PHANTOM_VERSION``, set name, split, i) (disjoint seed streams per split;
 a smaller set is a prefix of a larger one), and renders are cached under
 ``$BENCHMARK_HOME/phantom/<version>/`` (``.npy`` memmaps plus a JSON sidecar
-holding labels and boxes, written last).
+holding labels and boxes, written last, with the arrays' integrity record: a
+damaged entry is rendered again after one warning line).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmark.data import integrity
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
@@ -27,9 +28,10 @@ from benchmark.data.phantom.datasets import (
     LesionSet,
     _check_size,
     _distractor,
-    _load_npy,
     _render_stack,
     _short_sha,
+    open_cached,
+    same_length,
     seeded_rng,
 )
 from benchmark.data.phantom.render import Rendered, render
@@ -104,7 +106,9 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
     img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
                                       folder / f"{stem}.json")
     paths = [img_path] + ([mask_path] if with_masks else [])
-    if not (meta_path.is_file() and all(p.is_file() for p in paths)):
+    entry = open_cached(f"phantom {name}-{split}", meta_path, paths, lambda m: same_length(m, "labels", "boxes"), size,
+                        ("labels", "boxes"))
+    if entry is None:
         labels: list[object] = [None] * n
         boxes: list[list[list[float]]] = [[] for _ in range(n)]
 
@@ -123,11 +127,12 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
                 return out.image, mask
             return (out.image,)
 
-        _render_stack(paths, n, size, draw, desc=f"phantom {name}-{split} {size}px")
-        atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "labels": labels, "boxes": boxes})
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    masks = _load_npy(mask_path) if with_masks else None
-    return _load_npy(img_path), masks, meta, _short_sha(PHANTOM_VERSION, name, split, size, n)
+        checks = _render_stack(paths, n, size, draw, desc=f"phantom {name}-{split} {size}px")
+        meta = {"version": PHANTOM_VERSION, "size": size, "labels": labels, "boxes": boxes, integrity.KEY: checks}
+        atomic_json(meta_path, meta)
+        entry = (meta, [np.load(p, mmap_mode="r") for p in paths])
+    meta, arrays = entry
+    return arrays[0], (arrays[1] if with_masks else None), meta, _short_sha(PHANTOM_VERSION, name, split, size, n)
 
 
 def _mask_boxes(mask: np.ndarray) -> list[list[float]]:

@@ -7,15 +7,22 @@ MONOCHROME1 inverted; JPG/PNG via PIL), resized so the longest side is
 resize-pad), and stored as ``.npy`` files under
 ``$BENCHMARK_HOME/real/<data set>/`` that later runs memory-map. Files are
 written under a temporary name and renamed; the JSON sidecar is written last,
-so its presence marks a complete entry. Images that cannot be read are never
-skipped silently: a few are dropped with a warning naming them, more are an
-error naming the first file.
+so its presence marks a complete entry, and it records each array's shape and a
+checksum over a sample of rows (``benchmark.data.integrity``): an entry found
+truncated or altered is reported in one warning line and decoded again. Images
+that cannot be read are never skipped silently: a few are dropped with a warning
+naming them, more are an error naming the first file.
+
+An entry is keyed on content, not on where the data root is: the ids, each
+file's path inside the data set's folder (and that folder's name), the sizes of
+a sample of the files, the size, and, for masks, the label files' fingerprint
+(``mask_tag``). A copy of the downloads under another root reuses the cache; a
+changed label file draws new masks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.data import integrity
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_memmaps, cache_dir
 from benchmark.progress import Progress
@@ -32,21 +40,24 @@ from benchmark.progress import Progress
 log = logging.getLogger(__name__)
 
 #: Bump when decoding or resizing changes: part of every cache key and fingerprint.
-PREP_VERSION = "resize-pad-1"
+PREP_VERSION = "resize-pad-2"
 #: Most unreadable images dropped with a warning (or 1 % of a split, if more); beyond: an error.
 MAX_BAD = 5
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """How an original image maps into the stored square: x' = x * scale + left."""
+    """How an original image (``height`` x ``width``) maps into the stored square:
+    x' = x * scale + left."""
 
     scale: float
     left: int
     top: int
+    height: int = 0
+    width: int = 0
 
     def boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """x, y, w, h boxes in original pixels -> stored pixels."""
+        """x, y, w, h boxes in original pixels (already clipped to the image) -> stored pixels."""
         b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
         b[:, :] *= self.scale
         b[:, 0] += self.left
@@ -102,7 +113,7 @@ def resize_pad(img: np.ndarray, size: int, nearest: bool = False) -> tuple[np.nd
     out = np.zeros((size, size), np.uint8)
     left, top = (size - nw) // 2, (size - nh) // 2
     out[top:top + nh, left:left + nw] = resized
-    return out, Geometry(scale, left, top)
+    return out, Geometry(scale, left, top, h, w)
 
 
 @dataclass
@@ -121,28 +132,57 @@ class Stack:
 MaskFn = Callable[[int, tuple[int, int]], np.ndarray]
 
 
-def cached_stack(name: str, ids: Sequence[str], paths: Sequence[Path], size: int, mask: MaskFn | None = None,
-                 mask_tag: str = "") -> Stack:
-    """The images of ``paths`` (ids in the same order) at ``size``, decoded once.
+def content_key(ids: Sequence[str], paths: Sequence[Path], base: Path, size: int, mask_tag: str) -> str:
+    """The cache key: what the images are, not where the data root is (see the module docstring)."""
+    def rel(p: Path) -> str:
+        try:
+            return Path(p).relative_to(base).as_posix()
+        except ValueError:
+            return str(p)
+
+    sizes = []
+    for k in integrity.sample_rows(len(paths)):
+        try:
+            sizes.append(Path(paths[k]).stat().st_size)
+        except OSError:
+            sizes.append(-1)
+    listing = "\n".join(f"{i}\t{rel(p)}" for i, p in zip(ids, paths))
+    text = f"{PREP_VERSION}|{size}|{mask_tag}|{Path(base).name}|{sizes}|{listing}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_stack(name: str, ids: Sequence[str], paths: Sequence[Path], size: int, base: Path,
+                 mask: MaskFn | None = None, mask_tag: str = "") -> Stack:
+    """The images of ``paths`` (ids in the same order; ``base``: the data set's folder) at
+    ``size``, decoded once.
 
     ``mask(i, (h, w))`` gives image i's 0/1 mask in original pixels (same geometry
-    applied, nearest neighbour); ``mask_tag`` names what it draws (cache key)."""
+    applied, nearest neighbour); ``mask_tag`` names what it draws and from which label
+    content (cache key)."""
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
         raise UserError(f"image size must be an integer in [16, 4096], got {size!r}")
-    listing = "\n".join(f"{i}\t{p}" for i, p in zip(ids, paths))
-    key = hashlib.sha256(f"{PREP_VERSION}|{size}|{mask_tag}|{listing}".encode()).hexdigest()[:16]
+    key = content_key(ids, paths, base, size, mask_tag)
     folder = cache_dir("real", name)
     stem = folder / f"{name}-{size}px-{len(ids)}-{key}"
     img_path, mask_path, meta_path = (Path(f"{stem}.images.npy"), Path(f"{stem}.masks.npy"), Path(f"{stem}.json"))
-    if not (meta_path.is_file() and img_path.is_file() and (mask is None or mask_path.is_file())):
+    arrays = [img_path] + ([mask_path] if mask else [])
+
+    def rows(meta: dict) -> int:
+        if len(meta["geometry"]) != len(meta["ids"]) or any(len(g) != 5 for g in meta["geometry"]):
+            raise KeyError("geometry")
+        return len(meta["ids"])
+
+    entry = integrity.cached_entry(log, f"{name} image", meta_path, arrays, lambda m: (rows(m), size, size),
+                                   ("ids", "geometry", "bad"), (False, True))
+    if entry is None:
         _build(list(ids), list(paths), size, mask, img_path, mask_path if mask else None, meta_path, name)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        entry = (integrity.read_sidecar(meta_path), [np.load(p, mmap_mode="r") for p in arrays])
+    meta, loaded = entry
     if meta["bad"]:
         log.warning("%s: %d unreadable image(s) left out: %s", name, len(meta["bad"]),
                     ", ".join(b["id"] for b in meta["bad"][:10]) + (" ..." if len(meta["bad"]) > 10 else ""))
     return Stack(
-        ids=meta["ids"], images=np.load(img_path, mmap_mode="r"),
-        masks=np.load(mask_path, mmap_mode="r") if mask else None,
+        ids=meta["ids"], images=loaded[0], masks=loaded[1] if mask else None,
         geometry=[Geometry(*g) for g in meta["geometry"]], bad=[b["id"] for b in meta["bad"]], key=key,
     )
 
@@ -179,7 +219,7 @@ def _build(ids: list[str], paths: list[Path], size: int, mask: MaskFn | None, im
                 arrays[0][i] = out
                 if m is not None:
                     arrays[1][i] = m
-                geometry[i] = [geo.scale, geo.left, geo.top]
+                geometry[i] = [geo.scale, geo.left, geo.top, geo.height, geo.width]
             bar.update()
         limit = max(MAX_BAD, n // 100)
         if len(bad) > limit or len(bad) == n:
@@ -194,4 +234,5 @@ def _build(ids: list[str], paths: list[Path], size: int, mask: MaskFn | None, im
                 arr[:] = src[good]
         del full
     atomic_json(meta_path, {"version": PREP_VERSION, "size": size, "ids": [ids[i] for i in good],
-                            "geometry": [geometry[i] for i in good], "bad": bad})
+                            "geometry": [geometry[i] for i in good], "bad": bad,
+                            integrity.KEY: integrity.records(outs)})

@@ -60,6 +60,8 @@ def read_csv(path: Path, columns: tuple[str, ...], **kwargs) -> pd.DataFrame:
     if missing:
         raise UserError(f"label file {path} lacks the column(s) {', '.join(missing)}; expected {', '.join(columns)} "
                         f"(found {', '.join(map(str, df.columns[:8]))}): not the official file?")
+    if df.empty:
+        raise UserError(f"label file {path} has a header but no rows: truncated? (expected the official file)")
     return df
 
 
@@ -100,6 +102,36 @@ def rsna_patients(path: Path) -> pd.DataFrame:
     ids = sorted(boxes)
     return pd.DataFrame({"patientId": ids, "boxes": [boxes[i] for i in ids],
                          "Target": [int(bool(boxes[i])) for i in ids]})
+
+
+def clip_boxes(boxes, height: int, width: int) -> tuple[np.ndarray, int, int]:
+    """x, y, w, h boxes clipped to a ``height`` x ``width`` image, boxes with no area left
+    (zero or negative width or height, or wholly outside) dropped.
+
+    Returns (kept boxes (k, 4) float32, how many were clipped, how many dropped): the loaders
+    draw masks and detection targets from the same kept boxes and warn with the counts."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x0, y0 = np.clip(b[:, 0], 0, width), np.clip(b[:, 1], 0, height)
+    x1, y1 = np.clip(b[:, 0] + b[:, 2], 0, width), np.clip(b[:, 1] + b[:, 3], 0, height)
+    keep = (b[:, 2] > 0) & (b[:, 3] > 0) & (x1 > x0) & (y1 > y0)
+    out = np.stack([x0, y0, x1 - x0, y1 - y0], 1)[keep]
+    clipped = int((keep & ~np.all(np.isclose(np.stack([x0, y0, x1, y1], 1),
+                                             np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], 1)),
+                                  axis=1)).sum())
+    return out.astype(np.float32), clipped, int((~keep).sum())
+
+
+def box_problem(box, height: int | None = None, width: int | None = None) -> str | None:
+    """Why a box in original pixels is invalid (``data check``), or None; the image size, when
+    known, also catches boxes reaching outside it."""
+    x, y, w, h = (float(v) for v in box)
+    if w <= 0 or h <= 0:
+        return "zero or negative width or height"
+    if x < 0 or y < 0:
+        return "starts outside the image"
+    if height is not None and width is not None and (x + w > width or y + h > height):
+        return f"reaches outside the {width} x {height} image"
+    return None
 
 
 # -------------------------------------------------------------------- SIIM

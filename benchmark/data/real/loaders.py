@@ -5,20 +5,29 @@ rows (``mgca.py``), decoded once into the memmap cache (``images.py``), with
 labels, boxes and masks mapped into the stored image's geometry; ``source``
 names the real data set and ``fingerprint`` hashes the ids, the recipe, the
 preprocessing and the image size (it keys the feature caches).
+
+Boxes (RSNA, Object-CXR) are clipped to their image and boxes left without area
+(zero or negative width or height, wholly outside) are dropped, the same kept
+boxes giving the masks and the detection targets; one warning per split counts
+them (``data check`` lists them). Labels stay as the file says.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.data.real import labels as L
+from benchmark.data.real.fingerprint import files_fingerprint
 from benchmark.data.real.images import PREP_VERSION, Stack, cached_stack
 from benchmark.data.real.layout import index_files
 from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
 from benchmark.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -59,12 +68,27 @@ def _rows_of(stack: Stack, ids: list[str]) -> np.ndarray:
 def _box_mask(boxes_of: list[list[list[float]]]):
     def draw(i: int, shape: tuple[int, int]) -> np.ndarray:
         m = np.zeros(shape, np.uint8)
-        for x, y, w, h in boxes_of[i]:
-            x0, y0 = max(0, round(x)), max(0, round(y))
-            m[y0:round(y + h), x0:round(x + w)] = 1
+        for x, y, w, h in L.clip_boxes(boxes_of[i], *shape)[0]:
+            m[round(y):round(y + h), round(x):round(x + w)] = 1
         return m
 
     return draw
+
+
+def _stored_boxes(name: str, stack: Stack, rows: np.ndarray, boxes: list) -> list[np.ndarray]:
+    """Each readable image's boxes, clipped to it, in stored pixels; one warning with the counts."""
+    out, clipped, dropped, first = [], 0, 0, None
+    for k, r in enumerate(rows):
+        geo = stack.geometry[k]
+        kept, c, d = L.clip_boxes(boxes[r], geo.height, geo.width)
+        if (c or d) and first is None:
+            first = stack.ids[k]
+        clipped, dropped = clipped + c, dropped + d
+        out.append(geo.boxes(kept))
+    if clipped or dropped:
+        log.warning("%s: %d box(es) reaching outside their image clipped, %d box(es) without area dropped "
+                    "(first: %s); `data check` lists them", name, clipped, dropped, first)
+    return out
 
 
 def load_split(st: SplitTable, split: str, cfg) -> object:
@@ -79,17 +103,19 @@ def load_split(st: SplitTable, split: str, cfg) -> object:
     source = f"real: {st.source}"
     kind = cfg.kind
 
+    labels_fp = files_fingerprint(st.files.values())  # masks are drawn from the label files: keyed on them
     if st.dataset in ("rsna", "object_cxr") and kind in ("detection", "segmentation"):
         boxes = list(part["boxes"])
-        stack = cached_stack(name, ids, paths, size, _box_mask(boxes), mask_tag="boxes")
+        stack = cached_stack(name, ids, paths, size, st.folder, _box_mask(boxes), mask_tag=f"boxes-2|{labels_fp}")
         rows = _rows_of(stack, ids)
         return LesionSet(ids=stack.ids, images=stack.images, masks=stack.masks,
-                         boxes=[stack.geometry[k].boxes(np.asarray(boxes[r], np.float32)) for k, r in enumerate(rows)],
+                         boxes=_stored_boxes(name, stack, rows, boxes),
                          labels=part[st.strata].to_numpy(np.int64)[rows], source=source,
                          fingerprint=_fingerprint(st, split, stack, size))
     if st.dataset == "siim":
         rles = list(part["rles"])
-        stack = cached_stack(name, ids, paths, size, lambda i, shape: L.rle_mask(rles[i], *shape), mask_tag="rle")
+        stack = cached_stack(name, ids, paths, size, st.folder, lambda i, shape: L.rle_mask(rles[i], *shape),
+                             mask_tag=f"rle|{labels_fp}")
         rows = _rows_of(stack, ids)
         label = part["Label"].to_numpy(np.int64)[rows]
         boxes = [np.asarray(_mask_boxes(np.asarray(stack.masks[k])) if label[k] else [], np.float32).reshape(-1, 4)
@@ -97,7 +123,7 @@ def load_split(st: SplitTable, split: str, cfg) -> object:
         return LesionSet(ids=stack.ids, images=stack.images, masks=stack.masks, boxes=boxes, labels=label,
                          source=source, fingerprint=_fingerprint(st, split, stack, size))
 
-    stack = cached_stack(name, ids, paths, size)
+    stack = cached_stack(name, ids, paths, size, st.folder)
     rows = _rows_of(stack, ids)
     fp = _fingerprint(st, split, stack, size)
     classes = tuple(getattr(cfg, "classes", ()) or ())

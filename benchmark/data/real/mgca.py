@@ -98,7 +98,10 @@ def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> t
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(n_or_rows) if np.isscalar(n_or_rows) else np.asarray(n_or_rows)
-    a, b = train_test_split(rows, test_size=test_size, train_size=train_size, random_state=random_state)
+    try:
+        a, b = train_test_split(rows, test_size=test_size, train_size=train_size, random_state=random_state)
+    except ValueError as exc:  # too few rows for the recipe's split sizes
+        raise UserError(f"too few label rows ({len(rows)}) for the split recipe: {exc}".splitlines()[0]) from None
     return np.asarray(a), np.asarray(b)
 
 

@@ -2,7 +2,9 @@
 
 Why: every method pre-trains on (frontal image, FINDINGS, IMPRESSION) triples.
 ``prepare`` reads the three official CSVs and each study's report text once and
-writes the table as a CSV under ``$BENCHMARK_HOME/real/mimic/`` (one row per
+writes the table as a CSV under ``$BENCHMARK_HOME/real/mimic/`` (keyed on the
+label files' content; its size and SHA-256 are recorded beside it, and a table
+that no longer matches is rebuilt after one warning) (one row per
 frontal image: dicom_id, subject_id, study_id, ViewPosition, the official
 split, findings, impression), dropping rows whose report has neither section.
 A section is the text after its header line (``FINDINGS:``) up to the next
@@ -22,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.data.integrity import Damaged, discard, read_sidecar
 from benchmark.data.real import labels as L
+from benchmark.data.real.fingerprint import dataset_fingerprint, file_sha256
 from benchmark.data.real.layout import find_folder, label_files, mimic_report_dirs
 from benchmark.errors import UserError
-from benchmark.paths import atomic_write, cache_dir
+from benchmark.paths import atomic_json, atomic_write, cache_dir
 from benchmark.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -134,11 +138,11 @@ def prepare_table(root: Path) -> tuple[Path, pd.DataFrame]:
     if not dirs:
         raise UserError(f"no MIMIC-CXR report text under {folder}: expected files/pXX/pXXXXXXXX/sXXXXXXXX.txt there "
                         f"or in {folder.parent / 'mimic-cxr-reports'} (the mimic-cxr-reports.zip download)")
-    key = hashlib.sha256(f"{TABLE_VERSION}|{folder.resolve()}|{len(frontal)}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{TABLE_VERSION}|{dataset_fingerprint('mimic', root)}|{len(frontal)}".encode()).hexdigest()[:10]
     path = table_path()
     stamp = path.with_suffix(".key")
-    if path.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
-        return path, pd.read_csv(path, dtype={"dicom_id": str}, keep_default_na=False)
+    if (table := _cached_table(path, stamp, key)) is not None:
+        return path, table
     held_out = set(fivex200_rows(frontal, chex)["study_id"])
     studies = frontal[["subject_id", "study_id"]].drop_duplicates()
     texts: dict[int, tuple[str, str]] = {}
@@ -162,8 +166,26 @@ def prepare_table(root: Path) -> tuple[Path, pd.DataFrame]:
     df["impression"] = [texts.get(int(s), ("", ""))[1] for s in df["study_id"]]
     df = df[((df["findings"] != "") | (df["impression"] != "")) & ~df["study_id"].isin(held_out)]
     atomic_write(path, lambda p: df.to_csv(p, index=False))
-    atomic_write(stamp, lambda p: p.write_text(key + "\n"))
+    atomic_json(stamp, {"key": key, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
     return path, df.reset_index(drop=True)
+
+
+def _cached_table(path: Path, stamp: Path, key: str) -> pd.DataFrame | None:
+    """The stored table if it was made from these label files and is intact (size and SHA-256
+    as recorded in ``stamp``); a damaged one is reported in one warning line, then rebuilt."""
+    if not (path.is_file() and stamp.is_file()):
+        return None
+    try:
+        record = read_sidecar(stamp, ("key", "bytes", "sha256"))
+    except Damaged:
+        return None  # an older stamp (plain text): rebuild quietly
+    if record["key"] != key:
+        return None  # other label files: a new table
+    if path.stat().st_size != record["bytes"] or file_sha256(path) != record["sha256"]:
+        discard(log, "MIMIC-CXR pre-training table", path, "no longer matches its recorded size and SHA-256",
+                [path, stamp])
+        return None
+    return pd.read_csv(path, dtype={"dicom_id": str}, keep_default_na=False)
 
 
 def prepare(root: Path, size: int = 256, split: str = "train", limit: int = 0) -> dict:
@@ -178,7 +200,7 @@ def prepare(root: Path, size: int = 256, split: str = "train", limit: int = 0) -
         rows = rows.iloc[:limit]
     stack = cached_stack("mimic", rows["dicom_id"].tolist(),
                          [jpg_path(folder, a, b, c) for a, b, c in rows[["subject_id", "study_id", "dicom_id"]]
-                          .itertuples(index=False)], size)
+                          .itertuples(index=False)], size, folder)
     out = cache_dir("real", "5x200")
     lists = {"mimic5x200": write_ids(out / "mimic5x200.txt", mimic5x200(root).ids("test"))}
     try:
@@ -204,7 +226,8 @@ def real_corpus(cfg, root: Path):
     size = round(cfg.image_size * 8 / 7)
     ids = rows["dicom_id"].astype(str).tolist()
     stack = cached_stack("mimic", ids, [jpg_path(folder, a, b, c) for a, b, c in
-                                        rows[["subject_id", "study_id", "dicom_id"]].itertuples(index=False)], size)
+                                        rows[["subject_id", "study_id", "dicom_id"]].itertuples(index=False)], size,
+                         folder)
     keep = {i: k for k, i in enumerate(ids)}
     pos = [keep[i] for i in stack.ids]
     fingerprint = hashlib.sha256(f"{TABLE_VERSION}|{stack.key}|{','.join(stack.ids)}".encode()).hexdigest()[:12]

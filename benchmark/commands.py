@@ -158,6 +158,8 @@ def _store(args: argparse.Namespace, readonly: bool):
     from benchmark.store import Store
 
     path = getattr(args, "store", None)
+    if path == "":  # would silently be the default store
+        raise UserError("--store is empty: give a results store file")
     if path is not None and not Path(path).exists():
         raise UserError(f"results store {path} does not exist")
     return Store(path, readonly=readonly)

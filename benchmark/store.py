@@ -202,7 +202,10 @@ class Store:
     # ------------------------------------------------------------ opening
 
     def _fail(self, exc: sqlite3.Error, doing: str) -> UserError:
-        text = str(exc)
+        text = " ".join(str(exc).split())  # one line, and not a page of it
+        text = text if len(text) <= 120 else text[:117] + "..."
+        if "malformed" in text or "decode" in text:
+            return UserError(f"results store {self.path} is damaged ({text}): restore it from a backup, or {HINT}")
         if "not a database" in text:
             return UserError(f"results store {self.path} is not an SQLite database ({text}): give a medvlp-bench "
                              f"results store, or {HINT}")
@@ -254,6 +257,8 @@ class Store:
             self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
             with self._write() as db:
                 now = _shape(db)  # again under the write lock: another process may have made it meanwhile
+                if not now.empty and (check := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")  # found now, not after training
                 if (why := now.problem()) is not None:
                     raise UserError(f"{self.path} is not a medvlp-bench results store ({why}); {HINT}")
                 if now.empty:
@@ -303,7 +308,7 @@ class Store:
         try:
             cur = self.db.execute(f"SELECT {cols} FROM trials {where} ORDER BY id", args)
             rows = cur.fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if "no such table" in str(exc):  # an empty database: nothing stored yet
                 return []
             raise self._fail(exc, "read") from None
@@ -335,7 +340,10 @@ class Store:
         """(method, method_hash) -> variant name, for the configs a grid named."""
         if not self.has_variants:
             return {}
-        return {(m, h): v for m, h, v in self.db.execute("SELECT method, method_hash, variant FROM variants")}
+        try:
+            return {(m, h): v for m, h, v in self.db.execute("SELECT method, method_hash, variant FROM variants")}
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "read") from None
 
     # ------------------------------------------------------------ writing
 

@@ -64,6 +64,23 @@ def checkpoints(tmp, monkeypatch):
     torch.save({"foo.weight": torch.zeros(2)}, tmp / "foreign.pth")
 
 
+def checkpoints_unsafe(tmp, monkeypatch):
+    """A ResNet-50 of NaNs, and a file that is nothing but a pickled command (read inertly, never run)."""
+    import os
+
+    import torchvision
+
+    state = torchvision.models.resnet50().state_dict()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+               tmp / "nan.pth")
+
+    class Command:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp}/MARKER",))
+
+    torch.save({"state_dict": Command()}, tmp / "command.pth")
+
+
 def experiments(tmp, monkeypatch):
     (tmp / "bogus_key.yaml").write_text("methods: [imitate]\ntasks: [rsna_cls]\nbogus: 1\n")
     (tmp / "broken.yaml").write_text("methods: [imitate\n")
@@ -150,6 +167,19 @@ def store_read_only(tmp, monkeypatch):
         pytest.skip("root writes read-only files")
     Store().close()
     (tmp / "store.sqlite").chmod(0o444)
+
+
+def store_damaged(tmp, monkeypatch):
+    """A real store with pages overwritten in the middle (its header and schema still read)."""
+    store = Store()
+    for seed in range(200):
+        store.record(Trial(method="imitate", method_hash="h", task="rsna_cls", task_hash="t", protocol="mgca",
+                           fraction=1.0, seed=seed, data_source="phantom-v1", status="finished", metric="auroc",
+                           value=0.7, metrics={"pad": "x" * 2000}))
+    store.close()
+    data = bytearray((tmp / "store.sqlite").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 8192] = b"\xff" * 8192
+    (tmp / "store.sqlite").write_bytes(bytes(data))
 
 
 def store_env(name: str, make):
@@ -323,6 +353,9 @@ CASES = [
      store_with_a_column_it_cannot_fill),
     ("store not a database for a run", SMOKE, ["is not an SQLite database (file is not a database)"],
      store_env("notes.sqlite", store_not_a_database)),
+    ("store damaged, read", ["results"], ["store.sqlite is damaged", "restore it from a backup"], store_damaged),
+    ("store damaged, before a run trains", SMOKE, ["store.sqlite is damaged", "malformed"], store_damaged),
+    ("store given empty", ["results", "--store", ""], ["--store is empty"], None),
     ("store is /dev/null", ["results"], ["null.sqlite is not a regular file"], store_is_dev_null),
     ("store locked by another process", SMOKE, ["store.sqlite is locked by another process", "try again"], store_locked),
     ("store read-only", SMOKE, ["cannot write to the results store", "readonly database"], store_read_only),
@@ -332,6 +365,10 @@ CASES = [
      ["no finished real-data trials (the finished ones are phantom-data)"], store_with_a_result),
     # issue 14: data files and split manifests
     # issue 14: checkpoints and caches
+    ("checkpoint of NaNs", [*CKPT, "{tmp}/nan.pth"], ["{tmp}/nan.pth: 265 of 318 encoder tensors hold NaN"],
+     checkpoints_unsafe),
+    ("checkpoint that is a pickled command", [*CKPT, "{tmp}/command.pth"],
+     ["{tmp}/command.pth holds no state dict of tensors (found <not loaded: posix.system>)"], checkpoints_unsafe),
 ]
 
 

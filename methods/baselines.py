@@ -13,14 +13,17 @@ and/or with DDP's ``module.`` prefix:
 | ``prior`` | ``image_encoder.encoder.*`` (1-channel ``conv1``: spread over 3 channels as w/3 each, which is the same function on a replicated grayscale input) |
 | ``auto`` | the format whose prefix matches the most keys |
 
+Files are read without running pickled code (``benchmark.safe_load``): a
+Lightning checkpoint's hyper-parameter objects (Namespaces, OmegaConf configs,
+paths, numpy scalars) are skipped, the tensors kept.
+
 A missing or unexpected encoder key is an error that lists them: a half-loaded
-encoder would give plausible but wrong numbers.
+encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +32,7 @@ import torch
 
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
+from benchmark.safe_load import Inert, load_tensors
 from methods.base import Method, MethodConfig
 from methods.encoders import ResNetStages
 
@@ -79,7 +83,8 @@ class Checkpoint(Method):
 
     def __init__(self, cfg: CheckpointConfig) -> None:
         super().__init__(cfg)
-        load_encoder_state(self.backbone, read_checkpoint(Path(cfg.checkpoint_path)), cfg.checkpoint_format)
+        path = Path(cfg.checkpoint_path)
+        load_encoder_state(self.backbone, read_checkpoint(path), cfg.checkpoint_format, source=str(path))
 
     @classmethod
     def fingerprint(cls, cfg: CheckpointConfig) -> str:
@@ -99,11 +104,12 @@ def _check_file(path: Path) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed)."""
+    """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed),
+    read without running any pickled code."""
     _check_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        obj = load_tensors(path)
+    except Exception as exc:  # a malformed pickle raises anything: the file is at fault, not the code
         reason = (str(exc) or "empty").splitlines()[0].split(". ")[0][:120]  # torch's first sentence
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {reason})") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
@@ -111,7 +117,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise UserError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
+        found = repr(obj) if isinstance(obj, Inert) else type(obj).__name__
+        raise UserError(f"{path} holds no state dict of tensors (found {found})")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -126,8 +133,10 @@ def detect_format(keys: list[str]) -> str:
     return best
 
 
-def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto") -> str:
-    """Load the encoder part of ``state`` into ``backbone`` strictly; returns the format used."""
+def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto",
+                       source: str = "the checkpoint") -> str:
+    """Load the encoder part of ``state`` into ``backbone`` strictly; returns the format used.
+    ``source`` (the file) is named when the weights are not finite."""
     fmt = {"imitate": "torchvision", "convirt": "mgca"}.get(fmt, fmt)
     if fmt == "auto":
         fmt = detect_format(list(state))
@@ -150,5 +159,9 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
     shapes = [k for k, v in mine.items() if v.shape != expected[k].shape]
     if shapes:
         raise UserError(f"checkpoint tensors have the wrong shape for a ResNet-50: {shapes[:6]}")
+    broken = [k for k, v in mine.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"{source}: {len(broken)} of {len(mine)} encoder tensors hold NaN or infinite values "
+                        f"({broken[:3]}); the file is damaged or was saved from a diverged run")
     backbone.load_state_dict(mine, strict=False)
     return fmt

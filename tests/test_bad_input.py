@@ -78,7 +78,7 @@ def checkpoints_unsafe(tmp, monkeypatch):
         def __reduce__(self):
             return (os.system, (f"touch {tmp}/MARKER",))
 
-    torch.save({"state_dict": Command()}, tmp / "command.pth")
+    torch.save(Command(), tmp / "command.pth")
 
 
 def experiments(tmp, monkeypatch):
@@ -180,6 +180,13 @@ def store_damaged(tmp, monkeypatch):
     data = bytearray((tmp / "store.sqlite").read_bytes())
     data[len(data) // 2: len(data) // 2 + 8192] = b"\xff" * 8192
     (tmp / "store.sqlite").write_bytes(bytes(data))
+
+
+def tune_store_foreign(tmp, monkeypatch):
+    """The search's own store (tune/NAME/trials.sqlite beside the results store) is another application's."""
+    (tmp / "tune" / "t1").mkdir(parents=True)
+    foreign_databases(tmp / "tune" / "t1", monkeypatch)
+    (tmp / "tune" / "t1" / "app.sqlite").rename(tmp / "tune" / "t1" / "trials.sqlite")
 
 
 def store_env(name: str, make):
@@ -359,6 +366,11 @@ CASES = [
     ("store is /dev/null", ["results"], ["null.sqlite is not a regular file"], store_is_dev_null),
     ("store locked by another process", SMOKE, ["store.sqlite is locked by another process", "try again"], store_locked),
     ("store read-only", SMOKE, ["cannot write to the results store", "readonly database"], store_read_only),
+    ("grid on a locked store", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke"],
+     ["store.sqlite is locked by another process"], store_locked),
+    ("tune on another application's search store", ["tune", "--method", "random", "--task", "rsna_cls", "--profile",
+                                                    "smoke", "--name", "t1"],
+     ["tune/t1/trials.sqlite is not a medvlp-bench results store"], tune_store_foreign),
     ("table of an unknown protocol", ["table", "--protocol", "bogus"],
      ["no finished trials with protocol 'bogus' (the finished ones have protocol mgca)"], store_with_a_result),
     ("table of real data with phantom only", ["table", "--data", "real"],

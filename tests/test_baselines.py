@@ -124,3 +124,143 @@ def test_random_is_seeded_and_untrained(capsys):
     torch.manual_seed(123)  # the global RNG does not matter, the config seed does
     again = RandomInit(resolve("random", None, "smoke").method_cfg).backbone.state_dict()
     assert torch.equal(a["conv1.weight"], again["conv1.weight"])
+
+
+# ---------------------------------------------------------------- released checkpoints as they are published
+class Command:
+    """Pickles as a call of ``func(arg)``: what a planted checkpoint would run on a plain torch.load."""
+
+    def __init__(self, func, arg: str) -> None:
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return (self.func, (self.arg,))
+
+
+def foreign_object(tmp_path):
+    """An instance of a class from a package this machine lacks (a Lightning callback, an OmegaConf node)."""
+    import sys
+    import types
+
+    module = types.ModuleType("some_lab_config")
+    Config = type("Config", (), {"__module__": module.__name__})
+    module.Config = Config
+    sys.modules[module.__name__] = module
+    try:
+        obj = Config()
+        obj.lr, obj.data = 1e-4, tmp_path / "data"
+        return obj, lambda: sys.modules.pop(module.__name__)
+    except BaseException:
+        sys.modules.pop(module.__name__)
+        raise
+
+
+def lightning_checkpoint(tmp_path, extra: dict | None = None) -> tuple:
+    import argparse
+
+    import numpy as np
+
+    state = reference_encoder()
+    hyper = {"args": argparse.Namespace(img_encoder="resnet_50", lr=2e-5, data_dir=tmp_path / "mimic"),
+             "data_dir": tmp_path / "mimic", "temperature": np.float64(0.07), "max_epochs": np.int64(50),
+             "crop": np.array([224, 224])}
+    try:
+        from omegaconf import OmegaConf
+
+        hyper["cfg"] = OmegaConf.create({"model": {"vision": {"model_name": "resnet_50"}}, "lr": 5e-5})
+    except ImportError:
+        pass
+    ckpt = {"epoch": 14, "global_step": 9000, "pytorch-lightning_version": "1.5.9", "hyper_parameters": hyper,
+            "state_dict": wrap(state, "mgca")["state_dict"], "optimizer_states": [{"state": {}, "param_groups": []}],
+            **(extra or {})}
+    obj, forget = foreign_object(tmp_path)
+    ckpt["callbacks"] = {"ModelCheckpoint": obj}
+    path = tmp_path / "mgca_resnet_50.ckpt"
+    torch.save(ckpt, path)
+    forget()  # the class is gone when the file is read, as on a user's machine
+    return path, state
+
+
+def assert_same_encoder(backbone, state):
+    for key, value in backbone.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, state[key]), key
+
+
+def test_a_lightning_checkpoint_with_hyper_parameter_objects_loads(tmp_path):
+    path, state = lightning_checkpoint(tmp_path)
+    with pytest.raises(Exception, match="Weights only load failed"):  # what plain torch does with it
+        torch.load(path, weights_only=True)
+    backbone = ResNetStages()
+    assert load_encoder_state(backbone, read_checkpoint(path)) == "mgca"
+    assert_same_encoder(backbone, state)
+
+
+def test_legacy_format_checkpoints_load_the_same_way(tmp_path):
+    import argparse
+
+    state = reference_encoder()
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state, "hparams": argparse.Namespace(lr=1.0)}, path, _use_new_zipfile_serialization=False)
+    backbone = ResNetStages()
+    assert load_encoder_state(backbone, read_checkpoint(path)) == "torchvision"
+    assert_same_encoder(backbone, state)
+
+
+@pytest.mark.parametrize("target", ["os.system", "builtins.exec", "builtins.eval", "subprocess.Popen"])
+def test_a_malicious_checkpoint_runs_no_code(target, tmp_path):
+    import builtins
+    import os
+    import subprocess
+
+    marker = tmp_path / "MARKER"
+    func, arg = {
+        "os.system": (os.system, f"touch {marker}"),
+        "builtins.exec": (builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.eval": (builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        "subprocess.Popen": (subprocess.Popen, ["touch", str(marker)]),
+    }[target]
+    path, state = lightning_checkpoint(tmp_path, {"hyper_parameters": Command(func, arg), "loops": [Command(func, arg)]})
+    backbone = ResNetStages()
+    assert load_encoder_state(backbone, read_checkpoint(path)) == "mgca"  # the weights are read
+    assert_same_encoder(backbone, state)
+    # a file that is nothing but the command is refused in one line
+    torch.save(Command(func, arg), tmp_path / "command.pth")
+    with pytest.raises(UserError, match=r"holds no state dict of tensors \(found <not loaded: "):
+        read_checkpoint(tmp_path / "command.pth")
+    # so are the weights with a command in their place
+    torch.save({"state_dict": {"conv1.weight": Command(func, arg)}}, tmp_path / "hidden.pth")
+    with pytest.raises(UserError, match="holds no state dict of tensors"):
+        read_checkpoint(tmp_path / "hidden.pth")
+    assert not marker.exists()
+    ran = torch.load(tmp_path / "command.pth", weights_only=False)  # the control: a plain load does run it
+    getattr(ran, "wait", lambda: None)()  # (Popen runs beside us)
+    assert marker.exists()
+
+
+def test_a_lightning_checkpoint_through_the_cli(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    import os
+
+    path, state = lightning_checkpoint(tmp_path, {"loops": Command(os.system, f"touch {marker}")})
+    assert main(["pretrain", "--method", "checkpoint", "--checkpoint", str(path), "--profile", "smoke", "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    encoder = torch.load(meta["encoder"], weights_only=True)
+    assert torch.equal(encoder["layer4.2.conv3.weight"], state["layer4.2.conv3.weight"])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_checkpoint_of_non_finite_weights_names_the_file(bad, tmp_path, capsys):
+    state = reference_encoder()
+    state = {k: torch.full_like(v, bad) if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(UserError) as err:
+        load_encoder_state(ResNetStages(), read_checkpoint(path), source=str(path))
+    assert str(err.value).startswith(f"{path}: 265 of 318 encoder tensors hold NaN or infinite values")
+    state = reference_encoder()
+    state["layer3.1.bn2.running_var"][5] = bad  # one bad number is enough
+    torch.save(state, path)
+    with pytest.raises(UserError, match=r"1 of 318 encoder tensors .*'layer3.1.bn2.running_var'"):
+        load_encoder_state(ResNetStages(), read_checkpoint(path), source=str(path))

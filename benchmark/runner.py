@@ -122,9 +122,13 @@ def plan_trial(
     root = data_root(data_root_arg)
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
-    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg))
+    from benchmark.data.real.fingerprint import trial_fingerprints
+
+    # real data: keyed on the label files' content (not the root's path); phantom: no extra inputs
+    corpus_fp, task_fp = trial_fingerprints(root, tcfg.dataset, resolved.method_cls.pretrains)
+    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg), *corpus_fp)
     trial = Trial(
-        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
+        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
         method_config=to_dict(mcfg), task_config=to_dict(tcfg),
     )
     if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():

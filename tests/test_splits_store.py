@@ -1,7 +1,9 @@
+import hashlib
+
 import numpy as np
 import pytest
 
-from benchmark.data.splits import draw_subset, fraction_subset
+from benchmark.data.splits import draw_subset, fraction_subset, record_path
 from benchmark.errors import UserError
 from benchmark.store import Store, Trial
 
@@ -16,9 +18,35 @@ def test_fraction_manifest_is_stored_and_stable(isolated_home, monkeypatch):
     monkeypatch.setenv("BENCHMARK_HOME", str(isolated_home / "other"))
     again, path2 = fraction_subset("rsna_seg", "phantom", IDS, LABELS, 0.01, 42)
     assert again == first and path2 != path
-    # the stored file wins over a recomputation
+    # its SHA-256 is recorded beside it, in the sha256sum format
+    record = record_path(path2)
+    assert record.read_text() == f"{hashlib.sha256(path2.read_bytes()).hexdigest()}  {path2.name}\n"
+    # a stored file without a record (from before records) is used as it is and recorded on first read
+    record.unlink()
     path2.write_text("\n".join(first[:3]) + "\n")
     assert fraction_subset("rsna_seg", "phantom", IDS, LABELS, 0.01, 42)[0] == first[:3]
+    assert record.read_text().startswith(hashlib.sha256(path2.read_bytes()).hexdigest())
+
+
+@pytest.mark.parametrize("edit", ["truncated", "one id changed", "emptied"])
+def test_a_manifest_that_no_longer_matches_its_record_is_an_error(edit):
+    subset, path = fraction_subset("rsna_cls", "phantom", IDS, LABELS, 0.1, 0)
+    text = path.read_text()
+    path.write_text({"truncated": text[: len(text) // 2], "one id changed": text.replace(subset[3], IDS[-1] + "x"),
+                     "emptied": ""}[edit])
+    with pytest.raises(UserError, match=rf"split manifest {path} no longer matches its recorded SHA-256 "
+                                        rf"\({path.name}.sha256\): it was edited or truncated; restore it"):
+        fraction_subset("rsna_cls", "phantom", IDS, LABELS, 0.1, 0)
+    path.write_text(text)  # restored: used again
+    assert fraction_subset("rsna_cls", "phantom", IDS, LABELS, 0.1, 0)[0] == subset
+
+
+def test_other_strata_draw_another_manifest():
+    """Same ids, labels changed (another label file): not the old list."""
+    a, pa = fraction_subset("rsna_cls", "real", IDS, LABELS, 0.1, 0)
+    b, pb = fraction_subset("rsna_cls", "real", IDS, 1 - LABELS, 0.1, 0)
+    assert pa != pb and b == draw_subset(IDS, 1 - LABELS, 0.1, 0)
+    assert fraction_subset("rsna_cls", "real", IDS, None, 0.1, 0)[1] not in (pa, pb)
 
 
 def test_subsets_are_stratified_nested_and_seeded():

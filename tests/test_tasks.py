@@ -62,6 +62,41 @@ def test_linear_probe_reuses_cached_features(capsys, monkeypatch):
     assert '"metric": "auroc"' in out
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other images", "NaN features"])
+def test_damaged_feature_cache_is_rebuilt_with_one_warning(damage, capsys, monkeypatch, caplog, isolated_home):
+    import logging
+
+    from benchmark.cli import main
+    from tasks.classification import PooledEncoder
+
+    calls = []
+    real = PooledEncoder.forward
+    monkeypatch.setattr(PooledEncoder, "forward", lambda self, x: calls.append(len(x)) or real(self, x))
+    base = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--json"]
+    assert main([*base, "--fraction", "1"]) == 0
+    files = sorted((isolated_home / "home" / "features").rglob("*.pt"), key=lambda p: p.stat().st_size)
+    assert len(files) == 3 and sum(calls) == 36
+    path = files[0]  # val or test: 8 images
+    saved = torch.load(path, weights_only=True)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"\x80\x04 not a torch file" * 10)
+    elif damage == "other images":
+        torch.save({"ids": saved["ids"][::-1], "features": saved["features"]}, path)
+    else:
+        torch.save({"ids": saved["ids"], "features": saved["features"] * float("nan")}, path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*base, "--fraction", "1", "--seed", "1"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"feature cache {path} is damaged" in warnings[0], warnings
+    assert sum(calls) == 36 + 8  # only the damaged split encoded again
+    again = torch.load(path, weights_only=True)
+    assert again["ids"] == saved["ids"] and torch.allclose(again["features"], saved["features"])
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_precision_at_k_hand_computed():
     from tasks.retrieval import precision_at_k
 

@@ -1,3 +1,6 @@
+import logging
+
+import pytest
 import torch
 
 from methods.text_cache import TextEmbeddingCache
@@ -57,3 +60,23 @@ def test_pretraining_encodes_the_corpus_once_not_per_epoch(isolated_home, monkey
     assert two["text_cache"]["misses"] == one["text_cache"]["misses"]
     again_calls, again = _pretrain_text_calls(3, isolated_home / "b", monkeypatch)  # same home: disk cache
     assert again_calls == 0 and again["text_cache"]["misses"] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "fewer vectors than texts"])
+def test_damaged_text_cache_is_rebuilt_with_one_warning(damage, caplog):
+    texts = ["no acute disease.", "right upper lobe opacity."]
+    first = TextEmbeddingCache("tiny-random", max_length=32).encode(texts)
+    path = TextEmbeddingCache("tiny-random", max_length=32).path
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"PK\x03\x04 garbage" * 20)
+    else:
+        torch.save({"texts": texts, "emb": first[:1]}, path)
+    with caplog.at_level(logging.WARNING):
+        cache = TextEmbeddingCache("tiny-random", max_length=32)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"text-embedding cache {path} is damaged" in warnings[0], warnings
+    assert torch.equal(cache.encode(texts), first) and cache.misses == 2  # encoded again
+    fresh = TextEmbeddingCache("tiny-random", max_length=32)  # and written again, whole
+    assert torch.equal(fresh.encode(texts), first) and fresh.misses == 0

@@ -6,12 +6,22 @@ first ``round(fraction * n_group)`` ids (at least one) are taken, so subsets
 are stratified and nested (the 1 % list sits inside the 10 % list for a seed).
 The list is written once as a text file (one id per line) and read back on
 every later run, so a trial's training set can be inspected and shared.
+
+A manifest is a result's definition, so it is never silently regenerated: when
+it is first written, its SHA-256 goes beside it in ``<name>.sha256`` (the
+``sha256sum`` format: ``sha256sum -c`` checks it by hand), and every later read
+compares. A manifest that no longer matches (edited, truncated) is an error
+naming the file. A manifest from before these records gets its record on first
+read (with a log line saying so). The file name holds a fingerprint of the
+training ids and of the labels that stratify them, so a changed label file
+draws a new list instead of reusing an old one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +29,8 @@ import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.paths import atomic_write, cache_dir
+
+log = logging.getLogger(__name__)
 
 
 def check_fraction(fraction: float) -> float:
@@ -47,23 +59,77 @@ def draw_subset(ids: Sequence[str], labels: Sequence[int] | None, fraction: floa
     return [ids[i] for i in sorted(keep)]
 
 
-def manifest_path(task: str, source: str, ids: Sequence[str], fraction: float, seed: int) -> Path:
-    return cache_dir("splits", source, task) / f"train-{ids_fingerprint(ids)}-f{fraction:g}-seed{seed}.txt"
+def subset_fingerprint(ids: Sequence[str], labels: Sequence[int] | None) -> str:
+    """What a subset is drawn from: the ids, and the labels that stratify them."""
+    if labels is None:
+        return ids_fingerprint(ids)
+    strata = np.asarray(labels).astype(np.int64).tolist()
+    return hashlib.sha256(("\n".join(ids) + "|" + ",".join(map(str, strata))).encode()).hexdigest()[:10]
+
+
+def manifest_path(task: str, source: str, ids: Sequence[str], fraction: float, seed: int,
+                  labels: Sequence[int] | None = None) -> Path:
+    return cache_dir("splits", source, task) / f"train-{subset_fingerprint(ids, labels)}-f{fraction:g}-seed{seed}.txt"
+
+
+def record_path(path: Path) -> Path:
+    """Where a manifest's SHA-256 is recorded: ``<manifest>.sha256`` beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_manifest(path: Path) -> None:
+    """Write ``path``'s SHA-256 beside it (``sha256sum`` format)."""
+    line = f"{_sha256(path.read_bytes())}  {path.name}\n"
+    atomic_write(record_path(path), lambda p: p.write_text(line))
+
+
+def read_manifest(path: Path) -> list[str]:
+    """A stored manifest's ids, after checking it against its recorded SHA-256 (recorded now if
+    it has none); a UserError naming the file when it no longer matches."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read split manifest {path}: {exc.strerror or exc}") from None
+    rec = record_path(path)
+    if not rec.is_file():
+        record_manifest(path)
+        log.info("split manifest %s had no recorded SHA-256 (written before records existed): recorded now in %s",
+                 path, rec.name)
+    else:
+        try:
+            recorded = rec.read_text(encoding="ascii").split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            recorded = ""
+        if recorded != _sha256(data):
+            raise UserError(f"split manifest {path} no longer matches its recorded SHA-256 ({rec.name}): it was edited "
+                            "or truncated; restore it (it defines the results drawn from it), or delete both files to "
+                            "draw it again")
+    try:
+        return data.decode("utf-8").split()
+    except UnicodeDecodeError:
+        raise UserError(f"split manifest {path} is not a text file of ids; delete it and its {rec.name}") from None
 
 
 def fraction_subset(
     task: str, source: str, ids: Sequence[str], labels: Sequence[int] | None, fraction: float, seed: int
 ) -> tuple[list[str], Path]:
-    """The stored subset for (task, data source, training ids, fraction, seed), writing it on first use."""
-    path = manifest_path(task, source, ids, fraction, seed)
+    """The stored subset for (task, data source, training ids and strata, fraction, seed), written on first use."""
+    path = manifest_path(task, source, ids, fraction, seed, labels)
     if path.exists():
-        subset = path.read_text().split()
+        subset = read_manifest(path)
+        if not subset:
+            raise UserError(f"split manifest {path} is empty; delete it and its {record_path(path).name} to draw it again")
         unknown = set(subset) - set(ids)
         if unknown:
             raise UserError(f"split manifest {path} names {len(unknown)} ids not in the training split; delete it")
         return subset, path
     subset = draw_subset(ids, labels, fraction, seed)
     atomic_write(path, lambda p: p.write_text("\n".join(subset) + "\n"))
+    record_manifest(path)
     return subset, path
 
 

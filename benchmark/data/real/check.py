@@ -3,7 +3,10 @@
 Why: a first run should not decode for an hour before failing on a missing
 folder. This reads the label files, runs the split recipe and looks for every
 image file (existence only, no decoding), then reports counts and the first
-few missing paths.
+few missing paths. Boxes (RSNA, Object-CXR) are checked too: zero or negative
+width or height, or reaching outside the image (its size read from the file's
+header), are counted and the first few listed; the loaders clip such boxes to
+the image and drop those left without area.
 """
 
 from __future__ import annotations
@@ -61,12 +64,38 @@ def check(name: str, root: Path) -> Report:
         rep.lines.append(f"    missing {p}")
     if len(rep.missing) > SHOW:
         rep.lines.append(f"    ... and {len(rep.missing) - SHOW} more")
+    rep.lines += box_lines([st for _, st in tables], ids)
     if dataset == "mimic5x200" and not mimic_report_dirs(folder):
         rep.lines.append("  reports: none found (zero-shot runs without them; pre-training needs them)")
     rep.ok = len(rep.missing) <= max(MAX_BAD, len(ids) // 100) and present > 0
     rep.lines.append("can run: yes" + (" (missing images are left out with a warning)" if rep.missing else "")
                      if rep.ok else "can run: no (too many images missing)")
     return rep
+
+
+def box_lines(tables: list, paths: dict[str, Path]) -> list[str]:
+    """The report lines about invalid boxes of the tables that carry boxes (none if all are valid)."""
+    from benchmark.data.real.images import image_shape
+    from benchmark.data.real.labels import box_problem
+
+    bad, total, seen = [], 0, set()
+    for st in tables:
+        if "boxes" not in st.table:
+            continue
+        for i, boxes in zip(st.table["id"].astype(str), st.table["boxes"]):
+            if i in seen or not boxes:
+                continue
+            seen.add(i)
+            total += len(boxes)
+            shape = image_shape(paths[i]) if i in paths and paths[i].is_file() else None
+            for box in boxes:
+                why = box_problem(box, *(shape or (None, None)))
+                if why:
+                    bad.append(f"    {i}: x {box[0]:g} y {box[1]:g} w {box[2]:g} h {box[3]:g}: {why}")
+    if not bad:
+        return [f"  boxes: {total}, all valid"] if seen or total else []
+    return [f"  boxes: {len(bad)} of {total} invalid (loaders clip them to the image and drop those without area):",
+            *bad[:SHOW]] + ([f"    ... and {len(bad) - SHOW} more"] if len(bad) > SHOW else [])
 
 
 def check_mimic(root: Path) -> Report:

@@ -49,3 +49,13 @@ def dataset_fingerprint(dataset: str, root: Path) -> str:
     """The fingerprint of a task data set's label files under ``root`` (a UserError if absent)."""
     _, files = label_files(root, ALIASES.get(dataset, dataset))
     return files_fingerprint(files.values())
+
+
+def trial_fingerprints(root: Path | None, dataset: str, pretrains: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Extra store-key inputs (method hash, task hash) for a trial: on real data the fingerprints
+    of the MIMIC-CXR CSVs (methods that pre-train) and of the task data set's label files; on
+    phantom data none, so phantom keys stay as they were."""
+    if root is None:
+        return (), ()
+    corpus = (f"mimic:{dataset_fingerprint('mimic', root)}",) if pretrains else ()
+    return corpus, (f"{dataset}:{dataset_fingerprint(dataset, root)}",)

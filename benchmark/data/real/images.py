@@ -77,6 +77,22 @@ def decode(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.uint8).copy()
 
 
+def image_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header only (no decoding); None if unreadable."""
+    try:
+        if path.suffix.lower() == ".dcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            return int(ds.Rows), int(ds.Columns)
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the image checks, not here
+        return None
+
+
 def _decode_dicom(path: Path) -> np.ndarray:
     import pydicom
 

@@ -7,11 +7,18 @@ the 1 % and 10 % subsets for seeds 42, 0 and 1 exactly as the runner draws
 them (``benchmark.data.splits.draw_subset`` on the same ids and strata), plus
 ``summary.json`` with each list's file, count and SHA-256. Only label files
 are read, never images.
+
+The lists are results' definitions, so a folder that already holds them is
+never silently rewritten: a list that no longer matches the SHA-256 recorded in
+its ``summary.json`` (edited, truncated) is an error naming it, and so is a list
+that today's label files would draw differently (write those to a new
+``--out``). Writing the same lists again is a no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,7 +81,7 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
     dataset = dataset_name(name)
     out = Path(out) if out is not None else cache_dir("manifests", protocol, dataset)
     writable_dir(out, "the --out folder", "pass --out DIR with a folder you can write")
-    lists: dict[str, dict] = {}
+    planned: dict[str, list[str]] = {}
     sources = set()
     for key, variant in VARIANTS[dataset]:
         st = _table(key, variant, root)
@@ -82,20 +89,46 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
         prefix = f"{variant}-" if variant else ""
         for split in st.rows:
             ids = st.ids(split)
-            lists[f"{prefix}{split}"] = _entry(write_ids(out / f"{prefix}{split}.txt", ids), len(ids))
+            planned[f"{prefix}{split}"] = ids
             if split != "train" or dataset == "mimic":
                 continue
             strata = st.labels(split)
             for fraction in FRACTIONS:
                 for seed in SEEDS:
-                    subset = draw_subset(ids, strata, fraction, seed)
-                    tag = f"{prefix}train-{fraction * 100:g}pct-seed{seed}"
-                    lists[tag] = _entry(write_ids(out / f"{tag}.txt", subset), len(subset))
+                    planned[f"{prefix}train-{fraction * 100:g}pct-seed{seed}"] = draw_subset(ids, strata, fraction, seed)
+    check_existing(out, {f"{tag}.txt": _text(ids) for tag, ids in planned.items()})
+    lists = {tag: _entry(write_ids(out / f"{tag}.txt", ids), len(ids)) for tag, ids in planned.items()}
     summary = {"dataset": dataset, "protocol": protocol, "recipe": RECIPE_VERSION, "source": sorted(sources),
                "stratified": "fraction subsets: benchmark.data.splits.draw_subset(train ids, labels, fraction, seed)",
                "lists": lists}
     atomic_json(out / "summary.json", summary)
     return out, summary
+
+
+def _text(ids: Sequence[str]) -> str:
+    return "".join(f"{i}\n" for i in ids)
+
+
+def check_existing(out: Path, planned: dict[str, str]) -> None:
+    """A UserError if a list already in ``out`` was edited since ``summary.json`` recorded it,
+    or differs from what would be written now (``planned``: file name -> text)."""
+    recorded: dict[str, str] = {}
+    summary = out / "summary.json"
+    if summary.is_file():
+        try:
+            recorded = {e["file"]: e["sha256"] for e in json.loads(summary.read_text(encoding="utf-8"))["lists"].values()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{summary} is not a split summary this tool wrote; write the lists to a new --out") from None
+    for name, sha in recorded.items():
+        path = out / name
+        if not path.is_file() or sha256(path) != sha:
+            raise UserError(f"split list {path} no longer matches the SHA-256 in {summary}: it was edited, truncated "
+                            "or removed; restore it, or write the lists to a new --out")
+    for name, text in planned.items():
+        path = out / name
+        if path.is_file() and path.read_bytes() != text.encode():
+            raise UserError(f"split list {path} differs from what the label files under the data root draw now "
+                            "(other label files?); write the lists to a new --out, or delete the old ones to replace them")
 
 
 def _entry(path: Path, count: int) -> dict:

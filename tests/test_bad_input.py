@@ -46,6 +46,38 @@ def rsna_corrupt_images(tmp, monkeypatch):
         dcm.write_bytes(dcm.read_bytes()[:200])  # truncated DICOMs
 
 
+def rsna_header_only(tmp, monkeypatch):
+    rsna_root(tmp, monkeypatch)
+    labels = tmp / "root" / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    labels.write_text(labels.read_text().splitlines()[0] + "\n")
+
+
+def rsna_two_rows(tmp, monkeypatch):
+    rsna_root(tmp, monkeypatch)
+    labels = tmp / "root" / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    labels.write_text("\n".join(labels.read_text().splitlines()[:3]) + "\n")
+
+
+def edited_split_manifest(tmp, monkeypatch):
+    """The stored 50 % list of the smoke rsna_cls trial, truncated after it was written."""
+    from benchmark.data.sources import task_splits
+    from benchmark.data.splits import fraction_subset
+    from benchmark.runner import resolve
+
+    r = resolve("random", "rsna_cls", "smoke", [])
+    train = task_splits(r.task_cfg, None, ("train",))[0]["train"]
+    _, path = fraction_subset("rsna_cls", "phantom-v1", train.ids, r.task_cls(r.task_cfg).strata(train), 0.5, 42)
+    path.write_text(path.read_text()[:30])
+
+
+def edited_published_list(tmp, monkeypatch):
+    from benchmark.data.real.manifests import write_manifests
+
+    rsna_root(tmp, monkeypatch)
+    out, _ = write_manifests("rsna", tmp / "root", out=tmp / "lists")
+    (out / "cls-test.txt").write_text("someone-else\n")
+
+
 def chexpert_truncated_jpegs(tmp, monkeypatch):
     import test_real_layouts as F
 
@@ -376,6 +408,16 @@ CASES = [
     ("table of real data with phantom only", ["table", "--data", "real"],
      ["no finished real-data trials (the finished ones are phantom-data)"], store_with_a_result),
     # issue 14: data files and split manifests
+    ("label file with a header only", [*SMOKE, "--data-root", "{tmp}/root"],
+     ["label file {tmp}/root/rsna-pneumonia/stage_2_train_labels.csv has a header but no rows"], rsna_header_only),
+    ("label file too short to split", ["data", "split", "rsna", "--data-root", "{tmp}/root"],
+     ["the label files hold too few rows for the split recipe"], rsna_two_rows),
+    ("split manifest edited", [*SMOKE, "--fraction", "0.5"],
+     ["no longer matches its recorded SHA-256", "-f0.5-seed42.txt.sha256", "restore it", "delete both files"],
+     edited_split_manifest),
+    ("published split list edited", ["data", "split", "rsna", "--data-root", "{tmp}/root", "--out", "{tmp}/lists"],
+     ["split list {tmp}/lists/cls-test.txt no longer matches the SHA-256 in {tmp}/lists/summary.json"],
+     edited_published_list),
     # issue 14: checkpoints and caches
     ("checkpoint of NaNs", [*CKPT, "{tmp}/nan.pth"], ["{tmp}/nan.pth: 265 of 318 encoder tensors hold NaN"],
      checkpoints_unsafe),

@@ -468,3 +468,137 @@ def test_an_image_listed_twice_is_an_error(tmp_path, subset, capsys):
     lst = tmp_path / "covidx" / "train_COVIDx9A.txt"
     lst.write_text(lst.read_text() + "P9 train-0001.png normal fixture\n")
     one_line_error(capsys, ["data", "split", "covidx", "--data-root", str(tmp_path)], "'train/train-0001.png' is listed 2 times")
+
+
+# ------------------------------------------- issue 14: caches heal, keyed on content
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage" * 9)
+    else:  # zeroed pixels, header intact
+        arr = np.load(path, mmap_mode="r+")
+        arr[:] = 0
+        arr.flush()
+        del arr
+
+
+@pytest.mark.parametrize("part, how", [("images.npy", "truncated"), ("images.npy", "zeroed"), ("masks.npy", "garbage"),
+                                       ("json", "truncated")])
+def test_damaged_real_image_cache_is_decoded_again_with_one_warning(part, how, tmp_path, subset, caplog):
+    from benchmark.data.real import real_task_splits
+    from benchmark.paths import cache_dir
+
+    F.rsna(tmp_path / "root")
+    cfg = cfg_for("rsna_det", image_size=32)
+    first = real_task_splits(cfg, tmp_path / "root", ("test",))["test"]
+    images, masks = np.array(first.images), np.array(first.masks)
+    (path,) = cache_dir("real", "rsna-det-test").glob(f"*.{part}")
+    _damage(path, how)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = real_task_splits(cfg, tmp_path / "root", ("test",))["test"]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name != "benchmark.data.real.labels"]  # not the subset notes
+    assert len(warnings) == 1 and "rsna-det-test image cache" in warnings[0] and "is damaged" in warnings[0], warnings
+    assert np.array_equal(again.images, images) and np.array_equal(again.masks, masks) and images.any()
+    assert again.fingerprint == first.fingerprint
+
+
+def test_results_and_mask_caches_follow_the_label_content_not_the_root(tmp_path, subset, monkeypatch):
+    """Another root with the same downloads reuses the result and the caches; a changed label
+    file is a new trial with masks drawn again."""
+    from benchmark.data.real import images
+    from benchmark.paths import cache_dir
+    from benchmark.runner import resolve, run_trial
+
+    F.rsna(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    seen = []
+
+    def fit(self, fit):
+        seen.append(np.array(fit.test.masks))
+        return {self.cfg.metric: 0.5}
+
+    monkeypatch.setattr(resolve("random", "rsna_seg", "smoke", []).task_cls, "fit_evaluate", fit)
+    first = run_trial("random", "rsna_seg", 1.0, profile="smoke", data_root_arg=str(tmp_path / "a"))
+    assert not first.reused and len(seen) == 1
+    decode = images.decode
+    monkeypatch.setattr(images, "decode", lambda path: pytest.fail(f"decoded {path} again"))
+    same = run_trial("random", "rsna_seg", 1.0, profile="smoke", data_root_arg=str(tmp_path / "b"))
+    assert same.reused and same.trial.task_hash == first.trial.task_hash and len(seen) == 1
+    (tmp_path / "a").rename(tmp_path / "gone")  # the caches do not point into the first root
+    from benchmark.data.real import real_task_splits
+
+    cfg = resolve("random", "rsna_seg", "smoke", []).task_cfg
+    assert np.array_equal(real_task_splits(cfg, tmp_path / "b", ("test",))["test"].masks, seen[0])
+
+    monkeypatch.setattr(images, "decode", decode)
+    labels = tmp_path / "b" / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    labels.write_text(labels.read_text().replace(",8.0,10.0,20.0,16.0,", ",30.0,30.0,20.0,16.0,"))
+    changed = run_trial("random", "rsna_seg", 1.0, profile="smoke", data_root_arg=str(tmp_path / "b"))
+    assert not changed.reused and changed.trial.task_hash != first.trial.task_hash and len(seen) == 2
+    assert not np.array_equal(seen[1], seen[0])  # the moved boxes' masks
+    assert len(list(cache_dir("real", "rsna-det-test").glob("*.masks.npy"))) == 2
+    unchanged_cls = run_trial("random", "rsna_cls", 1.0, profile="smoke", data_root_arg=str(tmp_path / "b"))
+    assert not unchanged_cls.reused  # another task: its own trial
+
+
+def test_invalid_boxes_are_listed_by_data_check_and_clipped_by_the_loaders(tmp_path, subset, capsys, caplog):
+    from benchmark.data.real import real_task_splits
+    from benchmark.data.real.mgca import rsna
+
+    truth = F.rsna(tmp_path)
+    labels = tmp_path / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    lines = labels.read_text().splitlines()
+    pid = next(line.split(",")[0] for line in lines[1:] if line.endswith(",1"))
+    lines += [f"{pid},50.0,40.0,30.0,10.0,1", f"{pid},5.0,5.0,-4.0,10.0,1"]  # reaches past 64 px; negative width
+    labels.write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", "rsna", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "boxes: 2 of 23 invalid" in out, out
+    assert f"{pid}: x 50 y 40 w 30 h 10: reaches outside the 64 x 64 image" in out
+    assert f"{pid}: x 5 y 5 w -4 h 10: zero or negative width or height" in out
+    split = next(s for s in ("train", "val", "test") if pid in rsna(tmp_path, "det").ids(s))
+    with caplog.at_level(logging.WARNING):
+        data = real_task_splits(cfg_for("rsna_det", image_size=32), tmp_path, (split,))[split]
+    assert f"1 box(es) reaching outside their image clipped, 1 box(es) without area dropped (first: {pid})" in caplog.text
+    k = data.ids.index(pid)
+    assert [25.0, 20.0, 7.0, 5.0] in data.boxes[k].tolist()  # (50, 40, 14, 10) in 64 px, halved
+    assert len(data.boxes[k]) == len(truth[pid]) + 1  # the fixture's boxes and the clipped one; not the negative one
+    expect = np.zeros((32, 32), np.uint8)
+    for x, y, w, h in data.boxes[k]:
+        expect[round(y):round(y + h), round(x):round(x + w)] = 1
+    assert np.array_equal(data.masks[k], expect)  # masks and boxes from the same clipped boxes
+
+
+def test_data_split_never_overwrites_published_lists_silently(tmp_path, subset, capsys):
+    F.covidx(tmp_path)
+    argv = ["data", "split", "covidx", "--data-root", str(tmp_path), "--out", str(tmp_path / "lists")]
+    assert main(argv) == 0
+    assert main(argv) == 0  # the same lists again: fine
+    train = tmp_path / "lists" / "train.txt"
+    text = train.read_text()
+    train.write_text(text[: len(text) // 2])
+    one_line_error(capsys, argv, f"split list {train} no longer matches the SHA-256 in", "summary.json")
+    train.write_text(text)
+    lst = tmp_path / "covidx" / "train_COVIDx9A.txt"
+    lst.write_text(lst.read_text().replace("P3 train-0003.png normal", "P3 train-0003.png pneumonia"))
+    one_line_error(capsys, argv, "differs from what the label files under the data root draw now", "new --out")
+
+
+def test_damaged_mimic_table_is_rebuilt_with_one_warning(tmp_path, subset, caplog, capsys):
+    from benchmark.data.real.mimic import prepare_table, table_path
+
+    F.mimic(tmp_path)
+    _, table = prepare_table(tmp_path)
+    path = table_path()
+    path.write_text(path.read_text()[:300])
+    with caplog.at_level(logging.WARNING):
+        _, again = prepare_table(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING and r.name != "benchmark.data.real.labels"]  # not the subset notes
+    assert len(warnings) == 1 and f"pre-training table cache {path} is damaged" in warnings[0], warnings
+    pd.testing.assert_frame_equal(again, table)

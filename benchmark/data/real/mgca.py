@@ -101,7 +101,8 @@ def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> t
     try:
         a, b = train_test_split(rows, test_size=test_size, train_size=train_size, random_state=random_state)
     except ValueError as exc:  # too few rows for the recipe's split sizes
-        raise UserError(f"too few label rows ({len(rows)}) for the split recipe: {exc}".splitlines()[0]) from None
+        raise UserError(f"the label files hold too few rows for the split recipe (a step had {len(rows)} to split: "
+                        f"{exc})".splitlines()[0]) from None
     return np.asarray(a), np.asarray(b)
 
 

@@ -92,6 +92,10 @@ class SplitTable:
         return self.table.iloc[self.rows[split]].reset_index(drop=True)
 
 
+class TooFewRows(UserError):
+    """A label table too short for a recipe's split sizes (``split_table`` names the files)."""
+
+
 def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> tuple[np.ndarray, np.ndarray]:
     """sklearn's ``train_test_split`` on row positions (the sizes passed exactly as MGCA
     passes them: ``train_size=0.8`` and ``test_size=0.2`` can round differently)."""
@@ -101,8 +105,8 @@ def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> t
     try:
         a, b = train_test_split(rows, test_size=test_size, train_size=train_size, random_state=random_state)
     except ValueError as exc:  # too few rows for the recipe's split sizes
-        raise UserError(f"the label files hold too few rows for the split recipe (a step had {len(rows)} to split: "
-                        f"{exc})".splitlines()[0]) from None
+        raise TooFewRows(f"too few rows for the split recipe (a step had {len(rows)} to split: {exc})"
+                         .splitlines()[0]) from None
     return np.asarray(a), np.asarray(b)
 
 
@@ -250,6 +254,16 @@ def nih(root: Path) -> SplitTable:
 
 def split_table(dataset: str, root: Path, kind: str = "") -> SplitTable:
     """The recipe for a task's data set key (RSNA's variant follows the task kind)."""
+    try:
+        return _split_table(dataset, root, kind)
+    except TooFewRows as exc:
+        from benchmark.data.real.layout import ALIASES
+
+        _, files = label_files(root, ALIASES.get(dataset, dataset))
+        raise UserError(f"label file(s) {', '.join(map(str, files.values()))} hold {exc}") from None
+
+
+def _split_table(dataset: str, root: Path, kind: str) -> SplitTable:
     if dataset == "rsna":
         return rsna(root, "det" if kind in ("detection", "segmentation") else "cls")
     if dataset == "mimic5x200":

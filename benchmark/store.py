@@ -221,9 +221,10 @@ class Store:
             db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
             try:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
                 db.close()
-                if self.path.with_name(self.path.name + "-wal").exists():
+                cannot_share = "unable to open" in str(exc) or "readonly" in str(exc)
+                if not cannot_share or self.path.with_name(self.path.name + "-wal").exists():
                     raise
                 # a WAL store in a folder this user cannot write (no -shm can be made): with no -wal
                 # file the main file holds every committed row, so it is read as immutable

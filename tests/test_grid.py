@@ -136,6 +136,14 @@ def test_ablation_experiment_expands_to_named_variants():
     assert flat.trial.method_config["hierarchical"] is False and flat.trial.protocol == "mgca"
 
 
+def test_running_a_plan_names_its_variants_in_the_store():
+    from benchmark.grid import Plan, run_plan
+
+    store = Store()
+    summary = run_plan(Plan("smoke", None, variants=[("imitate", "abc123", "imitate-flat")]), store)
+    assert summary.total == 0 and store.variants() == {("imitate", "abc123"): "imitate-flat"}  # no Ray: nothing to run
+
+
 def test_paper_grid_leaves_out_what_cannot_run(capsys):
     assert main(["grid", "--experiment", "imitate_tmi2024", "--profile", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -261,6 +261,26 @@ def test_a_read_only_store_is_found_before_training(tmp_path, capsys, monkeypatc
     assert main(["results"]) == 0  # reading it is fine
 
 
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes read-only folders")
+def test_a_store_in_a_read_only_folder_is_read_not_written(tmp_path, capsys, monkeypatch, no_training):
+    """A shared results folder this user may only read: WAL needs a -shm file it cannot make, so the store
+    (with no -wal left) is read as immutable; a run says it cannot write there."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    store = Store(folder / "store.sqlite")
+    store.record(Trial("imitate", "h", "rsna_cls", "t", "mgca", 0.1, 42, "phantom-v1", status="finished",
+                       metric="auroc", value=0.8))
+    store.close()  # the last connection: the WAL is checkpointed and its files removed
+    assert sorted(p.name for p in folder.iterdir()) == ["store.sqlite"]
+    folder.chmod(0o555)
+    try:
+        monkeypatch.setenv("BENCHMARK_STORE", str(folder / "store.sqlite"))
+        assert main(["results"]) == 0 and "0.8000" in capsys.readouterr().out
+        assert main(RUN) == 2 and "cannot write to the results store" in one_line(capsys)
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_store_lost_after_the_check_still_says_the_result(tmp_path, capsys, monkeypatch, metrics):
     """The store became unwritable during training: one line that still carries the result."""
     def locked(self, trial):

@@ -1,8 +1,14 @@
 """Typed configs: dataclasses filled from YAML, profiles and ``--set key=value``.
 
-Every value is checked against its field's type, so an unknown key or a wrong
-type is a one-line :class:`UserError` naming the key and the expected type,
-never a silent default or a traceback deep inside a training loop.
+Every value is checked against its field's type and range, so an unknown key,
+a wrong type or an out-of-range number (a NaN learning rate, a negative
+gradient clip, a seed beyond 64 bits) is a one-line :class:`UserError` naming
+the key, never a silent default, a loss that climbs, or a traceback deep inside
+a training loop. Ranges are declared once, on the field's type
+(``lr: Positive``), and read by :func:`build`.
+
+Config names are names, never paths, and a config file is bounded in size and
+in what its aliases expand to, so a YAML "billion laughs" fails in one line.
 
 Layers, later wins: class defaults < ``configs/<kind>/<name>.yaml`` (the paper's
 values) < ``configs/profiles/<profile>.yaml`` < ``--set``.
@@ -13,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -26,14 +34,150 @@ from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or malformed file is a UserError."""
+#: the largest seed: SQLite's INTEGER and torch's generators hold 64-bit signed integers
+SEED_MAX = 2**63 - 1
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _num(x: float) -> str:
+    if isinstance(x, int) and x > 2**31 and (x + 1) & x == 0:  # 2**k - 1
+        return f"2**{x.bit_length()} - 1"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A numeric config field's allowed values, declared on its type
+    (``lr: Annotated[float, Range(0, lo_open=True)]``, or an alias below) and
+    checked by :func:`coerce` when a config is resolved. Floats must be finite
+    too; ints must fit in 64 bits (SQLite and torch hold no more)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""  # said after the range, e.g. "for in-batch negatives"
+
+    def _declared(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            return False
+        return self._declared(value)
+
+    def describe(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            text = f"in {'(' if self.lo_open else '['}{_num(lo)}, {_num(hi)}{')' if self.hi_open else ']'}"
+        elif lo is not None:
+            text = f"{'>' if self.lo_open else '>='} {_num(lo)}"
+        elif hi is not None:
+            text = f"{'<' if self.hi_open else '<='} {_num(hi)}"
+        else:
+            text = ""
+        return f"{text} ({self.why})" if self.why else text
+
+    def check(self, value: Any, key: str) -> Any:
+        """``value`` if it is in range, else a UserError naming ``key``, the range and the value."""
+        if self.holds(value):
+            return value
+        what = self.describe()
+        if isinstance(value, float) and not math.isfinite(value):
+            what = f"a finite number {what}".rstrip()
+        elif self._declared(value):  # in the declared range, beyond 64 bits
+            what = f"{what} and fit in 64 bits" if what else "an integer that fits in 64 bits"
+        raise UserError(f"{key} must be {what}, got {value!r}")
+
+
+#: the common ranges, as field types: ``epochs: Size = 20``
+Size = Annotated[int, Range(1)]  # counts, sizes, epochs
+Width = Annotated[int, Range(1, 65536)]  # embedding, hidden and channel widths, token counts
+Layers = Annotated[int, Range(1, 64)]  # network depths, attention heads
+Count = Annotated[int, Range(0)]  # 0 means none, off or all (the field says which)
+Positive = Annotated[float, Range(0, lo_open=True)]  # learning rates, temperatures
+NonNegative = Annotated[float, Range(0)]  # weight decays, loss weights, clips (0: off)
+Share = Annotated[float, Range(0, 1)]  # ratios, probabilities, IoU thresholds
+Seed = Annotated[int, Range(0, SEED_MAX)]
+SEED_RANGE = Range(0, SEED_MAX)
+
+#: a config name: letters, digits, ``_ . -``, never a path (no separators, no leading dot)
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: what one config file may hold: its size, and the nodes its aliases expand to
+MAX_CONFIG_BYTES = 1 << 20
+MAX_NODES = 100_000
+
+
+def is_name(name: object) -> bool:
+    return isinstance(name, str) and NAME.fullmatch(name) is not None
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A seed from the command line or an experiment file: an int in [0, 2**63 - 1]."""
+    return SEED_RANGE.check(value, what)
+
+
+def _expanded_nodes(root: yaml.Node, what: str) -> int:
+    """Nodes of ``root`` with every alias expanded (counted once per node, so
+    this is linear in the file), refusing more than MAX_NODES or a cycle."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        kids = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        if done:
+            open_.discard(key)
+            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[key] > MAX_NODES:
+                raise UserError(f"{what} expands to more than {MAX_NODES:,} values through its aliases (&/*): "
+                                "write the values out")
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise UserError(f"{what} has an alias (*) inside its own anchor (&): a config cannot contain itself")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in sizes)
+    return sizes[id(root)]
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` with the expansion bounded: a 500-byte "billion laughs"
+    of nested aliases is refused in one line instead of hanging whatever walks it."""
+    loader = yaml.SafeLoader(text)
     try:
-        text = Path(path).read_text()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node, what)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable, oversized or malformed file is a UserError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(raw.decode("utf-8"), f"config file {path}")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -47,6 +191,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def type_name(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return type_name(get_args(tp)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (tuple, list):
@@ -65,6 +211,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return UserError(f"bad value for {key!r}: expected {type_name(tp)}, got {value!r}")
 
     origin = get_origin(tp)
+    if origin is Annotated:  # a bounded number: its Range is checked after the type
+        base, *extra = get_args(tp)
+        ranges = [b for b in extra if isinstance(b, Range)] or [Range()]
+        value = _number(value, base, key) if base in (int, float) else coerce(value, base, key)
+        for bound in ranges:
+            value = bound.check(value, key)
+        return value
     if origin in (typing.Union, types.UnionType):
         for arg in get_args(tp):
             try:
@@ -95,21 +248,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise bad()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad()
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad() from None
-        raise bad()
+    if tp in (int, float):  # every int fits in 64 bits, every float is finite, bounded or not
+        return Range().check(_number(value, tp, key), key)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -119,8 +259,29 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config field type {tp!r} for {key!r}")
 
 
+def _number(value: Any, tp: type, key: str) -> int | float:
+    """``value`` as an int or float, before any range check."""
+    if not isinstance(value, bool):
+        if tp is int and isinstance(value, int):
+            return value
+        if tp is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if tp is float and isinstance(value, (int, float)):
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond any float: out of every range
+                return math.inf if value > 0 else -math.inf
+        if tp is float and isinstance(value, str):  # YAML 1.1 reads "2e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    raise UserError(f"bad value for {key!r}: expected {type_name(tp)}, got {value!r}")
+
+
 def field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    """Each field's type, with its ``Annotated`` range kept."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -150,7 +311,7 @@ def parse_sets(items: Iterable[str]) -> list[tuple[str, Any]]:
         if not sep or not key:
             raise UserError(f"--set expects key=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_yaml(raw, f"--set {key}") if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         out.append((key, value))
@@ -172,25 +333,30 @@ def route_sets(
         if dot and scope in scopes:
             if bare not in fields[scope]:
                 raise unknown_name(f"{scope} key", bare, fields[scope])
-            routed[scope][bare] = value
-            continue
-        owners = [name for name in scopes if key in fields[name]]
-        if not owners:
-            every = {k for f in fields.values() for k in f}
-            raise unknown_name("--set key", key, every)
-        if len(owners) > 1:
-            options = " or ".join(f"{o}.{key}" for o in owners)
-            raise UserError(f"--set key {key!r} is ambiguous: write {options}")
-        routed[owners[0]][key] = value
+            owner, field = scope, bare
+        else:
+            owners = [name for name in scopes if key in fields[name]]
+            if not owners:
+                every = {k for f in fields.values() for k in f}
+                raise unknown_name("--set key", key, every)
+            if len(owners) > 1:
+                options = " or ".join(f"{o}.{key}" for o in owners)
+                raise UserError(f"--set key {key!r} is ambiguous: write {options}")
+            owner, field = owners[0], key
+        if field in getattr(scopes[owner], "IDENTITY_FIELDS", ()):
+            raise UserError(f"--set {owner}.{field} is refused: the {field} is what the {owner} is "
+                            f"(its YAML under configs/{owner}s); choose another --{owner} instead")
+        routed[owner][field] = value
     return routed
 
 
 def named_yaml(kind: str, name: str) -> dict[str, Any]:
-    """``configs/<kind>/<name>.yaml``; an unknown name lists what exists."""
+    """``configs/<kind>/<name>.yaml``; an unknown name lists what exists. A name is
+    a name: a path (``../x``, ``/abs/file``) never reaches outside the folder."""
     folder = config_dir() / kind
     path = folder / f"{name}.yaml"
-    if not path.is_file():
-        raise unknown_name(kind.rstrip("s"), name, available(kind))
+    if not is_name(name) or not path.is_file():
+        raise unknown_name(kind.rstrip("s"), str(name), available(kind))
     return load_yaml(path)
 
 
@@ -204,8 +370,13 @@ def profile_overrides(profile: str, method: str) -> dict[str, dict[str, Any]]:
     data = named_yaml("profiles", profile)
     extra = set(data) - {"method", "methods", "task", "description"}
     if extra:
-        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra)}; use method:, methods: and task:")
+        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra, key=str)}; use method:, methods: and task:")
+    for section in ("method", "methods", "task"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise UserError(f"profile {profile!r}: '{section}:' must map keys to values")
     own = (data.get("methods") or {}).get(method) or {}
+    if not isinstance(own, dict):
+        raise UserError(f"profile {profile!r}: 'methods: {method}:' must map keys to values")
     return {"method": {**(data.get("method") or {}), **own}, "task": data.get("task") or {}}
 
 

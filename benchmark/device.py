@@ -12,17 +12,35 @@ import torch
 from benchmark.errors import OutOfMemory, UserError
 
 
+#: device types a trial can train on (torch knows more: meta has no data, xla/xpu/hpu are untested here)
+TRAINING_DEVICES = ("cpu", "cuda", "mps")
+
+
 def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` (or ``$BENCHMARK_DEVICE``; empty means auto): CUDA if present, else CPU.
+    A device this machine lacks, or one nothing trains on, is a UserError."""
     if preference == "auto":
-        preference = os.environ.get("BENCHMARK_DEVICE", "auto")
+        preference = os.environ.get("BENCHMARK_DEVICE", "").strip() or "auto"
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {preference!r} asked for, but no CUDA device is available; use --device cpu")
     try:
-        return torch.device(preference)
-    except RuntimeError:
-        raise UserError(f"unknown device {preference!r}; use auto, cpu or cuda[:N]") from None
+        device = torch.device(preference)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None:
+        raise UserError(f"unknown device {preference!r}; use auto, cpu, cuda or cuda:N (or mps on Apple silicon)")
+    if device.type not in TRAINING_DEVICES:
+        raise UserError(f"device {preference!r} is not one a trial can train on; use auto, cpu, cuda or cuda:N "
+                        "(or mps on Apple silicon)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {preference!r} asked for, but no CUDA device is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {preference!r} asked for, but this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {preference!r} asked for, but MPS (Apple silicon) is not available here; use --device cpu")
+    return device
 
 
 def autocast(device: torch.device):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import available, load_yaml
+from benchmark.config import available, check_seed, is_name, load_yaml
 from benchmark.errors import UserError
 from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
@@ -56,6 +56,8 @@ def parse_fractions(items: list[Any]) -> list[float]:
     out = []
     for item in items:
         try:
+            if isinstance(item, bool):  # YAML's yes/no
+                raise TypeError
             value = float(item)
         except (TypeError, ValueError):
             raise UserError(f"bad fraction {item!r}: expected numbers in (0, 1], e.g. 0.01,0.1,1") from None
@@ -66,12 +68,14 @@ def parse_fractions(items: list[Any]) -> list[float]:
 
 
 def parse_seeds(items: list[Any]) -> list[int]:
+    """Integers in [0, 2**63 - 1] (the store's and torch's 64 bits), as ``--seed`` takes."""
     out = []
     for item in items:
         try:
-            out.append(int(str(item)))
+            value = int(str(item))
         except ValueError:
             raise UserError(f"bad seed {item!r}: expected integers, e.g. 42,0,1") from None
+        out.append(check_seed(value))
     return out
 
 
@@ -102,10 +106,12 @@ def _entry(item: Any, where: str) -> MethodEntry:
         raise UserError(f"{where}: each methods entry is a name or {{method: NAME, variant: NAME, set: {{key: value}}}}")
     extra = set(item) - {"method", "variant", "set"}
     if extra:
-        raise UserError(f"{where}: unknown key(s) {sorted(extra)} in the entry for {item['method']!r}")
+        raise UserError(f"{where}: unknown key(s) {sorted(extra, key=str)} in the entry for {item['method']!r}")
     sets = item.get("set") or {}
-    if not isinstance(sets, dict):
+    if not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets):
         raise UserError(f"{where}: 'set' of {item['method']!r} must map keys to values")
+    if not isinstance(item["method"], str) or not isinstance(item.get("variant", ""), (str, type(None))):
+        raise UserError(f"{where}: method and variant are names, got {item['method']!r} / {item.get('variant')!r}")
     variant = str(item.get("variant") or "")
     if sets and not variant:
         raise UserError(f"{where}: the entry for {item['method']!r} overrides {sorted(sets)}: give it a variant name")
@@ -113,12 +119,13 @@ def _entry(item: Any, where: str) -> MethodEntry:
 
 
 def experiment_path(name: str) -> Path:
-    """A file path, or the name of ``configs/experiments/<name>.yaml``."""
+    """A file path, or the name of ``configs/experiments/<name>.yaml`` (a name is a
+    name: ``../x`` never resolves outside that folder)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
     named = config_dir() / "experiments" / f"{name}.yaml"
-    if named.is_file():
+    if is_name(name) and named.is_file():
         return named
     choices = ", ".join(available("experiments")) or "none"
     raise UserError(f"experiment file {name} not found (named experiments: {choices})")
@@ -129,7 +136,7 @@ def load_experiment(name: str) -> GridSpec:
     data = load_yaml(path)
     extra = set(data) - KEYS
     if extra:
-        raise UserError(f"experiment {path}: unknown key(s) {sorted(extra)}; allowed: {sorted(KEYS)}")
+        raise UserError(f"experiment {path}: unknown key(s) {sorted(extra, key=str)}; allowed: {sorted(KEYS)}")
     for key in ("methods", "tasks", "fractions", "seeds"):
         if not isinstance(data.get(key), list) or not data[key]:
             raise UserError(f"experiment {path}: '{key}' must be a non-empty list")
@@ -138,11 +145,19 @@ def load_experiment(name: str) -> GridSpec:
     if len(set(labels)) != len(labels):
         raise UserError(f"experiment {path}: method/variant names repeat: {sorted({x for x in labels if labels.count(x) > 1})}")
     sets = data.get("set") or {}
-    if not isinstance(sets, dict):
+    if not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets):
         raise UserError(f"experiment {path}: 'set' must map keys to values")
+    for key in ("protocol", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UserError(f"experiment {path}: '{key}' must be a text, got {data[key]!r}")
+    profile = data.get("profile")
+    if profile is not None and (not isinstance(profile, str) or profile not in available("profiles")):
+        raise unknown_name(f"profile in experiment {path}:", str(profile), available("profiles"))
+    if not all(isinstance(t, str) for t in data["tasks"]):
+        raise UserError(f"experiment {path}: 'tasks' must list task names, got {data['tasks']!r}")
     spec = GridSpec(
-        entries, [str(t) for t in data["tasks"]], parse_fractions(data["fractions"]), parse_seeds(data["seeds"]),
-        data.get("protocol"), data.get("profile"), list(sets.items()), str(data.get("description", "")),
+        entries, list(data["tasks"]), parse_fractions(data["fractions"]), parse_seeds(data["seeds"]),
+        data.get("protocol"), profile, list(sets.items()), data.get("description") or "",
     )
     check_names(spec.methods, spec.tasks)
     return spec

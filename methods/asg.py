@@ -35,13 +35,14 @@ Deliberate differences from the authors' code:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from benchmark.errors import UserError
+from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.registry import METHODS
 from methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
 from methods.base import Method, MethodConfig
@@ -57,26 +58,17 @@ from methods.sentences import ReportTokens, corpus_reports, pool_sentences
 
 @dataclass
 class AsgConfig(MethodConfig):
-    embed_dim: int = 128
-    hidden_dim: int = 2048
-    keep_layers: int = 6  # Bio_ClinicalBERT's first 6 layers
-    max_sentences: int = 16
-    temperature: float = 0.07
-    arsa_weight: float = 1.0
-    erl_weight: float = 1.0
-    soft_label_weight: float = 0.2  # ERL targets: (1 - w) I + w y y^T
+    embed_dim: Width = 128
+    hidden_dim: Width = 2048
+    keep_layers: Annotated[int, Range(0, 64)] = 6  # Bio_ClinicalBERT's first 6 layers (0: all)
+    max_sentences: Annotated[int, Range(1, 255)] = 16
+    temperature: Positive = 0.07
+    arsa_weight: NonNegative = 1.0
+    erl_weight: NonNegative = 1.0
+    soft_label_weight: Share = 0.2  # ERL targets: (1 - w) I + w y y^T
     tag_decoder: bool = False  # IRL
-    tag_weight: float = 5.0
-    decoder_layers: int = 4
-
-    def validate(self) -> None:
-        super().validate()
-        if self.embed_dim < 1 or self.hidden_dim < 1 or self.keep_layers < 0 or self.decoder_layers < 1:
-            raise UserError("embed_dim, hidden_dim and decoder_layers must be >= 1, keep_layers >= 0")
-        if not 1 <= self.max_sentences <= 255:
-            raise UserError(f"max_sentences must be in [1, 255], got {self.max_sentences}")
-        if self.temperature <= 0 or not 0 <= self.soft_label_weight <= 1:
-            raise UserError("temperature must be > 0 and soft_label_weight in [0, 1]")
+    tag_weight: NonNegative = 5.0
+    decoder_layers: Layers = 4
 
 
 class TagDecoder(nn.Module):

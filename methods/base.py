@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from benchmark.config import Count, NonNegative, Positive, Range, Seed, Size
 from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.errors import UserError
 from methods.encoders import ResNetStages
+
+Beta = Annotated[float, Range(0, 1, hi_open=True)]
 
 
 @dataclass
@@ -27,42 +30,33 @@ class MethodConfig:
     #: augmentation are seeded per sample, and a checkpoint resumes to the same run)
     UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("num_workers", "checkpoint_every")
 
-    image_size: int = 224
-    batch_size: int = 128
-    epochs: int = 20
-    max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps
-    lr: float = 2e-4
-    weight_decay: float = 0.05
-    adam_betas: tuple[float, ...] = (0.9, 0.999)  # AdamW (beta1, beta2); GLoRIA uses (0.5, 0.999)
-    lr_restart_epochs: float = 1.0  # cosine warm-restart period in epochs of the real iteration count; 0: one decay over the run
-    min_lr: float = 1e-8
-    grad_clip: float = 0.0
+    image_size: Annotated[int, Range(1, 4096)] = 224
+    batch_size: Annotated[int, Range(2, why="in-batch contrastive negatives")] = 128
+    epochs: Size = 20
+    max_steps: Count = 0  # 0: no cap; otherwise stop after this many optimiser steps
+    lr: Positive = 2e-4
+    weight_decay: NonNegative = 0.05
+    adam_betas: tuple[Beta, ...] = (0.9, 0.999)  # AdamW (beta1, beta2); GLoRIA uses (0.5, 0.999)
+    lr_restart_epochs: NonNegative = 1.0  # cosine warm-restart period in epochs of the real iteration count; 0: one decay over the run
+    min_lr: NonNegative = 1e-8  # the cosine's floor: at most lr, or the schedule would climb
+    grad_clip: NonNegative = 0.0  # 0: no clipping
     text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
-    text_max_length: int = 256
+    text_max_length: Annotated[int, Range(1, 8192)] = 256
     text_pooling: Literal["cls", "mean"] = "cls"
     backbone_weights: Literal["imagenet", "none"] = "imagenet"
-    corpus_size: int = 0  # pairs used from the corpus; 0: all
-    seed: int = 0
-    num_workers: int = 4
-    checkpoint_every: int = 500
-    ddp_workers: int = 1  # DDP processes through Ray Train (one GPU each when there are GPUs); batch_size is per process
+    corpus_size: Count = 0  # pairs used from the corpus; 0: all
+    seed: Seed = 0
+    num_workers: Annotated[int, Range(0, 256)] = 4
+    checkpoint_every: Count = 500  # 0: no intermediate checkpoints
+    ddp_workers: Size = 1  # DDP processes through Ray Train (one GPU each when there are GPUs); batch_size is per process
     gather_negatives: bool = False  # contrastive negatives from every process (PRIOR's code) or per process (IMITATE's)
 
     def validate(self) -> None:
-        for key in ("image_size", "batch_size", "epochs", "text_max_length"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.batch_size < 2:
-            raise UserError("batch_size must be >= 2 for in-batch contrastive negatives")
-        if self.lr <= 0 or self.lr_restart_epochs < 0:
-            raise UserError("lr must be > 0 and lr_restart_epochs >= 0")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+        """Checks across fields; each field's own range is declared on its type (checked by ``build``)."""
+        if len(self.adam_betas) != 2:
             raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
-        if self.ddp_workers < 1:
-            raise UserError(f"ddp_workers must be >= 1, got {self.ddp_workers}")
-        for key in ("max_steps", "corpus_size", "num_workers", "checkpoint_every"):
-            if getattr(self, key) < 0:
-                raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.min_lr > self.lr:
+            raise UserError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g}): the schedule would raise the rate")
 
 
 class Method(nn.Module):

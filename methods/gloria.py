@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import Layers, NonNegative, Positive
 from benchmark.data.transforms import HALF
-from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import (
@@ -70,19 +70,12 @@ _WORD = re.compile(r"\w+")
 @dataclass
 class GloriaConfig(MethodConfig):
     text_unit: Literal["sentence", "report"] = "sentence"
-    last_layers: int = 4  # word states = sum of the last 4 BERT layers
-    attention_temperature: float = 4.0  # temp1: sharpens the word->region attention
-    word_temperature: float = 5.0  # temp2: R = log sum_k exp(temp2 * cos)
-    logit_scale: float = 10.0  # temp3: logits = 10 * cos (global), 10 * R (local)
-    local_weight: float = 1.0
-    global_weight: float = 1.0
-
-    def validate(self) -> None:
-        super().validate()
-        if self.last_layers < 1:
-            raise UserError(f"last_layers must be >= 1, got {self.last_layers}")
-        if min(self.attention_temperature, self.word_temperature, self.logit_scale) <= 0:
-            raise UserError("attention_temperature, word_temperature and logit_scale must be > 0")
+    last_layers: Layers = 4  # word states = sum of the last 4 BERT layers
+    attention_temperature: Positive = 4.0  # temp1: sharpens the word->region attention
+    word_temperature: Positive = 5.0  # temp2: R = log sum_k exp(temp2 * cos)
+    logit_scale: Positive = 10.0  # temp3: logits = 10 * cos (global), 10 * R (local)
+    local_weight: NonNegative = 1.0
+    global_weight: NonNegative = 1.0
 
 
 def cls_and_words(word_mask: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,13 @@ deliberate differences:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.distributed import global_min
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
@@ -42,29 +43,27 @@ from methods.losses import cicl_loss
 class ImitateConfig(MethodConfig):
     hierarchical: bool = True  # off: one global branch aligned to the whole report
     loss: Literal["cicl", "infonce"] = "cicl"
-    cicl_ratio: float = 0.2
+    cicl_ratio: Share = 0.2
     view_view: bool = True
-    channel_keep: tuple[float, ...] = (0.25, 0.15, 0.10, 0.10)
-    temperature: float = 0.07  # image-text terms
-    view_temperature: float = 0.2  # view-view terms
-    findings_weight: float = 1.0  # lambda
-    view_weight: float = 2.0
-    token_pool: int = 16  # channel maps pooled to 16 x 16 -> 256-d tokens
-    max_tokens: int = 512
-    attn_heads: int = 4
-    embed_dim: int = 512
+    channel_keep: tuple[Annotated[float, Range(0, 1, lo_open=True)], ...] = (0.25, 0.15, 0.10, 0.10)
+    temperature: Positive = 0.07  # image-text terms
+    view_temperature: Positive = 0.2  # view-view terms
+    findings_weight: NonNegative = 1.0  # lambda
+    view_weight: NonNegative = 2.0
+    token_pool: Annotated[int, Range(1, 64)] = 16  # channel maps pooled to 16 x 16 -> 256-d tokens
+    max_tokens: Width = 512
+    attn_heads: Layers = 4
+    embed_dim: Width = 512
 
     def validate(self) -> None:
         super().validate()
-        if len(self.channel_keep) != 4 or not all(0 < k <= 1 for k in self.channel_keep):
+        if len(self.channel_keep) != 4:
             raise UserError(f"channel_keep needs 4 fractions in (0, 1], one per ResNet stage; got {list(self.channel_keep)}")
         tokens = sum(token_counts(self.channel_keep))
         if tokens > self.max_tokens:
             raise UserError(f"channel_keep gives {tokens} tokens, more than max_tokens={self.max_tokens}")
         if (self.token_pool**2) % self.attn_heads:
             raise UserError(f"token_pool**2 ({self.token_pool**2}) must be divisible by attn_heads ({self.attn_heads})")
-        if self.cicl_ratio < 0 or self.temperature <= 0 or self.view_temperature <= 0:
-            raise UserError("cicl_ratio must be >= 0 and temperatures > 0")
 
 
 def token_counts(keep: tuple[float, ...]) -> list[int]:

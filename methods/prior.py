@@ -83,13 +83,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
@@ -107,44 +108,34 @@ MAX_LOGIT_SCALE = 100.0
 
 @dataclass
 class PriorConfig(MethodConfig):
-    embed_dim: int = 768
-    max_sentences: int = 16
-    temperature: float = 0.01  # the global logit scale starts at 1 / temperature
-    local_temperature: float = 0.01  # the within-report InfoNCE's scale starts at 1 / local_temperature
-    pool_heads: int = 8
+    embed_dim: Annotated[int, Range(2, 65536)] = 768
+    max_sentences: Annotated[int, Range(1, 255)] = 16
+    temperature: Positive = 0.01  # the global logit scale starts at 1 / temperature
+    local_temperature: Positive = 0.01  # the within-report InfoNCE's scale starts at 1 / local_temperature
+    pool_heads: Layers = 8
     stage: Literal[1, 2] = 2
-    stage1_fraction: float = 0.4  # stage 2 only: share of the steps run as stage 1 first
-    prototypes: int = 512
-    prototype_tau: float = 0.9
-    prototype_weight: float = 10.0
+    stage1_fraction: Share = 0.4  # stage 2 only: share of the steps run as stage 1 first
+    prototypes: Width = 512
+    prototype_tau: Positive = 0.9
+    prototype_weight: NonNegative = 10.0
     reconstruction: bool = False  # stage 3 after stage1_fraction + stage2_fraction of the steps
-    stage2_fraction: float = 0.3  # reconstruction only: share of the steps run as stage 2
-    image_rec_dropout: float = 0.5  # channel dropout of the patch map fed to the image decoder
-    num_queries: int = 16  # generated sentences per image
-    decoder_layers: int = 8  # sentence generator depth
-    stage3_global_weight: float = 10.0  # the code's weight of the global loss in stage 3
+    stage2_fraction: Share = 0.3  # reconstruction only: share of the steps run as stage 2
+    image_rec_dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.5  # channel dropout of the patch map fed to the image decoder
+    num_queries: Width = 16  # generated sentences per image
+    decoder_layers: Layers = 8  # sentence generator depth
+    stage3_global_weight: NonNegative = 10.0  # the code's weight of the global loss in stage 3
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.stage2_fraction <= 1:
-            raise UserError(f"stage2_fraction must be in [0, 1], got {self.stage2_fraction}")
         if self.reconstruction:
             if self.stage != 2:
                 raise UserError("reconstruction (PRIOR stage 3) needs the sentence prototype bank: set stage=2")
             if self.stage1_fraction + self.stage2_fraction > 1:
                 raise UserError("stage1_fraction + stage2_fraction must be <= 1 with reconstruction")
-            if self.num_queries < 1 or self.decoder_layers < 1 or not 0 <= self.image_rec_dropout < 1:
-                raise UserError("reconstruction needs num_queries >= 1, decoder_layers >= 1, image_rec_dropout in [0, 1)")
             if self.embed_dim < 16:
                 raise UserError(f"reconstruction needs embed_dim >= 16 (the image decoder halves 2E channels 5 times), got {self.embed_dim}")
-        if self.embed_dim < 2 or self.embed_dim % self.pool_heads:
-            raise UserError(f"embed_dim ({self.embed_dim}) must be >= 2 and divisible by pool_heads ({self.pool_heads})")
-        if not 1 <= self.max_sentences <= 255 or self.prototypes < 1:
-            raise UserError("max_sentences must be in [1, 255] and prototypes >= 1")
-        if not 0 <= self.stage1_fraction <= 1:
-            raise UserError(f"stage1_fraction must be in [0, 1], got {self.stage1_fraction}")
-        if min(self.temperature, self.local_temperature, self.prototype_tau) <= 0:
-            raise UserError("temperature, local_temperature and prototype_tau must be > 0")
+        if self.embed_dim % self.pool_heads:
+            raise UserError(f"embed_dim ({self.embed_dim}) must be divisible by pool_heads ({self.pool_heads})")
 
 
 class AttentionPool(nn.Module):

@@ -11,18 +11,23 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmark.config import NonNegative, Positive, Range, Size
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
+
+PhantomSplit = Annotated[int, Range(1, 1_000_000)]
 
 
 @dataclass
 class TaskConfig:
     UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("description",)  # prose: editing it changes no result
+    #: what the task is (its YAML says): never overridden, or the stored config would lie
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset")
 
     name: str = ""
     kind: str = ""
@@ -30,26 +35,22 @@ class TaskConfig:
     description: str = ""
     metric: str = ""  # primary metric
     protocol: Literal["mgca", "finetune"] = "mgca"  # finetune: BenchX-style, the encoder trains too
-    image_size: int = 224
-    batch_size: int = 16
-    lr: float = 5e-4
-    weight_decay: float = 1e-6
-    epochs: int = 50
-    patience: int = 10  # early stopping on validation loss
-    phantom_train: int = 1000  # phantom stand-in split sizes
-    phantom_val: int = 200
-    phantom_test: int = 200
+    image_size: Annotated[int, Range(32, 4096)] = 224
+    batch_size: Size = 16
+    lr: Positive = 5e-4
+    weight_decay: NonNegative = 1e-6
+    epochs: Size = 50
+    patience: Size = 10  # early stopping on validation loss
+    phantom_train: PhantomSplit = 1000  # phantom stand-in split sizes
+    phantom_val: PhantomSplit = 200
+    phantom_test: PhantomSplit = 200
     real: dict = field(default_factory=dict)  # the real data set's definition (files, split)
-    encoder_lr_ratio: float = 0.1  # finetune: encoder lr = lr x ratio
-    warmup_epochs: float = 1.0  # finetune: linear warm-up, then cosine to 0 (stepped per batch)
-    grad_clip: float = 1.0  # finetune: gradient-norm clip
+    encoder_lr_ratio: Positive = 0.1  # finetune: encoder lr = lr x ratio
+    warmup_epochs: NonNegative = 1.0  # finetune: linear warm-up, then cosine to 0 (stepped per batch)
+    grad_clip: NonNegative = 1.0  # finetune: gradient-norm clip (0: none)
 
     def validate(self) -> None:
-        for key in ("image_size", "batch_size", "epochs", "patience", "phantom_train", "phantom_val", "phantom_test"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.encoder_lr_ratio <= 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
-            raise UserError("encoder_lr_ratio must be > 0, warmup_epochs and grad_clip >= 0")
+        """Checks across fields; each field's own range is declared on its type (checked by ``build``)."""
         if self.image_size % 32:
             raise UserError(f"image_size must be a multiple of 32 (ResNet stride), got {self.image_size}")
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import NonNegative, Range, Size
 from benchmark.data.integrity import load_torch
 from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
@@ -55,11 +56,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClassificationConfig(TaskConfig):
-    batch_size: int = 48
-    weight_decay: float = 1e-6
+    batch_size: Size = 48
+    weight_decay: NonNegative = 1e-6
     label_type: Literal["binary", "multilabel", "multiclass"] = "binary"
     classes: tuple[str, ...] = ()
-    upsample_ratio: float = 1.0
+    upsample_ratio: Annotated[float, Range(0, 8, lo_open=True)] = 1.0  # input scale before the encoder
 
     def validate(self) -> None:
         super().validate()

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
@@ -64,23 +65,18 @@ MAP_IOU_THRESHOLDS = tuple(round(0.40 + 0.05 * k, 2) for k in range(8))  # 0.40 
 
 @dataclass
 class DetectionConfig(TaskConfig):
-    weight_decay: float = 1e-6
-    conf_threshold: float = 0.5  # MGCA's conf_thres
-    nms_iou: float = 0.5  # MGCA's nms_thres
-    ignore_iou: float = 0.5  # non-best anchors of at least this shape IoU with a box: no objectness loss
-    max_detections: int = 100  # per image, after NMS (COCO's maxDets)
-    neck_channels: int = 256
+    weight_decay: NonNegative = 1e-6
+    conf_threshold: Share = 0.5  # MGCA's conf_thres
+    nms_iou: Share = 0.5  # MGCA's nms_thres
+    ignore_iou: Share = 0.5  # non-best anchors of at least this shape IoU with a box: no objectness loss
+    max_detections: Width = 100  # per image, after NMS (COCO's maxDets)
+    neck_channels: Width = 256
     count_negatives: bool = True  # false: MGCA's skipping of images with no truth or no detection
 
     def validate(self) -> None:
         super().validate()
         if self.metric != "map":
             raise UserError(f"detection metric must be map, got {self.metric!r}")
-        for key in ("conf_threshold", "nms_iou", "ignore_iou"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise UserError(f"{key} must be in [0, 1], got {getattr(self, key)}")
-        if self.max_detections < 1 or self.neck_channels < 1:
-            raise UserError("max_detections and neck_channels must be >= 1")
 
 
 def scaled_anchors(image_size: int) -> torch.Tensor:

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from benchmark.config import Width
 from benchmark.registry import TASK_KINDS
 from tasks.base import Fit, Task, TaskConfig, joint_scores
 
 
 @dataclass
 class RetrievalConfig(TaskConfig):
-    ks: tuple[int, ...] = (1, 5, 10)
+    ks: tuple[Width, ...] = (1, 5, 10)  # precision at each k
 
 
 def precision_at_k(scores: torch.Tensor, query_labels: np.ndarray, item_labels: np.ndarray, k: int) -> float:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.registry import TASK_KINDS
 from tasks.base import (
@@ -42,11 +43,11 @@ from tasks.metrics import per_image_dice
 
 @dataclass
 class SegmentationConfig(TaskConfig):
-    weight_decay: float = 0.05
-    focal_weight: float = 10.0
-    focal_gamma: float = 2.0
-    dice_smooth: float = 1.0
-    threshold: float = 0.5
+    weight_decay: NonNegative = 0.05
+    focal_weight: NonNegative = 10.0
+    focal_gamma: NonNegative = 2.0
+    dice_smooth: Positive = 1.0  # > 0: an empty mask and an empty prediction would be 0 / 0
+    threshold: Share = 0.5  # on the sigmoid probability
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from benchmark.config import Width
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from tasks.base import Fit, Task, TaskConfig, joint_scores
@@ -25,7 +26,7 @@ from tasks.metrics import accuracy, auroc, macro_f1
 class ZeroShotConfig(TaskConfig):
     classes: tuple[str, ...] = ()
     prompts: dict = field(default_factory=dict)  # class -> {severity: [...], subtype: [...], location: [...]}
-    max_prompts: int = 50
+    max_prompts: Width = 50
 
     def validate(self) -> None:
         super().validate()

@@ -150,7 +150,8 @@ class Shape:
             return (f"was written by a newer medvlp-bench (store schema {self.version}, this one knows up to "
                     f"{SCHEMA_VERSION}): upgrade medvlp-bench to add results to it")
         trials = self.tables.get("trials", {})
-        unfillable = [c for c, (notnull, default) in trials.items() if c not in COLUMNS and c != "id" and notnull and not default]
+        unfillable = [c for c, (notnull, default) in trials.items()
+                      if c not in COLUMNS and c != "id" and notnull and not default]
         if unfillable:
             return f"has column(s) {', '.join(unfillable)} this medvlp-bench cannot fill (NOT NULL, no default)"
         return None
@@ -259,7 +260,8 @@ class Store:
             with self._write() as db:
                 now = _shape(db)  # again under the write lock: another process may have made it meanwhile
                 if not now.empty and (check := db.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
-                    raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")  # found now, not after training
+                    # found now, not when a trained result is written
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
                 if (why := now.problem()) is not None:
                     raise UserError(f"{self.path} is not a medvlp-bench results store ({why}); {HINT}")
                 if now.empty:

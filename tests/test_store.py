@@ -293,7 +293,7 @@ def test_a_store_lost_after_the_check_still_says_the_result(tmp_path, capsys, mo
 
 # ---------------------------------------------------------------- forced re-runs and NaN metrics
 
-def _stored(key_argv=RUN) -> Trial:
+def _stored() -> Trial:
     trials = Store(readonly=True).all()
     assert len(trials) == 1
     return trials[0]

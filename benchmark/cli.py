@@ -9,12 +9,14 @@ status 1; anything else is an internal error and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 import os
 import sys
 
 from benchmark import __version__
+from benchmark.config import SEED_RANGE
 from benchmark.errors import TrialFailed, UserError
 
 
@@ -36,6 +38,29 @@ def _bounded(cast: type, minimum: float, strict: bool = False):
         return value
 
     return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in the range of every config's ``seed``, [0, 2**63 - 1]
+    (the results store and torch's generators hold 64-bit integers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not SEED_RANGE.holds(value):
+        raise argparse.ArgumentTypeError(f"must be {SEED_RANGE.describe()}, got {text}")
+    return value
+
+
+def _disk_full(exc: OSError) -> str | None:
+    """The user's line for a full disk or quota (ENOSPC, EDQUOT), else None."""
+    if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return None
+    from benchmark.paths import home_path
+
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on device{where} (caches are under BENCHMARK_HOME={home_path()}): "
+            "free space or set BENCHMARK_HOME to a folder on a disk with room")
 
 
 #: shown under each command's --help
@@ -82,7 +107,7 @@ def build_parser() -> Parser:
     _trial_args(run)
     run.add_argument("--task", required=True, help="a named task (see `list tasks`)")
     run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
-    run.add_argument("--seed", type=int, default=42, help="seed of the fraction subset and the head (default 42)")
+    run.add_argument("--seed", type=_seed, default=42, help="seed of the fraction subset and the head (default 42)")
     run.add_argument("--protocol", help="mgca (frozen encoder, the default) or finetune (BenchX-style, encoder trained)")
     run.add_argument("--force", action="store_true", help="re-run even if the store has this trial finished")
     run.set_defaults(handler="run")
@@ -143,7 +168,7 @@ def _grid_parsers(sub) -> None:
     tune.add_argument("--method", required=True, help="a method with configs/sweeps/<method>.yaml")
     tune.add_argument("--task", required=True, help="a named task (not zero-shot: the search selects on validation)")
     tune.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels (default 1)")
-    tune.add_argument("--seed", type=int, default=42, help="seed of the subset, the head and the sampler (default 42)")
+    tune.add_argument("--seed", type=_seed, default=42, help="seed of the subset, the head and the sampler (default 42)")
     tune.add_argument("--trials", type=int, default=20, help="number of configurations to try (default 20)")
     tune.add_argument("--name", help="name of the search: its folder is tune/NAME beside the "
                       "results store (default: METHOD-TASK-FRACTION-seedSEED)")
@@ -211,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk is the user's to fix; any other OSError keeps its traceback
+        if (line := _disk_full(exc)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 def emit_json(obj: dict) -> None:

@@ -52,10 +52,21 @@ def writable_dir(path: Path, what: str, hint: str) -> Path:
     return path
 
 
+def env_path(name: str, default: str) -> Path:
+    """``$name`` as a path, ``default`` when it is unset or empty: ``BENCHMARK_HOME=``
+    (a script's unset variable) must not mean the current folder."""
+    value = os.environ.get(name, "")
+    return Path(value if value.strip() else default).expanduser()
+
+
+def home_path() -> Path:
+    """Where the caches go, without creating it (for messages)."""
+    return env_path("BENCHMARK_HOME", "~/.cache/medvlp-bench")
+
+
 def home() -> Path:
     """Root of every cache: phantom data, text embeddings, encoders, features, splits."""
-    root = Path(os.environ.get("BENCHMARK_HOME", "~/.cache/medvlp-bench")).expanduser()
-    return writable_dir(root, "the cache folder", "set BENCHMARK_HOME to a writable folder")
+    return writable_dir(home_path(), "the cache folder", "set BENCHMARK_HOME to a writable folder")
 
 
 def cache_dir(*parts: str) -> Path:
@@ -66,7 +77,7 @@ def cache_dir(*parts: str) -> Path:
 
 def store_path() -> Path:
     """The SQLite results store (relative paths are taken from the working directory)."""
-    return Path(os.environ.get("BENCHMARK_STORE", "results/benchmark.sqlite")).expanduser()
+    return env_path("BENCHMARK_STORE", "results/benchmark.sqlite")
 
 
 def _temp_beside(path: Path) -> str:

@@ -18,6 +18,7 @@ RUN = ["run", "--method", "imitate", "--task", "rsna_cls"]
 SMOKE = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
 TEXT = ["pretrain", "--method", "imitate", "--profile", "smoke", "--set"]
 CKPT = ["run", "--method", "checkpoint", "--task", "rsna_cls", "--profile", "smoke", "--checkpoint"]
+GRID = ["grid", "--methods", "random", "--tasks", "rsna_cls", "--dry-run"]
 
 
 # ------------------------------------------------------------------ set-ups
@@ -117,6 +118,40 @@ def experiments(tmp, monkeypatch):
     (tmp / "bogus_key.yaml").write_text("methods: [imitate]\ntasks: [rsna_cls]\nbogus: 1\n")
     (tmp / "broken.yaml").write_text("methods: [imitate\n")
     (tmp / "ill_typed.yaml").write_text("methods: [imitate]\ntasks: [rsna_cls]\nfractions: [0.1]\nseeds: [one]\n")
+
+
+def experiments_ill_typed(tmp, monkeypatch):
+    grid = "methods: [random]\ntasks: [rsna_cls]\nfractions: [1]\n"
+    (tmp / "profile5.yaml").write_text(grid + "seeds: [0]\nprofile: 5\n")
+    (tmp / "seed-1.yaml").write_text(grid + "seeds: [42, -1]\n")
+    (tmp / "seed2_63.yaml").write_text(grid + "seeds: [9223372036854775808]\n")
+    (tmp / "task5.yaml").write_text("methods: [random]\ntasks: [5]\nfractions: [1]\nseeds: [0]\n")
+    (tmp / "setkeys.yaml").write_text(grid + "seeds: [0]\nset: {1: 2, lr: 3}\n")
+    (tmp / "bomb.yaml").write_text(ALIAS_BOMB)
+    (tmp / "loop.yaml").write_text("methods: &m [random, *m]\n")
+
+
+#: 9 levels of 9 aliases in under 500 bytes: 387 million strings once expanded
+ALIAS_BOMB = "".join(f"{k}: &{k} [{','.join([f'*{j}'] * 9) if j else ','.join(['lol'] * 9)}]\n"
+                     for j, k in zip(["", *"abcdefgh"], "abcdefghi"))
+
+
+def planted_configs(tmp, monkeypatch):
+    """YAML files outside the configs folder that a name used as a path would load."""
+    (tmp / "evil.yaml").write_text("kind: classification\ndataset: rsna\nmetric: auroc\nepochs: 0\n")
+    (tmp / "evil_profile.yaml").write_text("method: {epochs: 0}\n")
+
+
+def disk_full(tmp, monkeypatch):
+    """Every temporary file the caches write through (atomic writes) fails as on a full disk."""
+    import errno
+    import os
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
 
 
 def a_file(tmp, monkeypatch):
@@ -287,7 +322,7 @@ CASES = [
      ["fraction must be in (0, 1]", "'2'"], None),
     ("grid fractions empty", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--fractions", "", "--dry-run"],
      ["--fractions is empty"], None),
-    ("seed text", [*RUN, "--seed", "x"], ["invalid int value: 'x'"], None),
+    ("seed text", [*RUN, "--seed", "x"], ["argument --seed: expected an integer, got 'x'"], None),
     ("grid seeds", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--seeds", "42,x", "--dry-run"],
      ["bad seed 'x'", "integers"], None),
     ("cpus per trial 0", ["grid", "--methods", "imitate", "--tasks", "rsna_cls", "--cpus-per-trial", "0", "--dry-run"],
@@ -374,7 +409,83 @@ CASES = [
      ["text encoder folder {tmp}/bert cannot be loaded", "KeyError"], text_model_broken_tokenizer),
     ("cuda without a GPU", [*RUN, "--device", "cuda"], ["no CUDA device is available"], None),
     # issue 14: config values (ranges checked at resolve time)
+    ("seed -1", [*RUN, "--seed", "-1"], ["argument --seed: must be in [0, 2**63 - 1], got -1"], None),
+    ("seed 2**63", [*RUN, "--seed", "9223372036854775808"], ["must be in [0, 2**63 - 1], got 9223372036854775808"], None),
+    ("tune seed -1", ["tune", "--method", "imitate", "--task", "rsna_cls", "--seed", "-1"], ["--seed: must be in [0, 2**63 - 1]"], None),
+    ("grid seeds -1", [*GRID, "--seeds", "42,-1"], ["seed must be in [0, 2**63 - 1], got -1"], None),
+    ("grid seeds 2**64", [*GRID, "--seeds", "18446744073709551616"], ["seed must be in [0, 2**63 - 1], got 18446744073709551616"], None),
+    ("experiment seed -1", ["grid", "--experiment", "{tmp}/seed-1.yaml", "--dry-run"], ["seed must be in [0, 2**63 - 1], got -1"],
+     experiments_ill_typed),
+    ("experiment seed 2**63", ["grid", "--experiment", "{tmp}/seed2_63.yaml", "--dry-run"], ["got 9223372036854775808"],
+     experiments_ill_typed),
+    ("set seed -1", [*RUN, "--set", "seed=-1"], ["seed must be in [0, 2**63 - 1], got -1"], None),
+    ("set seed 2**63", [*RUN, "--set", "seed=9223372036854775808"], ["seed must be in [0, 2**63 - 1]"], None),
+    ("set lr nan", [*RUN, "--set", "method.lr=nan"], ["lr must be a finite number > 0, got nan"], None),
+    ("set lr inf", [*RUN, "--set", "task.lr=inf"], ["lr must be a finite number > 0, got inf"], None),
+    ("set lr .inf", [*RUN, "--set", "method.lr=.inf"], ["lr must be a finite number > 0, got inf"], None),
+    ("set lr -1", [*RUN, "--set", "task.lr=-1"], ["lr must be > 0, got -1.0"], None),
+    ("set lr 0", [*RUN, "--set", "method.lr=0"], ["lr must be > 0, got 0.0"], None),
+    ("set lr huge integer", [*RUN, "--set", "method.lr=" + "9" * 400], ["lr must be a finite number > 0, got inf"], None),
+    ("set lr empty", [*RUN, "--set", "method.lr="], ["'lr'", "expected float", "''"], None),
+    ("set weight_decay nan", [*RUN, "--set", "task.weight_decay=nan"], ["weight_decay must be a finite number >= 0, got nan"], None),
+    ("set weight_decay -1", [*RUN, "--set", "method.weight_decay=-1"], ["weight_decay must be >= 0, got -1.0"], None),
+    ("set grad_clip -1", [*RUN, "--set", "method.grad_clip=-1"], ["grad_clip must be >= 0, got -1.0"], None),
+    ("set task grad_clip -1", [*RUN, "--set", "task.grad_clip=-1", "--protocol", "finetune"], ["grad_clip must be >= 0, got -1.0"], None),
+    ("set min_lr -1", [*RUN, "--set", "min_lr=-1"], ["min_lr must be >= 0, got -1.0"], None),
+    ("set min_lr above lr", [*RUN, "--set", "min_lr=0.1"], ["min_lr (0.1) must be <= lr (0.0002)"], None),
+    ("set cicl_ratio 2", [*RUN, "--set", "cicl_ratio=2"], ["cicl_ratio must be in [0, 1], got 2"], None),
+    ("set temperature 0", [*RUN, "--set", "temperature=0"], ["temperature must be > 0, got 0.0"], None),
+    ("set channel_keep 0", [*RUN, "--set", "channel_keep=[0.25, 0.15, 0, 0.1]"], ["channel_keep must be in (0, 1], got 0.0"], None),
+    ("set adam_betas 1", [*RUN, "--set", "adam_betas=[0.9, 1]"], ["adam_betas must be in [0, 1), got 1.0"], None),
+    ("set epochs 0", [*RUN, "--set", "method.epochs=0"], ["epochs must be >= 1, got 0"], None),
+    ("set task epochs -1", [*RUN, "--set", "task.epochs=-1"], ["epochs must be >= 1, got -1"], None),
+    ("set epochs 1.5", [*RUN, "--set", "task.epochs=1.5"], ["'epochs'", "expected int", "1.5"], None),
+    ("set batch_size 1 (contrastive)", [*RUN, "--set", "method.batch_size=1"], ["batch_size must be >= 2 (in-batch contrastive negatives)"], None),
+    ("set task batch_size 0", [*RUN, "--set", "task.batch_size=0"], ["batch_size must be >= 1, got 0"], None),
+    ("set task image_size 0", [*RUN, "--set", "task.image_size=0"], ["image_size must be in [32, 4096], got 0"], None),
+    ("set patience 0", [*RUN, "--set", "patience=0"], ["patience must be >= 1, got 0"], None),
+    ("set encoder_lr_ratio 0", [*RUN, "--set", "encoder_lr_ratio=0"], ["encoder_lr_ratio must be > 0, got 0.0"], None),
+    ("set num_workers huge", [*RUN, "--set", "num_workers=100000"], ["num_workers must be in [0, 256], got 100000"], None),
+    ("set threshold 1.5", ["run", "--method", "random", "--task", "siim_seg", "--set", "threshold=1.5"],
+     ["threshold must be in [0, 1], got 1.5"], None),
+    ("set dice_smooth 0", ["run", "--method", "random", "--task", "siim_seg", "--set", "dice_smooth=0"], ["dice_smooth must be > 0"], None),
+    ("set nms_iou nan", ["run", "--method", "random", "--task", "rsna_det", "--set", "nms_iou=nan"],
+     ["nms_iou must be a finite number in [0, 1], got nan"], None),
+    ("set ks 0", ["run", "--method", "imitate", "--task", "chexpert5x200_ret", "--set", "ks=[1, 0]"], ["ks must be in [1, 65536], got 0"], None),
+    ("max steps beyond 64 bits", ["pretrain", "--method", "imitate", "--max-steps", "9" * 30], ["max_steps must be >= 0 and fit in 64 bits"], None),
+    ("set task.kind", [*RUN, "--set", "task.kind=segmentation"], ["--set task.kind is refused", "choose another --task"], None),
+    ("set task.name", [*RUN, "--set", "task.name=siim_seg"], ["--set task.name is refused"], None),
+    ("set dataset", [*RUN, "--set", "dataset=siim"], ["--set task.dataset is refused"], None),
     # issue 14: names, paths and environment
+    ("task name is a path", ["run", "--method", "random", "--task", "../../x/evil"], ["unknown task '../../x/evil'; valid: "], None),
+    ("task name is an absolute path", ["run", "--method", "random", "--task", "{tmp}/evil"], ["unknown task '{tmp}/evil'; valid: "],
+     planted_configs),
+    ("profile is an absolute path", [*RUN, "--profile", "{tmp}/evil_profile"], ["unknown profile '{tmp}/evil_profile'; valid: "],
+     planted_configs),
+    ("profile is a file", [*RUN, "--profile", "{tmp}/evil_profile.yaml"], ["unknown profile '{tmp}/evil_profile.yaml'; valid: ", "cpu"], planted_configs),
+    ("profile climbs out", [*RUN, "--profile", "../profiles/cpu"], ["unknown profile '../profiles/cpu'"], None),
+    ("grid profile is a path", [*GRID, "--profile", "{tmp}/evil_profile"], ["unknown profile"], planted_configs),
+    ("task name unicode", ["run", "--method", "random", "--task", "rsna_clś"], ["unknown task 'rsna_clś'; valid: rsna_cls"], None),
+    ("task name empty", ["run", "--method", "random", "--task", ""], ["unknown task ''; valid: "], None),
+    ("experiment name climbs out", ["grid", "--experiment", "../experiments/imitate_tmi2024", "--dry-run"],
+     ["experiment file ../experiments/imitate_tmi2024 not found", "imitate_tmi2024"], None),
+    ("experiment profile: 5", ["grid", "--experiment", "{tmp}/profile5.yaml", "--dry-run"],
+     ["unknown profile in experiment {tmp}/profile5.yaml: '5'; valid: "], experiments_ill_typed),
+    ("experiment task 5", ["grid", "--experiment", "{tmp}/task5.yaml", "--dry-run"], ["'tasks' must list task names"], experiments_ill_typed),
+    ("experiment set keys not names", ["grid", "--experiment", "{tmp}/setkeys.yaml", "--dry-run"], ["'set' must map keys to values"],
+     experiments_ill_typed),
+    ("experiment alias bomb", ["grid", "--experiment", "{tmp}/bomb.yaml", "--dry-run"],
+     ["{tmp}/bomb.yaml expands to more than 100,000 values through its aliases"], experiments_ill_typed),
+    ("experiment alias loop", ["grid", "--experiment", "{tmp}/loop.yaml", "--dry-run"], ["alias (*) inside its own anchor"],
+     experiments_ill_typed),
+    ("set value alias bomb", [*RUN, "--set", "description={" + ALIAS_BOMB.strip().replace("\n", ", ") + "}"],
+     ["--set description expands to more than 100,000 values"], None),
+    ("device mps", [*RUN, "--device", "mps"], ["device 'mps' asked for, but MPS (Apple silicon) is not available"], None),
+    ("device meta", [*RUN, "--device", "meta"], ["device 'meta' is not one a trial can train on"], None),
+    ("device empty", [*RUN, "--device", ""], ["unknown device ''"], None),
+    ("device from env meta", RUN, ["device 'meta' is not one a trial can train on"], lambda tmp, mp: mp.setenv("BENCHMARK_DEVICE", "meta")),
+    ("disk full under BENCHMARK_HOME", SMOKE, ["no space left on device", "BENCHMARK_HOME={tmp}/home", "free space or set BENCHMARK_HOME"],
+     disk_full),
     # issue 14: results store
     ("store of another application", ["results", "--store", "{tmp}/app.sqlite"],
      ["{tmp}/app.sqlite is not a medvlp-bench results store (it has tables users and no trials table)", "left as it is"],

@@ -122,7 +122,8 @@ def fraction_subset(
     if path.exists():
         subset = read_manifest(path)
         if not subset:
-            raise UserError(f"split manifest {path} is empty; delete it and its {record_path(path).name} to draw it again")
+            raise UserError(f"split manifest {path} is empty; delete it and its {record_path(path).name} "
+                            "to draw it again")
         unknown = set(subset) - set(ids)
         if unknown:
             raise UserError(f"split manifest {path} names {len(unknown)} ids not in the training split; delete it")

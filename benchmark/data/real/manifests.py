@@ -95,7 +95,8 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
             strata = st.labels(split)
             for fraction in FRACTIONS:
                 for seed in SEEDS:
-                    planned[f"{prefix}train-{fraction * 100:g}pct-seed{seed}"] = draw_subset(ids, strata, fraction, seed)
+                    tag = f"{prefix}train-{fraction * 100:g}pct-seed{seed}"
+                    planned[tag] = draw_subset(ids, strata, fraction, seed)
     check_existing(out, {f"{tag}.txt": _text(ids) for tag, ids in planned.items()})
     lists = {tag: _entry(write_ids(out / f"{tag}.txt", ids), len(ids)) for tag, ids in planned.items()}
     summary = {"dataset": dataset, "protocol": protocol, "recipe": RECIPE_VERSION, "source": sorted(sources),
@@ -116,9 +117,11 @@ def check_existing(out: Path, planned: dict[str, str]) -> None:
     summary = out / "summary.json"
     if summary.is_file():
         try:
-            recorded = {e["file"]: e["sha256"] for e in json.loads(summary.read_text(encoding="utf-8"))["lists"].values()}
+            entries = json.loads(summary.read_text(encoding="utf-8"))["lists"].values()
+            recorded = {e["file"]: e["sha256"] for e in entries}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise UserError(f"{summary} is not a split summary this tool wrote; write the lists to a new --out") from None
+            raise UserError(f"{summary} is not a split summary this tool wrote; write the lists to a new --out") \
+                from None
     for name, sha in recorded.items():
         path = out / name
         if not path.is_file() or sha256(path) != sha:
@@ -128,7 +131,8 @@ def check_existing(out: Path, planned: dict[str, str]) -> None:
         path = out / name
         if path.is_file() and path.read_bytes() != text.encode():
             raise UserError(f"split list {path} differs from what the label files under the data root draw now "
-                            "(other label files?); write the lists to a new --out, or delete the old ones to replace them")
+                            "(other label files?); write the lists to a new --out, or delete the old ones to "
+                            "replace them")
 
 
 def _entry(path: Path, count: int) -> dict:

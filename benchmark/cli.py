@@ -13,7 +13,9 @@ import errno
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 
 from benchmark import __version__
 from benchmark.config import SEED_RANGE
@@ -217,7 +219,23 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's cancel), raised like Ctrl-C so that cleanups run:
+    ``finally`` blocks, the removal of half-written temporary files."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated()
+
+
+#: what a failed trial's line adds, per command: only ``run`` has a store row to point at
+FAILED_WHERE = {"run": " (recorded in the store as failed)", "pretrain": " (no encoder was cached)"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    args = None
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -231,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrialFailed as exc:
-        print(f"failed: {exc} (recorded in the store as failed)", file=sys.stderr)
+        print(f"failed: {exc}{FAILED_WHERE.get(getattr(args, 'handler', ''), '')}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -241,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {line}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread and previous is not None:  # None: a handler not set from Python
+            signal.signal(signal.SIGTERM, previous)
 
 
 def emit_json(obj: dict) -> None:

@@ -80,10 +80,25 @@ def store_path() -> Path:
     return env_path("BENCHMARK_STORE", "results/benchmark.sqlite")
 
 
+TEMP_GLOB = ".*.tmp"  # what _temp_beside names: .<target name>.<random>.tmp
+
+
 def _temp_beside(path: Path) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     return tmp
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temporary files a killed writer left in ``folder`` (SIGKILL runs no
+    cleanup); returns how many. Call it only while holding the folder's lock: a
+    live writer's temporary file looks the same."""
+    removed = 0
+    for tmp in folder.glob(TEMP_GLOB):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _commit(tmp: str, path: Path) -> None:

@@ -14,6 +14,14 @@ transferred ResNet-50, torchvision key names), ``model.pt`` (the whole method),
 The hash covers the method name, its resolved config and the corpus
 fingerprint, so every distinct pre-training happens once; a lock file (``.lock``)
 makes a second process asking for the same encoder wait for the first.
+
+Every file here is a derived cache, read weights-only (``torch.load(weights_only=True)``:
+a file planted in a shared cache runs no code). A damaged one (truncated,
+corrupt, not this loop's) is never a traceback: a cached encoder whose
+``meta.json``, ``encoder.pt`` or ``model.pt`` does not read is reported in one
+warning line and rebuilt; a ``checkpoint.pt`` that does not read is reported and
+pre-training starts again from step 0. Temporary files a killed writer left are
+removed while the folder's lock is held.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +58,7 @@ from benchmark.paths import (
     atomic_write,
     cache_dir,
     exclusive,
+    remove_stale_temps,
 )
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
@@ -58,6 +68,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"  # the transferred image encoder (torchvision ResNet-50 keys)
 MODEL = "model.pt"  # the whole method (heads, text projection): zero-shot and retrieval need it
+META = "meta.json"  # written last: its presence marks a finished encoder
+RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "method_rng", "torch_rng", "step", "history"})
+
+
+class DamagedCache(Exception):
+    """A cached file that does not read or does not fit: rebuilt, never shown as a traceback."""
 
 
 @dataclass
@@ -65,6 +81,66 @@ class Pretrained:
     path: Path  # encoder.pt
     meta: dict
     reused: bool
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # encoder.pt's tensors, once read
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The encoder's state dict: the one checked at lookup or just trained, else read now."""
+        if self.state is None:
+            self.state = read_weights(self.path)
+        return self.state
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: " + (str(exc) or "empty").splitlines()[0][:160]
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict file of this cache, weights-only; :class:`DamagedCache` naming the
+    file when it does not read (missing, truncated, corrupt, planted)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # whatever the damage: the file is derived and is rebuilt
+        raise DamagedCache(f"{path.name}: {_first_line(exc)}") from None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise DamagedCache(f"{path.name} holds no state dict of tensors")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load ``folder/model.pt`` into ``model`` (strictly); :class:`DamagedCache` when it
+    does not read or does not fit the method (e.g. a file from an older version)."""
+    state = read_weights(folder / MODEL)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DamagedCache(f"{MODEL} does not fit the method ({_first_line(exc)})") from None
+
+
+def _check_archive(path: Path) -> None:
+    """Cheap check of a torch zip file without reading its tensors: a truncated file
+    has lost the zip directory at its end."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                raise DamagedCache(f"{path.name} is not a PyTorch file")
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DamagedCache(f"{path.name}: {_first_line(exc)}") from None
+
+
+def _read_meta(out: Path) -> dict:
+    try:
+        meta = json.loads((out / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSON or UTF-8 decoding
+        raise DamagedCache(f"{META}: {_first_line(exc)}") from None
+    if not isinstance(meta, dict) or not {"method", "steps", "corpus", "final_loss", "seconds", "device"} <= meta.keys():
+        raise DamagedCache(f"{META} lacks the fields of a finished encoder")
+    return meta
+
+
+def discard(out: Path, why: str) -> None:
+    """Mark the cached encoder in ``out`` unfinished (one warning line), so that it is rebuilt."""
+    log.warning("the cached encoder in %s is damaged (%s); rebuilding it", out, why)
+    (out / META).unlink(missing_ok=True)
 
 
 def encoder_dir(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Path:
@@ -72,10 +148,21 @@ def encoder_dir(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Path
 
 
 def cached_encoder(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Pretrained | None:
+    """The finished encoder in the cache, checked: ``meta.json`` and ``encoder.pt`` are
+    read (the encoder's tensors are kept for the caller, not read twice), ``model.pt``'s
+    zip directory is checked. None when there is none, or (after one warning) when a
+    file is damaged: the caller rebuilds it."""
     out = encoder_dir(method, cfg, corpus_fingerprint)
-    if (out / ENCODER).exists() and (out / "meta.json").exists():
-        return Pretrained(out / ENCODER, json.loads((out / "meta.json").read_text()), reused=True)
-    return None
+    if not (out / META).exists():
+        return None
+    try:
+        meta = _read_meta(out)
+        state = read_weights(out / ENCODER)
+        _check_archive(out / MODEL)
+    except DamagedCache as exc:
+        discard(out, str(exc))
+        return None
+    return Pretrained(out / ENCODER, meta, reused=True, state=state)
 
 
 def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
@@ -86,15 +173,16 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         return hit
     out = encoder_dir(method, cfg, fingerprint)
     model = cls(cfg)
-    atomic_torch_save({k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}, out / ENCODER)
+    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
+    atomic_torch_save(encoder_state, out / ENCODER)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
         "device": "cpu", "final_loss": math.nan, "version": __version__,
     }
-    atomic_json(out / "meta.json", meta)  # written last: its presence marks a finished encoder
-    return Pretrained(out / ENCODER, meta, reused=False)
+    atomic_json(out / META, meta)  # written last: its presence marks a finished encoder
+    return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
 
 
 def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force: bool = False) -> Pretrained:
@@ -112,8 +200,10 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
 
 
 def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, out: Path) -> Pretrained:
+    if stale := remove_stale_temps(out):  # we hold the lock: no live writer owns them
+        log.info("removed %d temporary file(s) a killed run left in %s", stale, out)
     if force:
-        for name in (ENCODER, MODEL, CHECKPOINT, "meta.json", "losses.csv"):
+        for name in (META, ENCODER, MODEL, CHECKPOINT, "losses.csv"):  # meta.json first: unfinished at once
             (out / name).unlink(missing_ok=True)
     n, global_batch = len(corpus), cfg.batch_size * cfg.ddp_workers
     if n < global_batch:
@@ -125,12 +215,14 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
         from benchmark.ddp import run_ddp
 
         run_ddp(method, cfg, corpus, device, out)
-        return Pretrained(out / ENCODER, json.loads((out / "meta.json").read_text()), reused=False)
+        return Pretrained(out / ENCODER, _read_meta(out), reused=False)
     return train_loop(method, cfg, corpus, pick_device(device), out)
 
 
-def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: Path) -> Pretrained:
-    """The loop itself, in one process or in each DDP process (rank 0 writes the files)."""
+@torch.enable_grad()  # also when a task rebuilds a damaged encoder from inside its no_grad evaluation
+def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: Path, resume: bool = True) -> Pretrained:
+    """The loop itself, in one process or in each DDP process (rank 0 writes the files).
+    ``resume``: continue from ``checkpoint.pt`` if there is a readable one."""
     from benchmark.distributed import mean_terms, world
 
     rank, size = world()
@@ -165,13 +257,19 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
 
     step, history = 0, []
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        model.load_rng_state(state["method_rng"])
-        torch.set_rng_state(state["torch_rng"])
+    state = read_resume(ckpt_path, model, opt) if resume else None
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            model.load_rng_state(state["method_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if dev.type == "cuda" and torch.is_tensor(state.get("cuda_rng")):
+                torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:  # half applied: start clean
+            log.warning("ignoring the pre-training checkpoint %s (%s); starting from step 0", ckpt_path, _first_line(exc))
+            return train_loop(method, cfg, corpus, dev, out, resume=False)
         step, history = state["step"], state["history"]
         log.info("resuming %s pre-training at step %d/%d from %s", method, step, total, ckpt_path)
 
@@ -182,6 +280,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
             {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "method_rng": model.rng_state(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             },
             ckpt_path,
         )
@@ -237,10 +336,57 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     cache = getattr(model, "_text_cache", None)
     if cache is not None:
         meta["text_cache"] = {"hits": cache.hits, "misses": cache.misses}
-    atomic_json(out / "meta.json", meta)  # written last: its presence marks a finished encoder
+    atomic_json(out / META, meta)  # written last: its presence marks a finished encoder
     ckpt_path.unlink(missing_ok=True)  # the optimiser state is 2x the model: drop it once done
     log.info("pre-trained %s in %.1fs, final loss %.4f -> %s", method, seconds, meta["final_loss"], out)
-    return Pretrained(out / ENCODER, meta, reused=False)
+    return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
+
+
+def read_resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+    """The checkpoint to resume from, read weights-only (a planted file runs no code)
+    and checked against this run's model and optimiser; None when there is none, or,
+    with one warning, when it is damaged or not this run's (pre-training starts over)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        problem = _resume_mismatch(state, model, opt)
+    except Exception as exc:  # truncated, corrupt, refused by the weights-only loader: a derived file
+        problem = _first_line(exc)
+    if problem:
+        log.warning("ignoring the pre-training checkpoint %s (%s); starting from step 0", path, problem)
+        return None
+    return state
+
+
+def _resume_mismatch(state: object, model: torch.nn.Module, opt: torch.optim.Optimizer) -> str | None:
+    """Why ``state`` cannot be this run's checkpoint, or None: the keys, the model's
+    tensor shapes, the optimiser's groups and moment shapes, a step that matches the history."""
+    if not isinstance(state, dict) or not RESUME_KEYS <= state.keys():
+        return f"not a checkpoint of this loop ({type(state).__name__} without {sorted(RESUME_KEYS)})"
+    mine, theirs = model.state_dict(), state["model"]
+    if not isinstance(theirs, dict) or theirs.keys() != mine.keys():
+        return "its model keys are not this method's"
+    wrong = [k for k, v in mine.items() if not torch.is_tensor(theirs[k]) or theirs[k].shape != v.shape]
+    if wrong:
+        return f"its model tensors have other shapes ({wrong[:3]})"
+    params = [p for group in opt.param_groups for p in group["params"]]
+    saved = state["optimizer"]
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or \
+            [len(g.get("params", ())) for g in saved.get("param_groups", ()) if isinstance(g, dict)] != \
+            [len(g["params"]) for g in opt.param_groups]:
+        return "its optimiser groups are not this run's"
+    for pid, moments in saved["state"].items():  # AdamW's moments have their parameter's shape
+        if not isinstance(pid, int) or not 0 <= pid < len(params) or not isinstance(moments, dict) or any(
+                torch.is_tensor(v) and v.dim() and v.shape != params[pid].shape for v in moments.values()):
+            return "its optimiser state does not fit the parameters"
+    step, history = state["step"], state["history"]
+    if not isinstance(step, int) or not isinstance(history, list) or len(history) != step or \
+            not all(isinstance(row, dict) for row in history):
+        return "its step count does not match its loss history"
+    if not isinstance(state["method_rng"], dict) or not torch.is_tensor(state["torch_rng"]):
+        return "its random states are not tensors"
+    return None
 
 
 def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device):

@@ -181,8 +181,6 @@ def run_trial(
 
 
 def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Store) -> Outcome:
-    import torch
-
     from benchmark.device import out_of_memory_as
 
     task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
@@ -194,9 +192,9 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
         ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
         log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)",
                  task, len(ids), len(train.ids), fraction, seed, manifest)
-    encoder_state = torch.load(pre.path, map_location="cpu", weights_only=True)
+    encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
-              load_method=lambda: load_method(resolved, pre))
+              load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))))
     with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])
@@ -214,12 +212,20 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     return Outcome(trial, reused=False, store_path=str(store.path))
 
 
-def load_method(resolved: Resolved, pre):
-    """The whole pre-trained method (heads, text tower) from its ``model.pt``."""
-    import torch
-
-    from benchmark.pretrain import MODEL
+def load_method(resolved: Resolved, pre, rebuild=None):
+    """The whole pre-trained method (heads, text tower) from its ``model.pt``; a damaged
+    file is reported in one warning and rebuilt with ``rebuild()`` (which returns the new
+    encoder), then loaded again."""
+    from benchmark.pretrain import DamagedCache, discard, load_model_weights
 
     model = resolved.method_cls(resolved.method_cfg)
-    model.load_state_dict(torch.load(pre.path.parent / MODEL, map_location="cpu", weights_only=True))
+    try:
+        load_model_weights(model, pre.path.parent)
+    except DamagedCache as exc:
+        if rebuild is None:
+            raise
+        discard(pre.path.parent, str(exc))
+        pre = rebuild()
+        model = resolved.method_cls(resolved.method_cfg)
+        load_model_weights(model, pre.path.parent)
     return model

@@ -6,6 +6,7 @@ concurrent writers, and the same command twice gives the same metrics."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -215,3 +216,189 @@ def test_the_same_command_twice_gives_identical_metrics(tmp_path, method):
         results.append(json.loads(out.strip().splitlines()[-1]))
     assert results[0]["metrics"] == results[1]["metrics"]
     assert results[0]["config_hash"] == results[1]["config_hash"]
+
+
+# ------------------------------------------------------------------ issue 14: checkpoints and caches
+class Command:
+    """Pickles as ``os.system(command)``: what a planted file would run on a plain torch.load."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def encoder_folder(method: str, sets: list | None = None) -> Path:
+    from benchmark.data.sources import pretrain_corpus
+    from benchmark.pretrain import encoder_dir
+    from benchmark.runner import resolve
+
+    cfg = resolve(method, None, "smoke", sets or []).method_cfg
+    return encoder_dir(method, cfg, pretrain_corpus(cfg, None).fingerprint)
+
+
+def damaged_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "damaged" in r.getMessage()]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["planted", "truncated", "another run's"])
+def test_a_planted_or_damaged_resume_checkpoint_runs_no_code_and_starts_over(damage, tmp_path, caplog, capsys):
+    marker = tmp_path / "MARKER"
+    ckpt = encoder_folder("imitate") / "checkpoint.pt"
+    if damage == "planted":  # weights next to a command, as a plain torch.load would run it
+        torch.save({"model": {}, "step": 0, "history": [], "hook": Command(f"touch {marker}")}, ckpt)
+    elif damage == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}, "step": 3}, ckpt)
+        truncate(ckpt)
+    else:  # weights-only loadable, but not this run's: a step that its history does not back
+        torch.save({"model": {"w": torch.zeros(3)}, "optimizer": {}, "scheduler": {}, "method_rng": {},
+                    "torch_rng": torch.get_rng_state(), "step": 5, "history": []}, ckpt)
+    caplog.set_level(logging.INFO)
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert meta["steps"] == 2 and not meta["reused"]  # trained from step 0 to the end
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"ignoring the pre-training checkpoint {ckpt} ("), warnings
+    assert warnings[0].endswith("); starting from step 0") and "\n" not in warnings[0]
+    assert not any("resuming" in r.getMessage() for r in caplog.records)
+    assert not marker.exists()
+    assert not ckpt.exists()  # replaced by the run's own and removed when it finished
+
+
+def test_a_resume_checkpoint_loads_weights_only(tmp_path):
+    """Every piece the loop saves (model, AdamW, scheduler, RNG states, history) loads with
+    weights_only=True and passes the resume check, for every pre-trained method."""
+    import io
+
+    import methods  # noqa: F401
+    from benchmark.pretrain import RESUME_KEYS, make_optimizer, read_resume
+    from benchmark.registry import METHODS
+    from benchmark.runner import resolve
+
+    for name in ("imitate", "convirt", "gloria", "prior", "asg"):
+        cfg = resolve(name, None, "smoke").method_cfg
+        model = METHODS.get(name)(cfg)
+        params, opt = make_optimizer(model, cfg, torch.device("cpu"))
+        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3)
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()
+        sched.step()
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "method_rng": model.rng_state(), "torch_rng": torch.get_rng_state(), "step": 1,
+                 "history": [{"step": 1, "loss": 0.5}], "cuda_rng": None}
+        assert RESUME_KEYS <= state.keys()
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        torch.load(buf, weights_only=True)
+        torch.save(state, tmp_path / "checkpoint.pt")
+        assert read_resume(tmp_path / "checkpoint.pt", model, opt) is not None, name
+        state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(7)  # a moment of the wrong shape
+        torch.save(state, tmp_path / "checkpoint.pt")
+        assert read_resume(tmp_path / "checkpoint.pt", model, opt) is None, name
+
+
+@pytest.mark.parametrize("kind", ["encoder.pt", "model.pt", "meta.json"])
+def test_a_damaged_cached_encoder_is_rebuilt_with_one_warning(kind, caplog, capsys):
+    argv = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = next(Path(os.environ["BENCHMARK_HOME"]).glob("encoders/random-*"))
+    if kind == "meta.json":
+        (folder / kind).write_bytes(b'{"method": "random", "steps"')  # cut mid-write by a full disk
+    else:
+        truncate(folder / kind)
+    caplog.set_level(logging.INFO)
+    assert main([*argv, "--seed", "1"]) == 0  # another trial: its encoder is looked up again
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    warnings = damaged_warnings(caplog)
+    assert len(warnings) == 1 and warnings[0].startswith(f"the cached encoder in {folder} is damaged ({kind}"), warnings
+    assert warnings[0].endswith("; rebuilding it") and "\n" not in warnings[0]
+    torch.load(folder / "encoder.pt", weights_only=True)
+    torch.load(folder / "model.pt", weights_only=True)
+    assert json.loads((folder / "meta.json").read_text())["method"] == "random"
+    assert again["config_hash"] == first["config_hash"] and 0 <= again["value"] <= 1
+    caplog.clear()
+    assert main([*argv, "--seed", "2"]) == 0 and not damaged_warnings(caplog)  # healed
+
+
+def test_a_model_file_that_does_not_fit_is_rebuilt_when_loaded(caplog, capsys):
+    """model.pt is read when a joint-space task needs the whole method: one that does not
+    load (here a valid file of other keys, which the lookup's cheap check passes) is rebuilt then."""
+    argv = ["run", "--method", "imitate", "--task", "rsna_zs", "--profile", "smoke", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    folder = encoder_folder("imitate")
+    torch.save({"some.other.weight": torch.zeros(2)}, folder / "model.pt")
+    caplog.set_level(logging.INFO)
+    assert main([*argv, "--seed", "1", "--force"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    warnings = damaged_warnings(caplog)
+    assert len(warnings) == 1 and f"{folder} is damaged (model.pt does not fit the method" in warnings[0], warnings
+    assert any("pre-trained imitate" in r.getMessage() for r in caplog.records)  # re-pre-trained
+    assert again["value"] == first["value"]  # the same encoder and heads again: zero-shot has no head to fit
+    assert "some.other.weight" not in torch.load(folder / "model.pt", weights_only=True)
+
+
+def _stop_mid_write(proc: subprocess.Popen, folder: Path, deadline: float, old: tuple[Path, ...] = ()) -> Path:
+    """SIGSTOP ``proc`` while it is writing a temporary file in ``folder`` (not one of ``old``); that file."""
+
+    def writing() -> list[Path]:
+        return [p for p in folder.glob(".checkpoint.pt.*.tmp") if p not in old]
+
+    while True:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        if writing():
+            proc.send_signal(signal.SIGSTOP)
+            while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+                time.sleep(0.001)  # the signal is delivered asynchronously: wait until it has stopped
+            if tmps := writing():
+                return tmps[0]
+            proc.send_signal(signal.SIGCONT)  # it had just finished: catch the next one
+        time.sleep(0.002)
+
+
+def test_killed_or_terminated_pretraining_leaves_no_temporary_file(tmp_path):
+    argv = ["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "epochs=6", "--set", "checkpoint_every=1"]
+    deadline = time.monotonic() + 300
+    killed = _cli(*argv, home=tmp_path)
+    while not list(tmp_path.glob("encoders/imitate-*")):
+        assert killed.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    folder = next(tmp_path.glob("encoders/imitate-*"))
+    left = _stop_mid_write(killed, folder, deadline)
+    killed.send_signal(signal.SIGKILL)  # no cleanup runs: the half-written file stays
+    killed.wait()
+    assert left.exists()
+
+    terminated = _cli(*argv, home=tmp_path)  # takes over: removes the stale file under the lock
+    _stop_mid_write(terminated, folder, deadline, old=(left,))
+    assert not left.exists()
+    terminated.send_signal(signal.SIGTERM)
+    terminated.send_signal(signal.SIGCONT)
+    _, err = terminated.communicate(timeout=120)
+    assert terminated.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM)" and "Traceback" not in err, err[-2000:]
+    assert "removed 1 temporary file(s) a killed run left in" in err
+    assert not list(folder.glob(".*.tmp"))  # its own half-written file went with it
+
+    had_checkpoint = (folder / "checkpoint.pt").exists()  # the kills may both have come during the first write
+    finished = _cli(*argv, home=tmp_path)
+    out, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err[-2000:]
+    assert ("resuming imitate pre-training at step" in err) == had_checkpoint, err[-2000:]
+    assert out.startswith("imitate pre-trained: 12 steps") and "ignoring" not in err
+    assert not list(folder.glob(".*.tmp")) and not (folder / "checkpoint.pt").exists()
+
+
+def test_a_pretrain_failure_does_not_claim_a_store(capsys):
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "lr=1e30"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
+    assert err == ["failed: imitate pre-training loss became nan at step 2 (no encoder was cached)"], err

@@ -344,8 +344,8 @@ def route_sets(
                 raise UserError(f"--set key {key!r} is ambiguous: write {options}")
             owner, field = owners[0], key
         if field in getattr(scopes[owner], "IDENTITY_FIELDS", ()):
-            raise UserError(f"--set {owner}.{field} is refused: the {field} is what the {owner} is "
-                            f"(its YAML under configs/{owner}s); choose another --{owner} instead")
+            raise UserError(f"--set {owner}.{field} is refused: {field} defines the {owner} (its YAML under "
+                            f"configs/{owner}s), or the stored config would lie; choose another --{owner} or add a YAML there")
         routed[owner][field] = value
     return routed
 

@@ -16,6 +16,20 @@ from benchmark.errors import OutOfMemory, UserError
 TRAINING_DEVICES = ("cpu", "cuda", "mps")
 
 
+def parse_device(preference: str) -> torch.device:
+    """A device name trials can train on (cpu, cuda[:N], mps), not yet checked
+    against this machine: a grid's driver checks the name before its trials,
+    which may run on other machines, check availability."""
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"unknown device {preference!r}; use auto, cpu, cuda or cuda:N (or mps on Apple silicon)") from None
+    if device.type not in TRAINING_DEVICES:
+        raise UserError(f"device {preference!r} is not one a trial can train on; use auto, cpu, cuda or cuda:N "
+                        "(or mps on Apple silicon)")
+    return device
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     """``auto`` (or ``$BENCHMARK_DEVICE``; empty means auto): CUDA if present, else CPU.
     A device this machine lacks, or one nothing trains on, is a UserError."""
@@ -23,15 +37,7 @@ def pick_device(preference: str = "auto") -> torch.device:
         preference = os.environ.get("BENCHMARK_DEVICE", "").strip() or "auto"
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(preference)
-    except (RuntimeError, ValueError, TypeError):
-        device = None
-    if device is None:
-        raise UserError(f"unknown device {preference!r}; use auto, cpu, cuda or cuda:N (or mps on Apple silicon)")
-    if device.type not in TRAINING_DEVICES:
-        raise UserError(f"device {preference!r} is not one a trial can train on; use auto, cpu, cuda or cuda:N "
-                        "(or mps on Apple silicon)")
+    device = parse_device(preference)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"device {preference!r} asked for, but no CUDA device is available; use --device cpu")

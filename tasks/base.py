@@ -27,7 +27,7 @@ PhantomSplit = Annotated[int, Range(1, 1_000_000)]
 class TaskConfig:
     UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("description",)  # prose: editing it changes no result
     #: what the task is (its YAML says): never overridden, or the stored config would lie
-    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset")
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset", "real", "metric")
 
     name: str = ""
     kind: str = ""

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClassificationConfig(TaskConfig):
+    IDENTITY_FIELDS = (*TaskConfig.IDENTITY_FIELDS, "label_type", "classes")
+
     batch_size: Size = 48
     weight_decay: NonNegative = 1e-6
     label_type: Literal["binary", "multilabel", "multiclass"] = "binary"

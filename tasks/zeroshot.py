@@ -24,6 +24,8 @@ from tasks.metrics import accuracy, auroc, macro_f1
 
 @dataclass
 class ZeroShotConfig(TaskConfig):
+    IDENTITY_FIELDS = (*TaskConfig.IDENTITY_FIELDS, "classes")  # prompts stay settable (prompt ablations)
+
     classes: tuple[str, ...] = ()
     prompts: dict = field(default_factory=dict)  # class -> {severity: [...], subtype: [...], location: [...]}
     max_prompts: Width = 50

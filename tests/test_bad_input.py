@@ -129,6 +129,10 @@ def experiments_ill_typed(tmp, monkeypatch):
     (tmp / "setkeys.yaml").write_text(grid + "seeds: [0]\nset: {1: 2, lr: 3}\n")
     (tmp / "bomb.yaml").write_text(ALIAS_BOMB)
     (tmp / "loop.yaml").write_text("methods: &m [random, *m]\n")
+    (tmp / "protocol5.yaml").write_text(grid + "seeds: [0]\nprotocol: 5\n")
+    (tmp / "fraction_nan.yaml").write_text("methods: [random]\ntasks: [rsna_cls]\nfractions: [.nan]\nseeds: [0]\n")
+    (tmp / "set_nan.yaml").write_text(grid + "seeds: [0]\nset: {task.lr: .nan}\n")
+    (tmp / "binary.yaml").write_bytes(b"\xff\xfe\x00methods")
 
 
 #: 9 levels of 9 aliases in under 500 bytes: 387 million strings once expanded
@@ -456,6 +460,15 @@ CASES = [
     ("set task.kind", [*RUN, "--set", "task.kind=segmentation"], ["--set task.kind is refused", "choose another --task"], None),
     ("set task.name", [*RUN, "--set", "task.name=siim_seg"], ["--set task.name is refused"], None),
     ("set dataset", [*RUN, "--set", "dataset=siim"], ["--set task.dataset is refused"], None),
+    ("set task metric", [*RUN, "--set", "task.metric=accuracy"], ["--set task.metric is refused", "defines the task"], None),
+    ("set classes of a binary task", [*RUN, "--set", "classes=[a, b]"], ["--set task.classes is refused"], None),
+    ("set real data definition", [*RUN, "--set", "real={}"], ["--set task.real is refused"], None),
+    ("grid set seed -1", [*GRID, "--set", "seed=-1"], ["seed must be in [0, 2**63 - 1], got -1"], None),
+    ("tune set lr nan", ["tune", "--method", "imitate", "--task", "rsna_cls", "--set", "method.lr=nan"],
+     ["lr must be a finite number > 0, got nan"], None),
+    ("pretrain set lr .nan", ["pretrain", "--method", "imitate", "--set", "lr=.nan"], ["lr must be a finite number > 0, got nan"], None),
+    ("speed set task lr -1", ["speed", "--method", "imitate", "--task", "rsna_cls", "--set", "task.lr=-1"], ["lr must be > 0, got -1.0"], None),
+    ("speed image size beyond 64 bits", ["speed", "--method", "imitate", "--image-size", "9" * 25], ["image_size must be in [1, 4096]"], None),
     # issue 14: names, paths and environment
     ("task name is a path", ["run", "--method", "random", "--task", "../../x/evil"], ["unknown task '../../x/evil'; valid: "], None),
     ("task name is an absolute path", ["run", "--method", "random", "--task", "{tmp}/evil"], ["unknown task '{tmp}/evil'; valid: "],
@@ -471,6 +484,14 @@ CASES = [
      ["experiment file ../experiments/imitate_tmi2024 not found", "imitate_tmi2024"], None),
     ("experiment profile: 5", ["grid", "--experiment", "{tmp}/profile5.yaml", "--dry-run"],
      ["unknown profile in experiment {tmp}/profile5.yaml: '5'; valid: "], experiments_ill_typed),
+    ("experiment protocol 5", ["grid", "--experiment", "{tmp}/protocol5.yaml", "--dry-run"], ["'protocol' must be a text, got 5"],
+     experiments_ill_typed),
+    ("experiment fraction .nan", ["grid", "--experiment", "{tmp}/fraction_nan.yaml", "--dry-run"], ["fraction must be in (0, 1], got nan"],
+     experiments_ill_typed),
+    ("experiment set lr .nan", ["grid", "--experiment", "{tmp}/set_nan.yaml", "--dry-run"], ["lr must be a finite number > 0, got nan"],
+     experiments_ill_typed),
+    ("experiment not UTF-8", ["grid", "--experiment", "{tmp}/binary.yaml", "--dry-run"], ["{tmp}/binary.yaml is not UTF-8 text"],
+     experiments_ill_typed),
     ("experiment task 5", ["grid", "--experiment", "{tmp}/task5.yaml", "--dry-run"], ["'tasks' must list task names"], experiments_ill_typed),
     ("experiment set keys not names", ["grid", "--experiment", "{tmp}/setkeys.yaml", "--dry-run"], ["'set' must map keys to values"],
      experiments_ill_typed),

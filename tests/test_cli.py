@@ -140,3 +140,28 @@ def test_every_command_help_is_complete(capsys):
         assert done.value.code == 0
         text = capsys.readouterr().out
         assert parser.description in text and f"examples:\n  python -m benchmark {name}" in text, name
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_is_one_line_other_os_errors_keep_their_traceback(code, monkeypatch, capsys, tmp_path):
+    import errno
+    import os
+
+    from benchmark import commands
+
+    def full(args):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(tmp_path / "home" / "x.npy"))
+
+    monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(commands, "list_registered", full)
+    assert main(["list", "tasks"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: no space left on device writing {tmp_path}/home/x.npy (caches are under "
+                   f"BENCHMARK_HOME={tmp_path}/home): free space or set BENCHMARK_HOME to a folder on a disk with room")
+
+    def broken(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(commands, "list_registered", broken)
+    with pytest.raises(OSError, match="Input/output error"):  # not the user's: an internal error keeps its traceback
+        main(["list", "tasks"])

@@ -19,6 +19,7 @@ as tensors, everything else as placeholders that only say what they were.
 from __future__ import annotations
 
 import builtins
+import codecs
 import collections
 import pickle
 import types
@@ -37,7 +38,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch", "device"): torch.device,
     ("torch", "UntypedStorage"): torch.UntypedStorage,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("_codecs", "encode"): __import__("_codecs").encode,  # how protocol 2 spells a bytes object
+    ("_codecs", "encode"): codecs.encode,  # how protocol 2 spells a bytes object (codecs re-exports _codecs')
     **{("builtins", n): getattr(builtins, n) for n in ("dict", "list", "tuple", "set", "frozenset", "complex")},
     **{("__builtin__", n): getattr(builtins, n) for n in ("dict", "list", "tuple", "set", "frozenset", "complex")},
 }
@@ -49,8 +50,8 @@ class Inert:
 
     name = "?"  # the global it replaces, "module.name"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
-        return object.__new__(cls if isinstance(cls, type) and issubclass(cls, Inert) else Inert)
+    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:  # NEWOBJ passes the class's arguments here
+        return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass

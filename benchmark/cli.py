@@ -228,8 +228,13 @@ def _raise_terminated(signum: int, frame) -> None:
     raise Terminated()
 
 
-#: what a failed trial's line adds, per command: only ``run`` has a store row to point at
-FAILED_WHERE = {"run": " (recorded in the store as failed)", "pretrain": " (no encoder was cached)"}
+def _failed_where(exc: TrialFailed, command: str) -> str:
+    """What a failed trial's line adds: the store row ``run`` wrote (a failed forced re-run writes none)."""
+    if command == "pretrain":
+        return " (no encoder was cached)"
+    if getattr(exc, "recorded_in", None):
+        return " (recorded in the store as failed)"
+    return " (not recorded: the store keeps its finished result)" if command == "run" else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrialFailed as exc:
-        print(f"failed: {exc}{FAILED_WHERE.get(getattr(args, 'handler', ''), '')}", file=sys.stderr)
+        print(f"failed: {exc}{_failed_where(exc, getattr(args, 'handler', ''))}", file=sys.stderr)
         return 1
     except Terminated:
         print("terminated (SIGTERM)", file=sys.stderr)
@@ -257,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head` closed stdout: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 128 + signal.SIGPIPE
     except OSError as exc:  # a full disk is the user's to fix; any other OSError keeps its traceback
         if (line := _disk_full(exc)) is None:
             raise

@@ -187,6 +187,7 @@ def grid(args: argparse.Namespace) -> int:
         raise UserError("grid needs --methods and --tasks (or --experiment FILE)")
     else:
         spec = from_cli(args.methods, args.tasks, _given(args.fractions, "0.01,0.1,1"), _given(args.seeds, "42"))
+    _check_device_name(args.device)
     store = _store(args, readonly=args.dry_run)  # a dry run writes nothing, not even the schema
     plan = expand(spec, args.profile or spec.profile or "cpu", parse_sets(args.sets), args.protocol, args.data_root, store)
     if args.dry_run:
@@ -200,9 +201,18 @@ def grid(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _check_device_name(device: str) -> None:
+    """A grid's or search's trials may run on other machines: the driver checks the name only."""
+    from benchmark.device import parse_device
+
+    if device != "auto":
+        parse_device(device)
+
+
 def tune(args: argparse.Namespace) -> int:
     from benchmark.tune import run_search, search_lines
 
+    _check_device_name(args.device)
     result = run_search(
         args.method, args.task, args.fraction, args.seed, args.trials, args.profile or "cpu", parse_sets(args.sets),
         args.protocol, args.data_root, args.device, args.address, args.cpus_per_trial, args.gpus_per_trial, args.name,

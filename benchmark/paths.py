@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+#: below this much free space, a failed write is taken for a full disk
+FULL_DISK_MARGIN = 64 << 20
 
 #: the folder above the package: the checkout in a source tree or an editable
 #: install, site-packages in a wheel install (so never a place to read data from)
@@ -149,7 +153,15 @@ def atomic_json(path: Path, obj: object) -> None:
 def atomic_torch_save(obj: object, path: Path) -> None:
     import torch
 
-    atomic_write(path, lambda p: torch.save(obj, p))
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's writer reports a full disk as "file write failed", not ENOSPC
+            if shutil.disk_usage(tmp.parent).free >= FULL_DISK_MARGIN:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+
+    atomic_write(path, save)
 
 
 @contextmanager

@@ -9,11 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
 from benchmark.config import (
     build,
+    check_seed,
     config_hash,
     named_yaml,
     profile_overrides,
@@ -82,14 +84,19 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
 
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
+    """The checkout's short revision; None for an installed wheel (its folder may sit inside
+    some other git repository, whose revision says nothing about this code)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            check=False,
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--show-toplevel", "--short", "HEAD"], capture_output=True,
+            text=True, timeout=5, check=False,
         )
-        return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+    lines = out.stdout.split()
+    if out.returncode or len(lines) != 2 or Path(lines[0]).resolve() != REPO_ROOT.resolve():
+        return None
+    return lines[1]
 
 
 def source_tag(root) -> str:
@@ -117,7 +124,7 @@ def plan_trial(
     sets: list[tuple[str, Any]] = (), data_root_arg: str | None = None,
 ) -> tuple[Trial, Resolved, Any]:
     """The trial's store key and configs, without running it (grids look finished trials up with it)."""
-    fraction = check_fraction(fraction)
+    fraction, seed = check_fraction(fraction), check_seed(seed)  # the Python API has no argparse in front
     resolved = resolve(method, task, profile, sets)
     root = data_root(data_root_arg)
     tag = source_tag(root)
@@ -173,7 +180,10 @@ def run_trial(
     except Exception as exc:  # recorded as failed; a TrialFailed is one line, anything else keeps its traceback
         trial.status, trial.error = "failed", f"{type(exc).__name__}: {exc}"
         trial.seconds = round(time.monotonic() - started, 2)
-        if not store.record(trial):  # a failed forced re-run never replaces the finished result
+        exc.recorded_in = None  # what the CLI's failure line points at
+        if store.record(trial):
+            exc.recorded_in = str(store.path)
+        else:  # a failed forced re-run never replaces the finished result
             kept = store.find(trial)
             log.warning("this forced re-run failed and is not recorded: the store keeps the finished result of %s "
                         "(%s = %s)", kept.finished_at, kept.metric, kept.value)

@@ -165,3 +165,39 @@ def test_a_full_disk_is_one_line_other_os_errors_keep_their_traceback(code, monk
     monkeypatch.setattr(commands, "list_registered", broken)
     with pytest.raises(OSError, match="Input/output error"):  # not the user's: an internal error keeps its traceback
         main(["list", "tasks"])
+
+
+def test_torch_writing_to_a_full_disk_is_the_same_line(monkeypatch, capsys, tmp_path):
+    """torch.save reports a full disk as a RuntimeError ("file write failed"), not ENOSPC: with little room
+    left it is the full-disk line; with room left it stays an internal error with its traceback."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    def failing_save(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0: file write failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, (1 << 30) - 4096, 4096))
+    argv = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on device writing ") and "encoder.pt" in err, err
+    assert not list((tmp_path / "home" / "encoders").rglob("*.tmp"))  # the partial file is gone
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 0, 1 << 40))
+    with pytest.raises(RuntimeError, match="file write failed"):
+        main(argv)
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`medvlp-bench list tasks | head -0`: stdout closed before the listing is written, no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "list", "tasks"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import site
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -64,6 +65,9 @@ def built(tmp_path_factory) -> dict:
     (purelib / "_running_env.pth").write_text("".join(f"{d}\n" for d in deps))
 
     work.mkdir()
+    # the venv sits inside another git repository, whose revision must not be recorded as this code's
+    _sh(["git", "init", "-q", tmp])
+    _sh(["git", "-C", tmp, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "--allow-empty", "-m", "x"])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BENCHMARK_DATA")}
     env.update(BENCHMARK_HOME=str(tmp / "home"), BENCHMARK_STORE=str(tmp / "store.sqlite"),
                HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
@@ -120,6 +124,8 @@ def test_the_installed_package_runs_outside_the_checkout(built):
     run = _cli(built, "run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--fraction", "0.1")
     assert "rsna_cls" in run.stdout and str(built["tmp"] / "store.sqlite") in run.stdout
     assert (built["tmp"] / "store.sqlite").is_file() and not (work / "results").exists()
+    with sqlite3.connect(built["tmp"] / "store.sqlite") as db:  # not the surrounding repository's revision
+        assert db.execute("SELECT git_rev FROM trials").fetchall() == [(None,)]
 
     table = _cli(built, "table", "--reference").stdout
     with (ROOT / "results" / "reference" / "g2d_table4_classification.csv").open(newline="") as fh:

@@ -305,7 +305,8 @@ def test_a_failed_forced_rerun_keeps_the_finished_row(capsys, metrics, caplog):
     assert (first.status, first.value) == ("finished", 0.7)
     metrics.value = TrainingDiverged("rsna_cls head loss became nan at epoch 1")
     assert main([*RUN, "--force"]) == 1
-    assert "loss became nan" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "loss became nan" in err and "(not recorded: the store keeps its finished result)" in err, err
     kept = _stored()
     assert (kept.status, kept.value, kept.finished_at, kept.error) == ("finished", 0.7, first.finished_at, None)
     assert "this forced re-run failed and is not recorded" in caplog.text

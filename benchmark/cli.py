@@ -35,11 +35,19 @@ def _bounded(cast: type, minimum: float, strict: bool = False):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}, got {text!r}") from None
-        if not (value > minimum if strict else value >= minimum) or math.isnan(value):
+        if not (value > minimum if strict else value >= minimum) or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
         return value
 
     return parse
+
+
+def _nonempty(text: str) -> str:
+    """An argparse type for paths and names: an empty value is a mistake, never "the default"
+    (``--data-root ""`` would quietly mean phantom data, ``--out ""`` the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _seed(text: str) -> int:
@@ -92,9 +100,9 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; method.KEY / task.KEY when both have it (repeatable)")
-    p.add_argument("--checkpoint", metavar="FILE", help="released encoder weights for --method checkpoint "
+    p.add_argument("--checkpoint", type=_nonempty, metavar="FILE", help="released encoder weights for --method checkpoint "
                    "(format: --set checkpoint_format=auto|torchvision|mgca|gloria|prior)")
-    p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
+    p.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
 
@@ -125,10 +133,10 @@ def build_parser() -> Parser:
                       help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
     data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
                       "chexpert5x200, mimic5x200) or a task name; see docs/DATA.md")
-    data.add_argument("--preview", metavar="FILE", help="phantom: write a labelled grid of samples (.png, .pdf, .jpg or .svg)")
-    data.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA)")
+    data.add_argument("--preview", type=_nonempty, metavar="FILE", help="phantom: write a labelled grid of samples (.png, .pdf, .jpg or .svg)")
+    data.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
-    data.add_argument("--out", metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")
+    data.add_argument("--out", type=_nonempty, metavar="DIR", help="split: where the lists go (default: the cache's manifests/)")
     data.add_argument("--size", type=_bounded(int, 16), default=256, help="prepare: stored image size in pixels (default 256)")
     data.add_argument("--limit", type=_bounded(int, 0), default=0, help="prepare: cache only the first N train images (0: all)")
     data.set_defaults(handler="data")
@@ -147,7 +155,7 @@ def _ray_args(p: argparse.ArgumentParser, profile_default: str) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field for every trial (repeatable; see run --help)")
     p.add_argument("--protocol", help="mgca (frozen encoder, the default) or finetune")
-    p.add_argument("--data-root", help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
+    p.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="device inside each trial: auto (its GPU if it has one), cpu, cuda")
     p.add_argument("--address", help="an existing Ray cluster (HOST:PORT, auto, ray://...); default: local Ray sized to this machine")
     p.add_argument("--cpus-per-trial", type=_bounded(float, 0, strict=True), help="CPUs per trial (default 1)")
@@ -157,7 +165,7 @@ def _ray_args(p: argparse.ArgumentParser, profile_default: str) -> None:
 
 def _grid_parsers(sub) -> None:
     grid = _command(sub, "grid", "methods x tasks x fractions x seeds through Ray Tune; resumes: finished trials are skipped")
-    grid.add_argument("--experiment", metavar="FILE", help="a grid file, or a name in configs/experiments/ (e.g. imitate_tmi2024)")
+    grid.add_argument("--experiment", type=_nonempty, metavar="FILE", help="a grid file, or a name in configs/experiments/ (e.g. imitate_tmi2024)")
     grid.add_argument("--methods", help="comma-separated methods, e.g. imitate,convirt,random")
     grid.add_argument("--tasks", help="comma-separated tasks, e.g. rsna_cls,siim_seg")
     grid.add_argument("--fractions", help="comma-separated label fractions (default 0.01,0.1,1)")
@@ -172,7 +180,7 @@ def _grid_parsers(sub) -> None:
     tune.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels (default 1)")
     tune.add_argument("--seed", type=_seed, default=42, help="seed of the subset, the head and the sampler (default 42)")
     tune.add_argument("--trials", type=int, default=20, help="number of configurations to try (default 20)")
-    tune.add_argument("--name", help="name of the search: its folder is tune/NAME beside the "
+    tune.add_argument("--name", type=_nonempty, help="name of the search: its folder is tune/NAME beside the "
                       "results store (default: METHOD-TASK-FRACTION-seedSEED)")
     _ray_args(tune, "cpu")
     tune.set_defaults(handler="tune")
@@ -191,7 +199,7 @@ def _grid_parsers(sub) -> None:
     tab.set_defaults(handler="table")
 
     plot = _command(sub, "plot", "label-efficiency curves and an ablation chart (PNG and PDF)")
-    plot.add_argument("--out", default="results/plots", help="output folder (default results/plots)")
+    plot.add_argument("--out", type=_nonempty, default="results/plots", help="output folder (default results/plots)")
     plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")

@@ -77,6 +77,9 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     )
     resolved = Resolved(method, method_cls, method_cfg)
     if task is not None:
+        if fixed := sorted(set(layers["task"]) & set(task_cls.config_class.IDENTITY_FIELDS)):
+            raise UserError(f"profile {profile!r} sets {', '.join(fixed)} under task:, which define(s) a task, "
+                            "not how it runs; remove them from the profile")
         resolved.task, resolved.task_cls = task, task_cls
         resolved.task_cfg = build(task_cls.config_class, {**task_values, **layers["task"], **routed["task"]}, f"task {task}")
     return resolved

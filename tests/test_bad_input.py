@@ -470,6 +470,13 @@ CASES = [
     ("speed set task lr -1", ["speed", "--method", "imitate", "--task", "rsna_cls", "--set", "task.lr=-1"], ["lr must be > 0, got -1.0"], None),
     ("speed image size beyond 64 bits", ["speed", "--method", "imitate", "--image-size", "9" * 25], ["image_size must be in [1, 4096]"], None),
     # issue 14: names, paths and environment
+    ("data root empty", [*SMOKE, "--data-root", ""], ["argument --data-root: must not be empty"], None),
+    ("plot --out empty", ["plot", "--out", ""], ["argument --out: must not be empty"], None),
+    ("tune --name empty", ["tune", "--method", "random", "--task", "rsna_cls", "--name", " "],
+     ["argument --name: must not be empty"], None),
+    ("checkpoint empty", [*CKPT, ""], ["argument --checkpoint: must not be empty"], None),
+    ("cpus per trial inf", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--cpus-per-trial", "inf", "--dry-run"],
+     ["--cpus-per-trial", "must be > 0, got inf"], None),
     ("task name is a path", ["run", "--method", "random", "--task", "../../x/evil"], ["unknown task '../../x/evil'; valid: "], None),
     ("task name is an absolute path", ["run", "--method", "random", "--task", "{tmp}/evil"], ["unknown task '{tmp}/evil'; valid: "],
      planted_configs),

@@ -265,3 +265,20 @@ def test_an_empty_benchmark_home_means_the_default(value, default, monkeypatch):
     monkeypatch.setenv("BENCHMARK_STORE", value)
     assert home_path() == Path(default).expanduser() != Path.cwd()
     assert store_path() == Path("results/benchmark.sqlite")
+
+
+def test_a_profile_cannot_redefine_a_task(tmp_path, monkeypatch):
+    """Like --set, a profile's task: section may change how a task runs, never what it is."""
+    import shutil
+
+    from benchmark import config
+    from benchmark.paths import config_dir
+    from benchmark.runner import resolve
+
+    shutil.copytree(config_dir(), tmp_path / "configs")
+    (tmp_path / "configs" / "profiles" / "odd.yaml").write_text("task: {epochs: 1, kind: segmentation, metric: dice}\n")
+    monkeypatch.setattr(config, "config_dir", lambda: tmp_path / "configs")
+    with pytest.raises(UserError, match=r"profile 'odd' sets kind, metric under task:, which define\(s\) a task"):
+        resolve("random", "rsna_cls", "odd")
+    (tmp_path / "configs" / "profiles" / "odd.yaml").write_text("task: {epochs: 1}\n")
+    assert resolve("random", "rsna_cls", "odd").task_cfg.epochs == 1  # how it runs stays settable

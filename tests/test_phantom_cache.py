@@ -37,9 +37,10 @@ def zero_pixels(path: Path) -> str:
     return "no longer matches its recorded checksum"
 
 
-def zero_one_sampled_row(path: Path) -> str:
+def invert_one_sampled_row(path: Path) -> str:
+    """Change one row (an empty mask too): the last row is always in the sample."""
     arr = np.load(path, mmap_mode="r+")
-    arr[len(arr) - 1] = 0  # the last row is always in the sample
+    arr[len(arr) - 1] = 255 - arr[len(arr) - 1]
     arr.flush()
     del arr
     return "no longer matches its recorded checksum"
@@ -68,17 +69,15 @@ def one_warning(caplog, path: Path, reason: str) -> None:
     assert "rebuilding it" in msg
 
 
-@pytest.mark.parametrize("damage", [truncate, garbage, zero_pixels, zero_one_sampled_row])
+@pytest.mark.parametrize("damage", [truncate, garbage, zero_pixels, invert_one_sampled_row])
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_damaged_render_is_rebuilt_with_one_warning(kind, damage, caplog):
     make, pattern = KINDS[kind]
     first = images_of(make())
     folder = cache_dir("phantom", PHANTOM_VERSION)
     (path,) = folder.glob(pattern)
-    if damage in (zero_pixels, zero_one_sampled_row) and "masks" in kind:
-        before = np.load(path)
-        if not (before[-1] if damage is zero_one_sampled_row else before).any():
-            pytest.skip("nothing to zero in these masks")
+    if damage is zero_pixels:
+        assert np.load(path).any()  # else zeroing would change nothing
     reason = damage(path)
     caplog.clear()
     with caplog.at_level(logging.WARNING):

@@ -209,7 +209,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
             param_space={"fixed": fixed, **{p.name: p.domain() for p in params}},
             tune_config=tune.TuneConfig(
                 metric="score", mode="max", num_samples=n_trials,
-                search_alg=OptunaSearch(sampler=TPESampler(seed=seed)),
+                search_alg=OptunaSearch(sampler=TPESampler(seed=seed % 2**32)),  # numpy seeds: 32 bits
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1,
                                         grace_period=min(3, epochs + 1), reduction_factor=3),
                 trial_dirname_creator=lambda t: t.trial_id,

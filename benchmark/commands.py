@@ -230,7 +230,12 @@ def results(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    from benchmark.tables import build_tables, load_reference, nothing_to_show, render_all
+    from benchmark.tables import (
+        build_tables,
+        load_reference,
+        nothing_to_show,
+        render_all,
+    )
 
     store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None

@@ -33,7 +33,6 @@ from benchmark.errors import UserError
 from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
-
 #: the largest seed: SQLite's INTEGER and torch's generators hold 64-bit signed integers
 SEED_MAX = 2**63 - 1
 _INT64 = (-(2**63), 2**63 - 1)

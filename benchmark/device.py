@@ -11,7 +11,6 @@ import torch
 
 from benchmark.errors import OutOfMemory, UserError
 
-
 #: device types a trial can train on (torch knows more: meta has no data, xla/xpu/hpu are untested here)
 TRAINING_DEVICES = ("cpu", "cuda", "mps")
 

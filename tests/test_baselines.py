@@ -164,7 +164,9 @@ def lightning_checkpoint(tmp_path, extra: dict | None = None) -> tuple:
     hyper = {"args": argparse.Namespace(img_encoder="resnet_50", lr=2e-5, data_dir=tmp_path / "mimic"),
              "data_dir": tmp_path / "mimic", "temperature": np.float64(0.07), "max_epochs": np.int64(50),
              "crop": np.array([224, 224])}
-    from omegaconf import OmegaConf  # a test dependency: GLoRIA's and MGCA's releases hold such configs
+    from omegaconf import (
+        OmegaConf,  # a test dependency: GLoRIA's and MGCA's releases hold such configs
+    )
 
     hyper["cfg"] = OmegaConf.create({"model": {"vision": {"model_name": "resnet_50"}}, "lr": 5e-5})
     ckpt = {"epoch": 14, "global_step": 9000, "pytorch-lightning_version": "1.5.9", "hyper_parameters": hyper,

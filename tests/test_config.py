@@ -148,8 +148,15 @@ def test_every_numeric_field_declares_its_range():
 
 
 def test_range_edges_and_messages():
-    from benchmark.config import SEED_MAX, Range, coerce
-    from benchmark.config import NonNegative, Positive, Seed, Share
+    from benchmark.config import (
+        SEED_MAX,
+        NonNegative,
+        Positive,
+        Range,
+        Seed,
+        Share,
+        coerce,
+    )
 
     assert coerce(0, NonNegative, "k") == 0.0 and coerce(1, Share, "k") == 1.0 and coerce(SEED_MAX, Seed, "seed") == SEED_MAX
     assert coerce("2e-4", Positive, "lr") == pytest.approx(2e-4)  # the YAML-1.1 string still parses

@@ -37,6 +37,13 @@ Deliberate differences from the authors' code (see shared reference/methods.md):
   The code's ``process_text`` counts a prompt's characters as its ``cap_lens``, so up to
   that many zero-padded positions join the words (they dilute the softmax over words and
   floor the max at cos 0): a bug, not copied.
+- Retrieval uses the zero-shot similarity above, as every method's retrieval here uses its
+  joint-space similarity. The authors' ``gloria/models/retrival_model.py`` differs: it
+  removes [CLS] (``text_emb_l[:, :, 1:]``) and then slices ``1:words_num+1`` again, so its
+  local score skips each report's first word and keeps [SEP]; it sums exp(5 cos) over words
+  (``agg="sum"``) instead of the max; and "both" is the mean of the local and global scores
+  each standardised over the candidate reports, not their plain mean. Not copied: the
+  retrieval task ranks reports per image with one similarity for all methods.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ class MethodConfig:
             raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
         if self.min_lr > self.lr:
             raise UserError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g}): the schedule would raise the rate")
+        if not self.text_encoder.strip():
+            raise UserError("text_encoder must not be empty: give minilm, bioclinicalbert, a hub id or a model folder")
 
 
 class Method(nn.Module):

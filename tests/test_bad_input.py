@@ -413,6 +413,7 @@ CASES = [
      ["text encoder folder {tmp}/bert cannot be loaded", "KeyError"], text_model_broken_tokenizer),
     ("cuda without a GPU", [*RUN, "--device", "cuda"], ["no CUDA device is available"], None),
     # issue 14: config values (ranges checked at resolve time)
+    ("text encoder empty", [*TEXT, "text_encoder="], ["text_encoder must not be empty"], None),
     ("seed -1", [*RUN, "--seed", "-1"], ["argument --seed: must be in [0, 2**63 - 1], got -1"], None),
     ("seed 2**63", [*RUN, "--seed", "9223372036854775808"], ["must be in [0, 2**63 - 1], got 9223372036854775808"], None),
     ("tune seed -1", ["tune", "--method", "imitate", "--task", "rsna_cls", "--seed", "-1"], ["--seed: must be in [0, 2**63 - 1]"], None),

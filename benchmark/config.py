@@ -101,8 +101,8 @@ Count = Annotated[int, Range(0)]  # 0 means none, off or all (the field says whi
 Positive = Annotated[float, Range(0, lo_open=True)]  # learning rates, temperatures
 NonNegative = Annotated[float, Range(0)]  # weight decays, loss weights, clips (0: off)
 Share = Annotated[float, Range(0, 1)]  # ratios, probabilities, IoU thresholds
-Seed = Annotated[int, Range(0, SEED_MAX)]
 SEED_RANGE = Range(0, SEED_MAX)
+Seed = Annotated[int, SEED_RANGE]
 
 #: a config name: letters, digits, ``_ . -``, never a path (no separators, no leading dot)
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

@@ -22,7 +22,7 @@ from benchmark.config import (
     route_sets,
     to_dict,
 )
-from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits
+from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits, trial_fingerprints
 from benchmark.data.splits import check_fraction, fraction_subset
 from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import REPO_ROOT
@@ -132,8 +132,6 @@ def plan_trial(
     root = data_root(data_root_arg)
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
-    from benchmark.data.real.fingerprint import trial_fingerprints
-
     # real data: keyed on the label files' content (not the root's path); phantom: no extra inputs
     corpus_fp, task_fp = trial_fingerprints(root, tcfg.dataset, resolved.method_cls.pretrains)
     method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg), *corpus_fp)

@@ -68,3 +68,16 @@ def task_splits(cfg, root: Path | None, splits: tuple[str, ...] = ("train", "val
     make = getattr(importlib.import_module(f"benchmark.data.phantom.{module}"), function)
     sizes = {"train": cfg.phantom_train, "val": cfg.phantom_val, "test": cfg.phantom_test}
     return {split: make(split, sizes[split], cfg.image_size) for split in splits}, PHANTOM
+
+
+def trial_fingerprints(root: Path | None, dataset: str, pretrains: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Extra store-key inputs (method hash, task hash) for a trial: on real data the split
+    recipe's version with the fingerprints of the MIMIC-CXR CSVs (methods that pre-train) and
+    of the task data set's label files; on phantom data none, so phantom keys stay as they were."""
+    if root is None:
+        return (), ()
+    from benchmark.data.real.fingerprint import dataset_fingerprint
+    from benchmark.data.real.mgca import RECIPE_VERSION
+
+    corpus = (f"mimic:{RECIPE_VERSION}:{dataset_fingerprint('mimic', root)}",) if pretrains else ()
+    return corpus, (f"{dataset}:{RECIPE_VERSION}:{dataset_fingerprint(dataset, root)}",)

@@ -6,8 +6,10 @@ store's key and the mask caches use these fingerprints, so a changed label file
 gives a new trial and new masks, and a copy of the same downloads under another
 data root reuses both. Each file is hashed whole (SHA-256, a fraction of a
 second for the largest, MIMIC's CSVs), once per process for a given size and
-modification time. Image files are not hashed (hundreds of GB): the image caches
-key them by id, path inside the data set folder and a sample of file sizes.
+modification time. The content alone: a key that also depends on the split
+recipe adds its version (``mgca.RECIPE_VERSION``) itself. Image files are not
+hashed (hundreds of GB): the image caches key them by id, path inside the data
+set folder and a sample of file sizes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from benchmark.data.real.layout import ALIASES, label_files
-from benchmark.data.real.mgca import RECIPE_VERSION
 from benchmark.errors import UserError
 
 _MEMO: dict[tuple[str, int, int], str] = {}
@@ -42,7 +43,7 @@ def file_sha256(path: Path) -> str:
 def files_fingerprint(files: Iterable[Path]) -> str:
     """12 hex digits over the files' names (without the .gz/.zip variant) and contents."""
     parts = sorted(f"{Path(p).name.removesuffix('.gz').removesuffix('.zip')}={file_sha256(Path(p))}" for p in files)
-    return hashlib.sha256("|".join([RECIPE_VERSION, *parts]).encode()).hexdigest()[:12]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
 def dataset_fingerprint(dataset: str, root: Path) -> str:
@@ -50,12 +51,3 @@ def dataset_fingerprint(dataset: str, root: Path) -> str:
     _, files = label_files(root, ALIASES.get(dataset, dataset))
     return files_fingerprint(files.values())
 
-
-def trial_fingerprints(root: Path | None, dataset: str, pretrains: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Extra store-key inputs (method hash, task hash) for a trial: on real data the fingerprints
-    of the MIMIC-CXR CSVs (methods that pre-train) and of the task data set's label files; on
-    phantom data none, so phantom keys stay as they were."""
-    if root is None:
-        return (), ()
-    corpus = (f"mimic:{dataset_fingerprint('mimic', root)}",) if pretrains else ()
-    return corpus, (f"{dataset}:{dataset_fingerprint(dataset, root)}",)

@@ -55,7 +55,7 @@ from benchmark.data.real import labels as L
 from benchmark.data.real.layout import find_file, label_files, layout
 from benchmark.errors import UserError
 
-#: Bump when a recipe changes: part of every real data fingerprint.
+#: Bump when a recipe changes: part of every real-data cache key and store key.
 RECIPE_VERSION = "mgca-1"
 RSNA_PATIENTS = 26684
 CHEXPERT_VAL = 5000

@@ -138,8 +138,10 @@ def prepare_table(root: Path) -> tuple[Path, pd.DataFrame]:
     if not dirs:
         raise UserError(f"no MIMIC-CXR report text under {folder}: expected files/pXX/pXXXXXXXX/sXXXXXXXX.txt there "
                         f"or in {folder.parent / 'mimic-cxr-reports'} (the mimic-cxr-reports.zip download)")
+    from benchmark.data.real.mgca import RECIPE_VERSION  # the held-out 5x200 rows follow the recipe
+
     labels_fp = dataset_fingerprint("mimic", root)  # the CSVs' content, not where the root is
-    key = hashlib.sha256(f"{TABLE_VERSION}|{labels_fp}|{len(frontal)}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{TABLE_VERSION}|{RECIPE_VERSION}|{labels_fp}|{len(frontal)}".encode()).hexdigest()[:10]
     path = table_path()
     stamp = path.with_suffix(".key")
     if (table := _cached_table(path, stamp, key)) is not None:

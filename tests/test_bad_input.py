@@ -568,6 +568,10 @@ CASES = [
      checkpoints_unsafe),
     ("checkpoint that is a pickled command", [*CKPT, "{tmp}/command.pth"],
      ["{tmp}/command.pth holds no state dict of tensors (found <not loaded: posix.system>)"], checkpoints_unsafe),
+    # issue 15: statistics and tables
+    # issue 15: heads
+    # issue 15: backbone
+    # issue 15: controls
 ]
 
 

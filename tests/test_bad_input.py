@@ -570,6 +570,8 @@ CASES = [
      ["{tmp}/command.pth holds no state dict of tensors (found <not loaded: posix.system>)"], checkpoints_unsafe),
     # issue 15: statistics and tables
     # issue 15: heads
+    ("set min_steps -1", [*RUN, "--set", "task.min_steps=-1"], ["min_steps must be >= 0, got -1"], None),
+    ("set min_steps 2.5", [*RUN, "--set", "task.min_steps=2.5"], ["'min_steps'", "expected int", "2.5"], None),
     # issue 15: backbone
     # issue 15: controls
 ]

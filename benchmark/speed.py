@@ -4,7 +4,8 @@ Three things are timed in one process, interleaved step by step (so a machine
 shared with other jobs slows all three alike), after warm-up; each figure is the
 median over the timed steps (CUDA events on a GPU, ``time.perf_counter`` on CPU):
 
-- ceiling: ResNet-50 forward + backward + AdamW step on the views the method's
+- ceiling: the config's backbone (ResNet-50 unless ``--set backbone=...``) forward
+  + backward + AdamW step on the views the method's
   step sees, one pass per view (IMITATE: two views, 2 x batch images; ConVIRT,
   GLoRIA, PRIOR, ASG: one), with the loop's dtype, memory format and optimiser,
   through the loop's own ``train_step``;
@@ -63,11 +64,11 @@ class Timer:
 class Ceiling(nn.Module):
     """The bare backbone as a "method": one forward per view, a trivial loss."""
 
-    def __init__(self) -> None:
+    def __init__(self, arch: str = "resnet50") -> None:
         super().__init__()
         from methods.encoders import ResNetStages
 
-        self.backbone = ResNetStages("none")
+        self.backbone = ResNetStages("none", arch)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = sum(self.backbone(v)[-1].float().mean() for k, v in batch.items() if k.startswith("view"))
@@ -83,6 +84,7 @@ class SpeedResult:
     steps: int
     warmup: int
     views: int
+    backbone: str = "resnet50"
     seconds: dict[str, float] = field(default_factory=dict)  # median seconds per step
 
     def pairs_per_s(self, key: str) -> float | None:
@@ -92,7 +94,7 @@ class SpeedResult:
     def as_dict(self) -> dict:
         out = {
             "method": self.method, "device": self.device, "batch_size": self.batch_size,
-            "image_size": self.image_size, "views": self.views, "steps": self.steps, "warmup": self.warmup,
+            "image_size": self.image_size, "backbone": self.backbone, "views": self.views, "steps": self.steps, "warmup": self.warmup,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
         for key in ("ceiling", "step", "step_data", "naive"):
@@ -140,7 +142,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     model = maybe_compile(model.to(dev, memory_format=fmt).train(), compile)
     params, opt = make_optimizer(model, cfg, dev)
     naive = naive_step_fn(model, corpus)
-    ceiling = maybe_compile(Ceiling().to(dev, memory_format=fmt).train(), compile)  # both or neither: a fair ratio
+    ceiling = maybe_compile(Ceiling(cfg.backbone).to(dev, memory_format=fmt).train(), compile)  # both or neither: a fair ratio
     c_params, c_opt = make_optimizer(ceiling, cfg, dev)
 
     dataset = PairViews(corpus.images, model.train_transform(), cfg.seed, model.views)
@@ -170,8 +172,8 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         if naive else None,
     }
     times: dict[str, list[float]] = {k: [] for k in ("ceiling", "step", "step_data", "naive")}
-    log.info("timing %s on %s: %d warm-up + %d timed steps of each (batch %d, %d px)",
-             method, describe(dev), warmup, steps, cfg.batch_size, cfg.image_size)
+    log.info("timing %s (%s) on %s: %d warm-up + %d timed steps of each (batch %d, %d px)",
+             method, cfg.backbone, describe(dev), warmup, steps, cfg.batch_size, cfg.image_size)
     for i in range(warmup + steps):
         data_s = timer(fetch)
         row = {k: timer(fn) for k, fn in runs.items() if fn is not None}
@@ -181,7 +183,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
             times["step_data"].append(row["step"] + data_s)
     return SpeedResult(
         method, describe(dev) + (" compiled" if compile else ""), cfg.batch_size, cfg.image_size, steps, warmup, len(views),
-        {k: statistics.median(v) for k, v in times.items() if v},
+        cfg.backbone, {k: statistics.median(v) for k, v in times.items() if v},
     )
 
 
@@ -190,10 +192,11 @@ def speed_lines(result: dict) -> list[str]:
         v = result.get(f"{key}_pairs_per_s")
         return f"{v:9.2f} pairs/s" if v else "        - (none)"
 
-    head = (f"{result['method']} on {result['device']}: batch {result['batch_size']}, {result['image_size']} px, "
+    backbone = result.get("backbone", "resnet50")  # results saved before the field was added were ResNet-50
+    head = (f"{result['method']} ({backbone}) on {result['device']}: batch {result['batch_size']}, {result['image_size']} px, "
             f"median of {result['steps']} steps after {result['warmup']} warm-up")
     lines = [head]
-    lines += [f"  ceiling   {rate('ceiling')}   ResNet-50 fwd+bwd+AdamW on {result['views']} x batch images",
+    lines += [f"  ceiling   {rate('ceiling')}   {backbone} fwd+bwd+AdamW on {result['views']} x batch images",
               f"  step      {rate('step')}   the pre-training step (benchmark.pretrain.train_step)",
               f"  step+data {rate('step_data')}   the same plus fetching the batch (augmentation)",
               f"  naive     {rate('naive')}   the authors' per-step work (methods.naive)"]

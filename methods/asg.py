@@ -25,7 +25,7 @@ Deliberate differences from the authors' code:
 - The local heads see only tokens that belong to a sentence (the reference's
   Conv1d head also sees padding in its BatchNorm statistics).
 - No 299-px upsampling of the input; the IRL decoder gets a Linear from the
-  1024-d layer3 patches to the text width (the reference's decoder matches a
+  layer3 patches (1024-d on ResNet-50) to the text width (the reference's decoder matches a
   ViT's width only).
 - Schedule: the loop's cosine (warm restarts; the YAML's period is the whole
   run) without the reference's linear warm-up over the first 40 % of steps;
@@ -46,7 +46,7 @@ from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.registry import METHODS
 from methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, TextTower, projection_head, spatial_patches
+from methods.encoders import TextTower, projection_head, spatial_patches
 from methods.losses import (
     infonce_loss,
     region_alignment_loss,
@@ -96,12 +96,12 @@ class Asg(Method):
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length, keep_layers=cfg.keep_layers)
         d, h, e = self.text_tower.dim, cfg.hidden_dim, cfg.embed_dim
-        self.image_global = projection_head(STAGE_CHANNELS[3], h, e)
-        self.image_local = projection_head(STAGE_CHANNELS[2], h, e)
+        self.image_global = projection_head(self.backbone.channels[3], h, e)
+        self.image_local = projection_head(self.backbone.channels[2], h, e)
         self.text_global = projection_head(d, h, e)
         self.text_local = projection_head(d, h, e)
         self.register_buffer("boxes", region_boxes(), persistent=False)
-        self.tag_decoder = TagDecoder(d, STAGE_CHANNELS[2], cfg.decoder_layers) if cfg.tag_decoder else None
+        self.tag_decoder = TagDecoder(d, self.backbone.channels[2], cfg.decoder_layers) if cfg.tag_decoder else None
         self.register_buffer("tag_queries", torch.zeros(len(TAG_NAMES), d))
         self.reports: ReportTokens | None = None
 

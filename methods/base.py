@@ -17,7 +17,7 @@ from torch import nn
 from benchmark.config import Count, NonNegative, Positive, Range, Seed, Size
 from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.errors import UserError
-from methods.encoders import ResNetStages
+from methods.encoders import Backbone, ResNetStages
 
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
 
@@ -43,6 +43,7 @@ class MethodConfig:
     text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
     text_max_length: Annotated[int, Range(1, 8192)] = 256
     text_pooling: Literal["cls", "mean"] = "cls"
+    backbone: Backbone = "resnet50"  # the image encoder's torchvision ResNet; downstream tasks read it from the weights
     backbone_weights: Literal["imagenet", "none"] = "imagenet"
     corpus_size: Count = 0  # pairs used from the corpus; 0: all
     seed: Seed = 0
@@ -91,7 +92,7 @@ class Method(nn.Module):
     def __init__(self, cfg: MethodConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNetStages(cfg.backbone_weights)
+        self.backbone = ResNetStages(cfg.backbone_weights, cfg.backbone)
 
     @property
     def name(self) -> str:

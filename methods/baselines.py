@@ -1,6 +1,8 @@
-"""Baselines that are not pre-trained here: ``random`` (an untrained ResNet-50,
-the lower bound) and ``checkpoint`` (released encoder weights imported by key
-mapping, strictly).
+"""Baselines that are not pre-trained here: ``random`` (an untrained ResNet, the
+lower bound) and ``checkpoint`` (released encoder weights imported by key
+mapping, strictly). Both build the config's ``backbone`` (ResNet-50 unless set);
+a checkpoint whose keys fit another ResNet depth is refused with the
+``--set backbone=...`` that loads it.
 
 Formats users have, all optionally inside a Lightning ``state_dict`` wrapper
 and/or with DDP's ``module.`` prefix:
@@ -24,6 +26,7 @@ encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,7 +37,7 @@ from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
 from methods.base import Method, MethodConfig
-from methods.encoders import ResNetStages
+from methods.encoders import ResNetStages, backbone_of
 
 PREFIXES = {
     "torchvision": "",
@@ -52,7 +55,7 @@ class RandomConfig(MethodConfig):
 
 @METHODS.register("random")
 class RandomInit(Method):
-    """The untrained ResNet-50 (``backbone_weights=imagenet`` gives ImageNet init)."""
+    """The untrained ``backbone`` (``backbone_weights=imagenet`` gives ImageNet init)."""
 
     config_class = RandomConfig
     pretrains = False
@@ -76,7 +79,7 @@ class CheckpointConfig(MethodConfig):
 
 @METHODS.register("checkpoint")
 class Checkpoint(Method):
-    """A released encoder, imported into the project's ResNet-50."""
+    """A released encoder, imported into the config's ``backbone`` (ResNet-50 unless set)."""
 
     config_class = CheckpointConfig
     pretrains = False
@@ -124,13 +127,35 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def detect_format(keys: list[str]) -> str:
-    expected = set(ResNetStages().state_dict())
+def resnet_name(arch: str) -> str:
+    """``resnet50`` -> ``ResNet-50``, as messages say it."""
+    return f"ResNet-{arch.removeprefix('resnet')}"
+
+
+@cache
+def encoder_keys(arch: str) -> frozenset[str]:
+    """The state-dict keys of the project's ``arch`` encoder."""
+    return frozenset(ResNetStages("none", arch).state_dict())
+
+
+def detect_format(keys: list[str], arch: str = "resnet50") -> str:
+    """The format whose prefix matches the most keys of the ``arch`` encoder."""
+    expected = encoder_keys(arch)
     scores = {fmt: sum(k[len(p):] in expected for k in keys if k.startswith(p)) for fmt, p in PREFIXES.items()}
     best = max(scores, key=scores.get)
     if scores[best] == 0:
-        raise UserError(f"no ResNet-50 encoder keys found in the checkpoint (first keys: {keys[:5]})")
+        raise UserError(f"no {resnet_name(arch)} encoder keys found in the checkpoint (first keys: {keys[:5]})")
     return best
+
+
+def other_depth(mine: dict[str, torch.Tensor], arch: str) -> str:
+    """What the checkpoint's encoder is when it is not ``arch``: the ``--set backbone``
+    that loads it, or what ResNet it is; empty when its keys say nothing."""
+    try:
+        found = backbone_of(mine)
+    except ValueError as exc:
+        return f"; it holds {exc}" if str(exc).startswith("a ResNet") else ""
+    return "" if found == arch else f": they fit a {resnet_name(found)}; add --set backbone={found}"
 
 
 def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto",
@@ -138,8 +163,9 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
     """Load the encoder part of ``state`` into ``backbone`` strictly; returns the format used.
     ``source`` (the file) is named when the weights are not finite."""
     fmt = {"imitate": "torchvision", "convirt": "mgca"}.get(fmt, fmt)
+    arch, name = backbone.arch, resnet_name(backbone.arch)
     if fmt == "auto":
-        fmt = detect_format(list(state))
+        fmt = detect_format(list(state), arch)
     prefix = PREFIXES[fmt]
     mine = {
         k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith(IGNORED[0])
@@ -151,14 +177,17 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
     missing = [k for k in expected if k not in mine and not k.endswith(IGNORED[1])]
     unexpected = [k for k in mine if k not in expected]
     if missing or unexpected:
+        if depth := other_depth(mine, arch):  # the right format, another ResNet: say which and how to load it
+            raise UserError(f"checkpoint keys do not match a {name} encoder in format {fmt!r} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected){depth}")
         raise UserError(
-            f"checkpoint keys do not match a ResNet-50 encoder in format {fmt!r} (prefix {prefix!r}): "
+            f"checkpoint keys do not match a {name} encoder in format {fmt!r} (prefix {prefix!r}): "
             f"{len(missing)} missing {missing[:6]}, {len(unexpected)} unexpected {unexpected[:6]}; "
             "try another --set checkpoint_format"
         )
     shapes = [k for k, v in mine.items() if v.shape != expected[k].shape]
     if shapes:
-        raise UserError(f"checkpoint tensors have the wrong shape for a ResNet-50: {shapes[:6]}")
+        raise UserError(f"checkpoint tensors have the wrong shape for a {name}: {shapes[:6]}{other_depth(mine, arch)}")
     broken = [k for k, v in mine.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise UserError(f"{source}: {len(broken)} of {len(mine)} encoder tensors hold NaN or infinite values "

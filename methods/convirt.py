@@ -42,7 +42,7 @@ from benchmark.config import Positive, Range, Share, Width
 from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, DrawsTextUnits, TextTower, projection_head
+from methods.encoders import DrawsTextUnits, TextTower, projection_head
 from methods.losses import asymmetric_infonce
 from methods.sentences import report_sentences
 
@@ -73,7 +73,7 @@ class Convirt(DrawsTextUnits, Method):
     def __init__(self, cfg: ConvirtConfig) -> None:
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length, freeze_layers=cfg.text_freeze_layers)
-        self.image_head = make_head(cfg.head, STAGE_CHANNELS[-1], cfg.embed_dim)
+        self.image_head = make_head(cfg.head, self.backbone.channels[-1], cfg.embed_dim)
         self.text_head = make_head(cfg.head, self.text_tower.dim, cfg.embed_dim)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 

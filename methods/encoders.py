@@ -1,41 +1,91 @@
-"""Shared encoders: the ResNet-50 image backbone, projection heads, frozen text encoders.
+"""Shared encoders: the ResNet image backbone (ResNet-50 by default), projection
+heads, frozen text encoders.
 
 The backbone keeps torchvision's parameter names (``conv1``, ``layer1`` ...,
 no ``fc``), so its state dict is what IMITATE releases, what
-segmentation_models_pytorch's ResNet-50 encoder loads strictly, and what the
-checkpoint importer maps other releases onto.
+segmentation_models_pytorch's ResNet encoders load strictly, and what the
+checkpoint importer maps other releases onto. The state dict also says which
+ResNet it is (:func:`backbone_of`), so downstream tasks rebuild the right one.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from benchmark.errors import UserError
 
-STAGE_CHANNELS = (256, 512, 1024, 2048)
+#: the ResNets a method config may name (``backbone``); torchvision architectures
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+#: per architecture: (residual block type, blocks per stage), as torchvision builds them
+ARCHITECTURES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+}
+#: output channels of the four stages, by block type (a bottleneck expands 4x)
+BLOCK_CHANNELS = {"basic": (64, 128, 256, 512), "bottleneck": (256, 512, 1024, 2048)}
+#: ResNet-50's stage channels (the default backbone); size heads from ``backbone.channels``
+STAGE_CHANNELS = BLOCK_CHANNELS["bottleneck"]
+_BLOCK_KEY = re.compile(r"layer([1-4])\.(\d+)\.")
+
+
+def stage_channels(arch: str) -> tuple[int, ...]:
+    """Channels of the four stage maps f1..f4 of ``arch``."""
+    return BLOCK_CHANNELS[ARCHITECTURES[check_backbone(arch)][0]]
+
+
+def check_backbone(arch: str) -> str:
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown backbone {arch!r}: choose one of {', '.join(BACKBONES)}")
+    return arch
+
+
+def backbone_of(state: Mapping[str, object]) -> str:
+    """The ResNet a torchvision-keyed encoder state dict belongs to, read from its block
+    type (a ``conv3`` in the blocks: bottleneck) and its number of blocks per stage.
+    ValueError when it is no ResNet this project builds (the message says what it is)."""
+    blocks = [set() for _ in range(4)]
+    for key in state:
+        if m := _BLOCK_KEY.match(key):
+            blocks[int(m[1]) - 1].add(int(m[2]))
+    if not all(blocks):
+        raise ValueError("not a torchvision ResNet state dict: no layer1..layer4 block keys")
+    kind = "bottleneck" if any(k.startswith("layer1.0.conv3.") for k in state) else "basic"
+    depths = tuple(max(b) + 1 for b in blocks)
+    for arch, fits in ARCHITECTURES.items():
+        if fits == (kind, depths):
+            return arch
+    raise ValueError(f"a ResNet with {kind} blocks {list(depths)} per stage, which is none of {', '.join(BACKBONES)}")
 
 
 class ResNetStages(nn.Module):
-    """ResNet-50 returning the four stage maps f1..f4 (strides 4, 8, 16, 32)."""
+    """A torchvision ResNet (``arch``) returning the four stage maps f1..f4 (strides
+    4, 8, 16, 32); ``channels`` are their widths, which heads are sized from."""
 
-    channels = STAGE_CHANNELS
-
-    def __init__(self, weights: str = "none") -> None:
+    def __init__(self, weights: str = "none", arch: str = "resnet50") -> None:
         super().__init__()
         import torchvision
 
         if weights not in ("none", "imagenet"):
             raise UserError(f"backbone_weights must be 'none' or 'imagenet', got {weights!r}")
-        tv_weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
+        self.arch = check_backbone(arch)
+        self.channels = stage_channels(arch)
+        tv_weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1 if weights == "imagenet" else None
+        name = f"ResNet-{arch.removeprefix('resnet')}"
         try:
-            net = torchvision.models.resnet50(weights=tv_weights)
+            net = torchvision.models.get_model(arch, weights=tv_weights)
         except Exception as exc:  # noqa: BLE001  (offline, the download fails with URLError, OSError or RuntimeError)
             raise UserError(
-                f"cannot load ImageNet ResNet-50 weights ({type(exc).__name__}); put them in the torch hub "
+                f"cannot load ImageNet {name} weights ({type(exc).__name__}); put them in the torch hub "
                 "cache ($TORCH_HOME/hub/checkpoints) or use --set backbone_weights=none"
             ) from None
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool

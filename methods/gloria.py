@@ -62,7 +62,6 @@ from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.encoders import (
-    STAGE_CHANNELS,
     DrawsTextUnits,
     TextTower,
     continuation_mask,
@@ -115,8 +114,8 @@ class Gloria(DrawsTextUnits, Method):
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length)
         dim = self.text_tower.dim  # the joint space is BERT's (768): no text projection, as in the code
-        self.global_embedder = nn.Linear(STAGE_CHANNELS[-1], dim)
-        self.local_embedder = nn.Conv2d(STAGE_CHANNELS[2], dim, kernel_size=1, bias=False)
+        self.global_embedder = nn.Linear(self.backbone.channels[-1], dim)
+        self.local_embedder = nn.Conv2d(self.backbone.channels[2], dim, kernel_size=1, bias=False)
         self.register_buffer("continuation", continuation_mask(self.text_tower.tokenizer), persistent=False)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 

@@ -35,7 +35,7 @@ from benchmark.distributed import global_min
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, projection_head
+from methods.encoders import STAGE_CHANNELS, projection_head, stage_channels
 from methods.losses import cicl_loss
 
 
@@ -59,16 +59,17 @@ class ImitateConfig(MethodConfig):
         super().validate()
         if len(self.channel_keep) != 4:
             raise UserError(f"channel_keep needs 4 fractions in (0, 1], one per ResNet stage; got {list(self.channel_keep)}")
-        tokens = sum(token_counts(self.channel_keep))
+        tokens = sum(token_counts(self.channel_keep, stage_channels(self.backbone)))
         if tokens > self.max_tokens:
             raise UserError(f"channel_keep gives {tokens} tokens, more than max_tokens={self.max_tokens}")
         if (self.token_pool**2) % self.attn_heads:
             raise UserError(f"token_pool**2 ({self.token_pool**2}) must be divisible by attn_heads ({self.attn_heads})")
 
 
-def token_counts(keep: tuple[float, ...]) -> list[int]:
-    """Channels kept per stage: 25/15/10/10 % of 256/512/1024/2048 -> 64/76/102/204."""
-    return [max(1, int(c * k)) for c, k in zip(STAGE_CHANNELS, keep)]
+def token_counts(keep: tuple[float, ...], channels: tuple[int, ...] = STAGE_CHANNELS) -> list[int]:
+    """Channels kept per stage: 25/15/10/10 % of ResNet-50's 256/512/1024/2048 -> 64/76/102/204
+    (of ResNet-18/34's 64/128/256/512 -> 16/19/25/51)."""
+    return [max(1, int(c * k)) for c, k in zip(channels, keep)]
 
 
 class ChannelTokenBranch(nn.Module):
@@ -76,9 +77,11 @@ class ChannelTokenBranch(nn.Module):
     (its map pooled to pool x pool and flattened), zero-padded to ``max_tokens``,
     plus a learnable [CLS]; one residual multi-head self-attention; [CLS] -> head."""
 
-    def __init__(self, keep: tuple[float, ...], pool: int, max_tokens: int, heads: int, out_dim: int) -> None:
+    def __init__(self, keep: tuple[float, ...], pool: int, max_tokens: int, heads: int, out_dim: int,
+                 channels: tuple[int, ...] = STAGE_CHANNELS) -> None:
         super().__init__()
-        self.counts = token_counts(keep)
+        self.channels = tuple(channels)
+        self.counts = token_counts(keep, self.channels)
         self.pool, self.max_tokens = pool, max_tokens
         dim = pool * pool
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
@@ -89,7 +92,7 @@ class ChannelTokenBranch(nn.Module):
 
     def draw(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """One channel draw (indices per stage, with replacement), shared by the batch."""
-        return [torch.randint(c, (k,), generator=generator) for c, k in zip(STAGE_CHANNELS, self.counts)]
+        return [torch.randint(c, (k,), generator=generator) for c, k in zip(self.channels, self.counts)]
 
     def tokens(self, feats: list[torch.Tensor], draw: list[torch.Tensor]) -> torch.Tensor:
         parts = []
@@ -117,9 +120,10 @@ class Imitate(Method):
         super().__init__(cfg)
         text_dim = text_dim or self.text_cache.dim
         self.text_fields = ("findings", "impression") if cfg.hierarchical else ("report",)
-        self.impression_head = projection_head(STAGE_CHANNELS[-1], STAGE_CHANNELS[-1], cfg.embed_dim)
+        channels = self.backbone.channels
+        self.impression_head = projection_head(channels[-1], channels[-1], cfg.embed_dim)
         self.findings_branch = (
-            ChannelTokenBranch(cfg.channel_keep, cfg.token_pool, cfg.max_tokens, cfg.attn_heads, cfg.embed_dim)
+            ChannelTokenBranch(cfg.channel_keep, cfg.token_pool, cfg.max_tokens, cfg.attn_heads, cfg.embed_dim, channels)
             if cfg.hierarchical
             else None
         )

@@ -94,7 +94,7 @@ from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, TextTower, spatial_patches
+from methods.encoders import TextTower, spatial_patches
 from methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from methods.sentences import (
     ReportTokens,
@@ -311,7 +311,7 @@ class Prior(Method):
     def __init__(self, cfg: PriorConfig) -> None:
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length)
-        c, d, e = STAGE_CHANNELS[-1], self.text_tower.dim, cfg.embed_dim
+        c, d, e = self.backbone.channels[-1], self.text_tower.dim, cfg.embed_dim
         self.image_pool = AttentionPool(c, cfg.pool_heads, grid=math.ceil(cfg.image_size / 32))
         self.global_image = nn.Linear(c, e)
         self.local_image = nn.Linear(c, e)
@@ -348,7 +348,7 @@ class Prior(Method):
         return log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw layer4 patches (B x HW x 2048), one per spatial position."""
+        """Raw layer4 patches (B x HW x C: 2048 on ResNet-50), one per spatial position."""
         return self.patch_grid(images)[0]
 
     def patch_grid(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

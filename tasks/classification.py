@@ -38,7 +38,7 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
-from methods.encoders import STAGE_CHANNELS, ResNetStages
+from methods.encoders import ResNetStages, backbone_of
 from tasks.base import (
     Fit,
     LiveFeatures,
@@ -75,7 +75,8 @@ class ClassificationConfig(TaskConfig):
 class PooledEncoder(nn.Module):
     def __init__(self, state: dict, upsample_ratio: float) -> None:
         super().__init__()
-        self.backbone = ResNetStages()
+        self.backbone = ResNetStages(arch=backbone_of(state))  # the architecture the weights say
+        self.width = self.backbone.channels[-1]
         load_encoder(self.backbone, state)
         self.ratio = upsample_ratio
 
@@ -95,8 +96,8 @@ def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: Classification
         feats = saved["features"]
         if saved["ids"] != ids:
             return "cached for other images"
-        if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (len(ids), STAGE_CHANNELS[-1]):
-            return f"features of shape {tuple(getattr(feats, 'shape', ()))}, expected ({len(ids)}, {STAGE_CHANNELS[-1]})"
+        if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (len(ids), encoder.width):
+            return f"features of shape {tuple(getattr(feats, 'shape', ()))}, expected ({len(ids)}, {encoder.width})"
         return None if torch.isfinite(feats).all() else "non-finite features"
 
     saved = load_torch(path, damage, "feature", log)
@@ -175,7 +176,7 @@ class Classification(Task):
             }
         target = {k: self.targets(s).to(fit.device) for k, s in splits.items()}
         torch.manual_seed(fit.seed)
-        head = nn.Linear(STAGE_CHANNELS[-1], self.outputs).to(fit.device)
+        head = nn.Linear(encoder.width, self.outputs).to(fit.device)
 
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
             idx = np.sort(idx)

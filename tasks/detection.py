@@ -41,7 +41,7 @@ from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
-from methods.encoders import ResNetStages
+from methods.encoders import STAGE_CHANNELS, ResNetStages, backbone_of
 from tasks.base import (
     Fit,
     Task,
@@ -57,7 +57,7 @@ from tasks.metrics import detection_map
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
 COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
 STRIDES = (8, 16, 32)  # layer2, layer3, layer4
-IN_CHANNELS = (512, 1024, 2048)
+IN_CHANNELS = STAGE_CHANNELS[1:]  # ResNet-50's layer2..4; a head is sized from its encoder's
 ANCHORS_PER_SCALE = 3
 OUTPUTS = 6  # tx, ty, tw, th, objectness, class (1 class)
 MAP_IOU_THRESHOLDS = tuple(round(0.40 + 0.05 * k, 2) for k in range(8))  # 0.40 ... 0.75
@@ -201,14 +201,14 @@ def postprocess(
 class YoloHead(nn.Module):
     """One compact neck + prediction conv per scale (layer2, layer3, layer4)."""
 
-    def __init__(self, channels: int = 256) -> None:
+    def __init__(self, channels: int = 256, in_channels: tuple[int, ...] = IN_CHANNELS) -> None:
         super().__init__()
 
         def cbl(i: int, o: int, k: int) -> list[nn.Module]:
             return [nn.Conv2d(i, o, k, padding=k // 2, bias=False), nn.BatchNorm2d(o), nn.LeakyReLU(0.1)]
 
         self.scales = nn.ModuleList()
-        for c in IN_CHANNELS:
+        for c in in_channels:
             pred = nn.Conv2d(channels, ANCHORS_PER_SCALE * OUTPUTS, 1)
             with torch.no_grad():
                 pred.bias.view(ANCHORS_PER_SCALE, OUTPUTS)[:, 4] = math.log(0.01 / 0.99)
@@ -223,7 +223,7 @@ class DetectionStages(nn.Module):
 
     def __init__(self, state: dict) -> None:
         super().__init__()
-        self.backbone = ResNetStages()
+        self.backbone = ResNetStages(arch=backbone_of(state))  # the architecture the weights say
         load_encoder(self.backbone, state)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -254,7 +254,7 @@ class Detection(Task):
         torch.manual_seed(seed)
         encoder = DetectionStages(fit.encoder_state).to(device, memory_format=torch.channels_last)
         trained_encoder = prepare_encoder(encoder, c)
-        head = YoloHead(c.neck_channels).to(device)
+        head = YoloHead(c.neck_channels, encoder.backbone.channels[1:]).to(device)
         anchors = scaled_anchors(c.image_size)
         splits = {"train": train, "val": val, "test": test}
 

@@ -28,6 +28,7 @@ from torch import nn
 from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.registry import TASK_KINDS
+from methods.encoders import backbone_of
 from tasks.base import (
     Fit,
     Task,
@@ -85,7 +86,7 @@ class Segmentation(Task):
         c, seed, device = self.cfg, fit.seed, fit.device
         train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
-        model = smp.Unet("resnet50", encoder_weights=None, classes=1)
+        model = smp.Unet(backbone_of(fit.encoder_state), encoder_weights=None, classes=1)  # smp's ResNets: torchvision keys
         load_encoder(model.encoder, fit.encoder_state)
         trained_encoder = prepare_encoder(model.encoder, c)
         model.to(device, memory_format=torch.channels_last)  # decoder on 200 64-px images, 2 cores: 1.8 vs 2.7 s

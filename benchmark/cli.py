@@ -82,7 +82,7 @@ EXAMPLES = {
     "grid": ['python -m benchmark grid --methods imitate,random --tasks rsna_cls,siim_seg --fractions 0.01,0.1,1 --seeds 42,0,1', 'python -m benchmark grid --experiment imitate_ablations --address 10.0.0.5:6379'],
     "tune": ['python -m benchmark tune --method imitate --task rsna_cls --fraction 0.01 --trials 20'],
     "results": ['python -m benchmark results --format csv'],
-    "table": ['python -m benchmark table --format latex --data real --reference'],
+    "table": ['python -m benchmark table --format latex --data real --reference', 'python -m benchmark table --data phantom --vs random --json'],
     "plot": ['python -m benchmark plot --out results/plots'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
 }
@@ -190,8 +190,12 @@ def _grid_parsers(sub) -> None:
     res.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     res.set_defaults(handler="results")
 
-    tab = _command(sub, "table", "paper-style tables: methods x (task, fraction), mean +- std over seeds")
-    tab.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown", help="output format (default markdown)")
+    tab = _command(sub, "table", "paper-style tables: methods x (task, fraction), mean +- std and 95 % interval over seeds")
+    tab.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown",
+                     help="output format (default markdown); json has every number of every cell")
+    tab.add_argument("--json", action="store_true", help="the same as --format json")
+    tab.add_argument("--vs", type=_nonempty, metavar="ROW",
+                     help="add each row's paired difference (same seeds) against this row, e.g. random or a variant's name")
     tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
     tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
     tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")

@@ -237,14 +237,17 @@ def table(args: argparse.Namespace) -> int:
         render_all,
     )
 
+    if args.json and args.format not in ("markdown", "json"):
+        raise UserError(f"--json and --format {args.format} ask for two formats: give one")
+    fmt = "json" if args.json else args.format
     store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None
     trials = store.all()
-    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference)
+    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs)
     if not tables:
         raise UserError(f"{nothing_to_show(trials, args.data, args.protocol)} in {store.path} "
                         "(run `python -m benchmark grid ...` first)")
-    print(render_all(tables, args.format))
+    print(render_all(tables, fmt))
     return 0
 
 

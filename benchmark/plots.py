@@ -1,17 +1,21 @@
 """Figures from the results store, with seaborn on matplotlib's Agg backend (no
 display needed): label-efficiency curves (metric vs label fraction, one line per
-method, error bars = std over seeds) and an ablation chart (each method's
-variants beside it). One data source per figure, never phantom beside real.
+method, with 95 % interval bars and bands) and an ablation chart (each method's
+variants beside it, with 95 % interval bars). The intervals are the tables'
+(benchmark.tables.cell_of): over seeds, or a one-seed trial's bootstrap over test
+images. One data source per figure, never phantom beside real.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
 from benchmark.store import Trial
 from benchmark.tables import (
+    cell_of,
     data_kind,
     describe_source,
     finished,
@@ -31,7 +35,7 @@ def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str |
     labels = method_labels(done, variants)
     rows = [{"label": labels[(t.method, t.method_hash)], "method": t.method, "variant": bool(variants.get((t.method, t.method_hash))),
              "task": t.task, "protocol": t.protocol, "metric": t.metric, "source": t.data_source,
-             "fraction": t.fraction, "seed": t.seed, "value": 100.0 * t.value} for t in done]
+             "fraction": t.fraction, "seed": t.seed, "value": 100.0 * t.value, "trial": t} for t in done]
     return pd.DataFrame(rows), data
 
 
@@ -42,51 +46,96 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def summary(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):
+    """One row per (source, protocol, label, task, fraction): mean and 95 % interval in %, as the table cells."""
+    import pandas as pd
+
+    df, data = frame(trials, variants, data)
+    if df.empty:
+        return df, data
+    rows = []
+    keys = ["source", "protocol", "label", "method", "variant", "task", "metric", "fraction"]
+    for key, group in df.groupby(keys, sort=False):
+        cell = cell_of(list(group["trial"]))
+        low, high = cell.ci if cell.ci is not None else (math.nan, math.nan)
+        rows.append({**dict(zip(keys, key)), "mean": cell.mean, "low": low, "high": high, "n": cell.n,
+                     "ci_kind": cell.ci_kind})
+    return pd.DataFrame(rows), data
+
+
+def _yerr(part) -> list:
+    """Asymmetric error-bar lengths; a point without an interval gets none."""
+    import numpy as np
+
+    low = (part["mean"] - part["low"]).to_numpy(dtype=float)
+    high = (part["high"] - part["mean"]).to_numpy(dtype=float)
+    return [np.nan_to_num(low), np.nan_to_num(high)]
+
+
 def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: str | Path, data: str | None = None) -> list[Path]:
     """Write the figures; returns their paths. Nothing finished: a UserError saying so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
 
-    df, data = frame(trials, variants, data)
+    df, data = summary(trials, variants, data)
     if df.empty:
         raise UserError(f"no finished {data}-data trials in the store to plot (run a grid first)")
     out = writable_dir(Path(out), "the --out folder", "pass --out DIR with a folder you can write")
     sns.set_theme(style="whitegrid", context="paper")
     written: list[Path] = []
     order = [label for label, _ in sorted({(r.label, r.method) for r in df.itertuples()}, key=row_order)]
+    colours = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    caption = "bars and bands: 95 % interval (t over seeds; one seed: bootstrap over test images)"
     for (source, protocol), part in df.groupby(["source", "protocol"]):
         tasks = sorted(part["task"].unique())
-        grid = sns.relplot(
-            data=part, x="fraction", y="value", hue="label", hue_order=[x for x in order if x in set(part["label"])],
-            col="task", col_order=tasks, col_wrap=min(3, len(tasks)), kind="line", marker="o", errorbar="sd",
-            err_style="bars", facet_kws={"sharey": False}, height=3, aspect=1.2,
-        )
-        grid.set(xscale="log")
-        if grid.legend is not None:
-            grid.legend.set_title("method")
-        for ax, task in zip(grid.axes.flat, tasks):
-            ax.set_xticks(sorted(part["fraction"].unique()))
-            ax.set_xticklabels([f"{100 * f:g}%" for f in sorted(part["fraction"].unique())])
-            metric = part.loc[part["task"] == task, "metric"].iloc[0]
+        ncols = min(3, len(tasks))
+        nrows = -(-len(tasks) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3 * nrows), squeeze=False)
+        for ax, task in zip(axes.flat, tasks):
+            on_task = part[part["task"] == task]
+            for label in [x for x in order if x in set(on_task["label"])]:
+                line = on_task[on_task["label"] == label].sort_values("fraction")
+                ax.errorbar(line["fraction"], line["mean"], yerr=_yerr(line), marker="o", capsize=3, label=label,
+                            color=colours[label])
+                ax.fill_between(line["fraction"], line["low"], line["high"], color=colours[label], alpha=0.15,
+                                linewidth=0)
+            fractions = sorted(on_task["fraction"].unique())
+            ax.set_xscale("log")
+            ax.set_xticks(fractions)
+            ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])
+            ax.minorticks_off()
             ax.set_title(task)
-            ax.set_ylabel(f"{metric} (%)")
+            ax.set_ylabel(f"{on_task['metric'].iloc[0]} (%)")
             ax.set_xlabel("training labels")
-        grid.figure.suptitle(f"label efficiency, {protocol} protocol, {describe_source(source)}", y=1.03, fontsize=9)
-        written += _save(grid.figure, out, f"label_efficiency_{data}_{protocol}")
-        plt.close(grid.figure)
+        for ax in list(axes.flat)[len(tasks):]:
+            ax.set_visible(False)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, title="method", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+        fig.suptitle(f"label efficiency, {protocol} protocol, {describe_source(source)}\n{caption}", fontsize=8)
+        fig.tight_layout()
+        written += _save(fig, out, f"label_efficiency_{data}_{protocol}")
+        plt.close(fig)
 
         ablated = part[part["method"].isin(part.loc[part["variant"], "method"])]
         if not ablated.empty:
             ablated = ablated.assign(column=[f"{t} {100 * f:g}%" for t, f in zip(ablated["task"], ablated["fraction"])])
-            fig, ax = plt.subplots(figsize=(max(4, 1.6 * ablated["column"].nunique()), 3.2))
-            sns.barplot(data=ablated, x="column", y="value", hue="label",
-                        hue_order=[x for x in order if x in set(ablated["label"])], errorbar="sd", ax=ax)
+            columns = sorted(ablated["column"].unique())
+            labels = [x for x in order if x in set(ablated["label"])]
+            width = 0.8 / len(labels)
+            fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(columns)), 3.2))
+            for i, label in enumerate(labels):
+                bars = ablated[ablated["label"] == label].set_index("column").reindex(columns)
+                x = np.arange(len(columns)) + (i - (len(labels) - 1) / 2) * width
+                ax.bar(x, bars["mean"], width, yerr=_yerr(bars), capsize=2, label=label, color=colours[label])
+            ax.set_xticks(np.arange(len(columns)))
+            ax.set_xticklabels(columns)
             ax.set_xlabel("task, training labels")
             ax.set_ylabel("primary metric (%)")
-            ax.set_title(f"ablations, {protocol} protocol, {describe_source(source)}", fontsize=9)
+            ax.set_title(f"ablations, {protocol} protocol, {describe_source(source)}\n{caption}", fontsize=8)
             ax.legend(fontsize=7, loc="lower right", title="method", title_fontsize=7)
             written += _save(fig, out, f"ablations_{data}_{protocol}")
             plt.close(fig)

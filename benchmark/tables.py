@@ -14,18 +14,26 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import reference_dir
+from benchmark.stats import (
+    PairedDifference,
+    SeedInterval,
+    paired_difference,
+    seed_interval,
+)
 from benchmark.store import Trial, to_json
 
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
 #: row order: lower bounds first, the proposed method last (as the papers print them)
 METHOD_ORDER = ("random", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
 MISSING = "-"
+BOOTSTRAP_MARK = "‡"  # a one-seed cell whose interval is over test images
+SIGNIFICANT_MARK = "*"  # a paired difference whose 95 % interval excludes 0
 
 
 def data_kind(source: str) -> str:
@@ -89,23 +97,81 @@ def _cut(text: str) -> str:
 
 @dataclass
 class Cell:
+    """One method's result on one (task, fraction): the per-seed values (in %) and their interval.
+
+    The 95 % interval is over seeds (a t-interval of the mean) when there are two
+    or more; with one seed it is the trial's stored bootstrap interval over test
+    images (``ci_low``/``ci_high`` in its metrics), when the task stored one.
+    """
+
     values: list[float]  # in %, one per seed
+    seeds: list[int] = field(default_factory=list)  # values[i] is seed seeds[i]'s
+    bootstrap: tuple[float, float] | None = None  # in %, from a one-seed trial's metrics
 
     @property
     def n(self) -> int:
         return len(self.values)
 
+    @cached_property
+    def summary(self) -> SeedInterval:
+        return seed_interval(self.values)
+
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return self.summary.mean
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.values) if self.n > 1 else None
+        return self.summary.std
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        if self.summary.ci is not None:
+            return self.summary.ci
+        return self.bootstrap if self.n == 1 else None
+
+    @property
+    def ci_kind(self) -> str | None:
+        """"seeds" (t-interval over seeds), "bootstrap" (one seed, over test images) or None (no interval)."""
+        if self.summary.ci is not None:
+            return "seeds"
+        return "bootstrap" if self.ci is not None else None
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.values))
 
     def text(self) -> str:
+        """``83.3 ± 3.1 [75.7, 90.9] n=3``; a bootstrap interval (n=1) is marked ‡."""
         std = f" ± {self.std:.1f}" if self.std is not None else ""
-        return f"{self.mean:.1f}{std} (n={self.n})"
+        ci = f" [{self.ci[0]:.1f}, {self.ci[1]:.1f}]{BOOTSTRAP_MARK if self.ci_kind == 'bootstrap' else ''}" \
+            if self.ci is not None else ""
+        return f"{self.mean:.1f}{std}{ci} n={self.n}"
+
+    def as_dict(self) -> dict:
+        low, high = self.ci if self.ci is not None else (None, None)
+        return {"mean": self.mean, "std": self.std, "n": self.n, "ci_low": low, "ci_high": high,
+                "ci_kind": self.ci_kind, "seeds": self.seeds, "values": self.values}
+
+
+def cell_of(trials: list[Trial]) -> Cell:
+    """The cell of one method's finished trials on one (task, fraction): values in %, by seed."""
+    ordered = sorted(trials, key=lambda t: t.seed)
+    boot = None
+    if len(ordered) == 1:
+        m = ordered[0].metrics or {}
+        low, high = m.get("ci_low"), m.get("ci_high")
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and math.isfinite(low) and math.isfinite(high):
+            boot = (100.0 * low, 100.0 * high)
+    return Cell([100.0 * t.value for t in ordered], [t.seed for t in ordered], boot)
+
+
+def difference(cell: Cell, baseline: Cell) -> PairedDifference | None:
+    """cell - baseline over the seeds both have (same seed: same training subset); None without a shared seed."""
+    mine, theirs = cell.by_seed(), baseline.by_seed()
+    shared = sorted(set(mine) & set(theirs))
+    if not shared:
+        return None
+    return paired_difference([mine[s] for s in shared], [theirs[s] for s in shared])
 
 
 @dataclass
@@ -113,6 +179,8 @@ class Row:
     label: str
     cells: dict[tuple[str, float], Cell | str] = field(default_factory=dict)  # str: a published value
     source: str = ""  # set on reference rows
+    method: str = ""
+    config: str = ""
 
 
 @dataclass
@@ -125,6 +193,8 @@ class Table:
     rows: list[Row]
     reference: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    vs: str | None = None  # the baseline row's label of the paired differences
+    diffs: dict[tuple[str, tuple[str, float]], PairedDifference | None] = field(default_factory=dict)
 
     def best(self) -> dict[tuple[str, float], float]:
         """Best mean per column among measured rows (every metric here is higher-is-better)."""
@@ -134,6 +204,9 @@ class Table:
             if means:
                 out[col] = max(means)
         return out
+
+    def baseline(self) -> Row | None:
+        return next((r for r in self.rows if r.label == self.vs), None)
 
 
 def row_order(label_method: tuple[str, str]) -> tuple:
@@ -149,8 +222,9 @@ def describe_source(source: str) -> str:
 
 
 def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None = None,
-                 protocol: str | None = None, reference: list[dict] | None = None) -> list[Table]:
-    """One table per (data source, protocol, metric) from the finished trials."""
+                 protocol: str | None = None, reference: list[dict] | None = None, vs: str | None = None) -> list[Table]:
+    """One table per (data source, protocol, metric) from the finished trials; ``vs`` (a row label)
+    adds every row's paired difference against that row."""
     done = finished(trials)
     if data is not None:
         done = [t for t in done if data_kind(t.data_source) == data]
@@ -162,7 +236,32 @@ def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data
     tables = []
     for (source, proto, metric), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
         tables.append(_table(source, proto, metric, group, variants, reference))
+    if vs is not None and tables:
+        _add_differences(tables, vs)
     return tables
+
+
+def _add_differences(tables: list[Table], vs: str) -> None:
+    labels = sorted({r.label for t in tables for r in t.rows})
+    if vs not in labels:
+        raise UserError(f"--vs {vs!r} is not a row of these tables; the rows are: {', '.join(labels)}")
+    for table in tables:
+        table.vs = vs
+        base = table.baseline()
+        if base is None:
+            table.notes.append(f"no {vs!r} row in this table: no paired differences")
+            continue
+        for row in table.rows:
+            if row is base:
+                continue
+            for col in table.columns:
+                cell, ref = row.cells.get(col), base.cells.get(col)
+                if isinstance(cell, Cell) and isinstance(ref, Cell):
+                    table.diffs[(row.label, col)] = difference(cell, ref)
+        table.notes.append(
+            f"difference vs {vs}: row - {vs} over the seeds both have (same seed = same training subset), "
+            f"mean [95 % paired t-interval] n=pairs; {SIGNIFICANT_MARK} = the interval excludes 0; "
+            f"{MISSING} = no shared seed")
 
 
 def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str | None = None) -> str:
@@ -196,15 +295,18 @@ def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], st
 def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None) -> Table:
     row_label = method_labels(trials, variants)
     task_label = display_labels({(t.task, t.task_hash) for t in trials}, lambda k: k[0])
-    cells: dict[tuple[str, str], dict[tuple[str, float], list[float]]] = {}
+    cells: dict[tuple[str, str], dict[tuple[str, float], list[Trial]]] = {}
     for t in trials:
         col = (task_label[(t.task, t.task_hash)], t.fraction)
-        cells.setdefault((t.method, t.method_hash), {}).setdefault(col, []).append(100.0 * t.value)
+        cells.setdefault((t.method, t.method_hash), {}).setdefault(col, []).append(t)
     columns = sorted({c for row in cells.values() for c in row})
     keys = sorted(cells, key=lambda k: row_order((row_label[k], k[0])))
-    rows = [Row(row_label[k], {c: Cell(v) for c, v in cells[k].items()}) for k in keys]
+    rows = [Row(row_label[k], {c: cell_of(v) for c, v in cells[k].items()}, method=k[0], config=k[1]) for k in keys]
     title = f"{metric} (%), {proto} protocol, {describe_source(source)}"
     table = Table(title, metric, proto, source, columns, rows)
+    boot = any(isinstance(c, Cell) and c.ci_kind == "bootstrap" for r in rows for c in r.cells.values())
+    table.notes.append("cell: mean ± std over seeds [95 % t-interval over seeds] n=seeds"
+                       + (f"; {BOOTSTRAP_MARK} one seed: 95 % bootstrap interval over test images" if boot else ""))
     if reference is not None:
         _add_reference(table, reference)
     return table
@@ -262,6 +364,20 @@ def _cell_text(row: Row, col, best: dict, bold) -> str:
     return bold(text) if not row.source and math.isclose(cell.mean, best.get(col, math.nan)) else text
 
 
+def diff_text(diff: PairedDifference | None) -> str:
+    """``+12.3 [4.1, 20.5]* n=5``: * when the interval excludes 0; one pair has no interval."""
+    if diff is None:
+        return MISSING
+    ci = f" [{diff.ci[0]:+.1f}, {diff.ci[1]:+.1f}]" if diff.ci is not None else ""
+    return f"{diff.mean:+.1f}{ci}{SIGNIFICANT_MARK if diff.excludes_zero else ''} n={diff.n}"
+
+
+def _diff_body(table: Table) -> list[list[str]]:
+    base = table.baseline()
+    return [[r.label, *(diff_text(table.diffs.get((r.label, c))) for c in table.columns)]
+            for r in table.rows if r is not base]
+
+
 def _header(col: tuple[str, float]) -> str:
     return f"{col[0]} {100 * col[1]:g}%"
 
@@ -270,41 +386,113 @@ def render(table: Table, fmt: str = "markdown") -> str:
     best = table.best()
     if fmt == "csv":
         return _render_csv(table, best)
+    if fmt == "json":
+        return to_json(table_dict(table), indent=1)
     from tabulate import tabulate
 
     latex = fmt == "latex"
     bold = (lambda s: f"\\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
     body = [[r.label, *(_cell_text(r, c, best, bold) for c in table.columns)] for r in table.rows + table.reference]
     headers = ["method", *(_header(c) for c in table.columns)]
+    diff_title = f"paired difference vs {table.vs} (points)"
+    has_diffs = table.vs is not None and table.baseline() is not None
     if latex:
-        body = [[_latex(x) for x in row] for row in body]
-        text = tabulate(body, headers=[_latex(h) for h in headers], tablefmt="latex_raw", disable_numparse=True)
-        return "\n".join([f"% {table.title}", text, *(f"% {n}" for n in table.notes)])
-    text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-    return "\n".join([f"**{table.title}**", "", text, *([""] + [f"_{n}_" for n in table.notes] if table.notes else [])])
+        parts = [f"% {table.title}", _latex_table(body, headers)]
+        if has_diffs:
+            parts += [f"% {diff_title}", _latex_table(_diff_body(table), [f"vs {table.vs}", *headers[1:]])]
+        return "\n".join([*parts, *(f"% {n}" for n in table.notes)])
+    parts = [f"**{table.title}**", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)]
+    if has_diffs:
+        parts += ["", f"_{diff_title}_", "",
+                  tabulate(_diff_body(table), headers=[f"vs {table.vs}", *headers[1:]], tablefmt="github",
+                           disable_numparse=True)]
+    return "\n".join([*parts, *([""] + [f"_{n}_" for n in table.notes] if table.notes else [])])
+
+
+def _latex_table(body: list[list[str]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate([[_latex(x) for x in row] for row in body], headers=[_latex(h) for h in headers],
+                    tablefmt="latex_raw", disable_numparse=True)
 
 
 def _latex(text: str) -> str:
-    return text.replace("%", "\\%").replace("_", "\\_").replace("±", "$\\pm$").replace("†", "$^\\dagger$")
+    return (text.replace("%", "\\%").replace("_", "\\_").replace("±", "$\\pm$").replace("†", "$^\\dagger$")
+            .replace(BOOTSTRAP_MARK, "$^\\ddagger$").replace(SIGNIFICANT_MARK, "$^*$"))
+
+
+def _diff_dict(diff: PairedDifference | None) -> dict | None:
+    if diff is None:
+        return None
+    low, high = diff.ci if diff.ci is not None else (None, None)
+    return {"mean": diff.mean, "std": diff.std, "n": diff.n, "ci_low": low, "ci_high": high,
+            "excludes_zero": diff.excludes_zero}
+
+
+def table_dict(table: Table) -> dict:
+    """Every number of the table (values in %): per cell mean, std, n, the 95 % interval and its kind,
+    the per-seed values and, with ``vs``, the paired difference against the baseline row."""
+    best = table.best()
+    rows = []
+    for row in table.rows:
+        cells = []
+        for col in table.columns:
+            cell = row.cells.get(col)
+            if not isinstance(cell, Cell):
+                continue
+            entry = {"task": col[0], "fraction": col[1], **cell.as_dict(),
+                     "best": math.isclose(cell.mean, best.get(col, math.nan))}
+            if table.vs is not None and row.label != table.vs:
+                entry["vs"] = _diff_dict(table.diffs.get((row.label, col)))
+            cells.append(entry)
+        rows.append({"label": row.label, "method": row.method, "config": row.config, "cells": cells})
+    reference = [{"label": r.label, "source": r.source,
+                  "cells": [{"task": c[0], "fraction": c[1], "published": v} for c, v in r.cells.items()]}
+                 for r in table.reference]
+    return {"title": table.title, "metric": table.metric, "unit": "%", "protocol": table.protocol,
+            "data_source": table.data_source, "level": 0.95, "vs": table.vs,
+            "columns": [{"task": t, "fraction": f} for t, f in table.columns], "rows": rows,
+            "reference": reference, "notes": table.notes}
+
+
+CSV_COLUMNS = ("table", "row", "task", "fraction", "mean", "std", "n", "ci_low", "ci_high", "ci_kind", "best", "source",
+               "vs", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_n", "diff_excludes_zero")
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
 
 
 def _render_csv(table: Table, best: dict) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["table", "row", "task", "fraction", "mean", "std", "n", "best", "source"])
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n", restval="")
+    writer.writeheader()
     for row in table.rows + table.reference:
         for col in table.columns:
             cell = row.cells.get(col)
+            line = {"table": table.title, "row": row.label, "task": col[0], "fraction": col[1]}
             if isinstance(cell, Cell):
-                std = "" if cell.std is None else f"{cell.std:.4f}"
-                writer.writerow([table.title, row.label, col[0], col[1], f"{cell.mean:.4f}", std, cell.n,
-                                 int(math.isclose(cell.mean, best.get(col, math.nan))), "measured"])
+                d = cell.as_dict()
+                line.update(mean=_num(d["mean"]), std=_num(d["std"]), n=d["n"], ci_low=_num(d["ci_low"]),
+                            ci_high=_num(d["ci_high"]), ci_kind=d["ci_kind"] or "",
+                            best=int(math.isclose(cell.mean, best.get(col, math.nan))), source="measured")
+                if table.vs is not None and row.label != table.vs:
+                    line["vs"] = table.vs
+                    if (diff := table.diffs.get((row.label, col))) is not None:
+                        low, high = diff.ci if diff.ci is not None else (None, None)
+                        line.update(diff_mean=_num(diff.mean), diff_ci_low=_num(low), diff_ci_high=_num(high),
+                                    diff_n=diff.n, diff_excludes_zero=int(diff.excludes_zero))
             elif isinstance(cell, str):
-                writer.writerow([table.title, row.label, col[0], col[1], cell, "", "", 0, row.source])
+                line.update(mean=cell, best=0, source=row.source)
+            else:
+                continue
+            writer.writerow(line)
     return out.getvalue().rstrip("\n")
 
 
 def render_all(tables: list[Table], fmt: str = "markdown") -> str:
+    if fmt == "json":
+        return to_json([table_dict(t) for t in tables], indent=1)
     if fmt == "csv" and tables:
         parts = [render(t, "csv") for t in tables]
         return "\n".join([parts[0], *(p.split("\n", 1)[1] for p in parts[1:] if "\n" in p)])

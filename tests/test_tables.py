@@ -48,10 +48,12 @@ def test_cells_mean_std_n_bold_and_missing(store):
     assert "phantom data" in text.splitlines()[0] and "auroc" in text.splitlines()[0]
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines()
              if line.startswith("| ") and "method" not in line}
-    # imitate at 10 %: 80, 84, 86 -> mean 83.33, sample std 3.06; the best of the column, in bold
-    assert lines["imitate"] == ["**83.3 ± 3.1 (n=3)**", "**90.0 (n=1)**"]
-    assert lines["random"] == ["65.0 ± 7.1 (n=2)", "-"]  # 60, 70: std 7.07; no fraction-1 trial
-    assert lines["imitate-flat"] == ["72.0 ± 2.8 (n=2)", "-"]
+    # imitate at 10 %: 80, 84, 86 -> mean 83.33, sample std 3.06, t(0.975, 2) = 4.3027 -> +- 7.59;
+    # the best of the column, in bold; one seed and no stored bootstrap interval: no interval
+    assert lines["imitate"] == ["**83.3 ± 3.1 [75.7, 90.9] n=3**", "**90.0 n=1**"]
+    # 60, 70: std 7.07, t(0.975, 1) = 12.706 -> +- 63.5; no fraction-1 trial
+    assert lines["random"] == ["65.0 ± 7.1 [1.5, 128.5] n=2", "-"]
+    assert lines["imitate-flat"] == ["72.0 ± 2.8 [46.6, 97.4] n=2", "-"]
     assert "convirt" not in text  # real-data trials are not in a phantom table
 
 
@@ -79,7 +81,7 @@ def test_reference_rows_are_marked_and_never_bold(store):
     assert asg and "88.8" in asg[0] and "ASG official README" in asg[0]
     assert "published numbers" in text
     latex = render(real, "latex")
-    assert "\\textbf{60.0 $\\pm$ 7.1 (n=2)}" in latex and "$^\\dagger$" in latex
+    assert "\\textbf{60.0 $\\pm$ 7.1 [-3.5, 123.5] n=2}" in latex and "$^\\dagger$" in latex
 
 
 def test_table_csv_and_cli_formats(store, capsys):

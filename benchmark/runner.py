@@ -22,7 +22,13 @@ from benchmark.config import (
     route_sets,
     to_dict,
 )
-from benchmark.data.sources import PHANTOM, data_root, pretrain_corpus, task_splits, trial_fingerprints
+from benchmark.data.sources import (
+    PHANTOM,
+    data_root,
+    pretrain_corpus,
+    task_splits,
+    trial_fingerprints,
+)
 from benchmark.data.splits import check_fraction, fraction_subset
 from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import REPO_ROOT
@@ -110,9 +116,18 @@ def source_tag(root) -> str:
     return "real"
 
 
+def check_source(resolved: Resolved, root) -> None:
+    """A phantom-only method (the ``supervised`` control: ``phantom_only`` says why) is
+    refused when a data root is configured, before any data is read or trained on."""
+    why = getattr(resolved.method_cls, "phantom_only", "")
+    if root is not None and why:
+        raise UserError(why)
+
+
 def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = False):
     from benchmark.pretrain import export_baseline, pretrain
 
+    check_source(resolved, root)
     if not resolved.method_cls.pretrains:
         return export_baseline(resolved.method, resolved.method_cfg)
     corpus = pretrain_corpus(resolved.method_cfg, root)
@@ -130,6 +145,7 @@ def plan_trial(
     fraction, seed = check_fraction(fraction), check_seed(seed)  # the Python API has no argparse in front
     resolved = resolve(method, task, profile, sets)
     root = data_root(data_root_arg)
+    check_source(resolved, root)
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
     # real data: keyed on the label files' content (not the root's path); phantom: no extra inputs

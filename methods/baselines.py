@@ -171,7 +171,7 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
         k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith(IGNORED[0])
     }
     conv = mine.get("conv1.weight")
-    if conv is not None and conv.shape[1] == 1:  # 1-channel stem (PRIOR): same function on replicated gray
+    if conv is not None and conv.ndim == 4 and conv.shape[1] == 1:  # 1-channel stem (PRIOR): same function on replicated gray
         mine["conv1.weight"] = conv.repeat(1, 3, 1, 1) / 3
     expected = backbone.state_dict()
     missing = [k for k in expected if k not in mine and not k.endswith(IGNORED[1])]

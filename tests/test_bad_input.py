@@ -573,6 +573,10 @@ CASES = [
     ("set min_steps -1", [*RUN, "--set", "task.min_steps=-1"], ["min_steps must be >= 0, got -1"], None),
     ("set min_steps 2.5", [*RUN, "--set", "task.min_steps=2.5"], ["'min_steps'", "expected int", "2.5"], None),
     # issue 15: backbone
+    ("backbone unknown", [*RUN, "--set", "backbone=resnet152"],
+     ["'backbone'", "'resnet18' | 'resnet34' | 'resnet50' | 'resnet101'", "resnet152"], None),
+    ("checkpoint of another depth", [*CKPT, "{tmp}/resnet18.pth", "--set", "backbone=resnet34"],
+     ["do not match a ResNet-34", "they fit a ResNet-18; add --set backbone=resnet18"], checkpoints),
     # issue 15: controls
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from benchmark.cli import emit_json
@@ -16,7 +17,7 @@ def _is_phantom(source: str) -> bool:
 
 def _number(value) -> str:
     """A metric as printed; an undefined one (NaN, stored as null) reads n/a."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -30,6 +31,44 @@ def _sets(args: argparse.Namespace) -> list:
     return sets
 
 
+#: the lower bound run beside every phantom trial, and where the measured comparison lives
+BASELINE = "random"
+PHANTOM_REPORT = "results/PHANTOM.md"
+
+
+def _baseline_beside(args: argparse.Namespace, sets: list, main):
+    """The same task's trial for the untrained ``random`` encoder: same profile, task config, fraction,
+    seed (hence the same training subset) and protocol, through the same runner and store (so it is
+    stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
+    from benchmark.config import route_sets
+    from benchmark.errors import TrialFailed
+    from benchmark.runner import resolve, run_trial
+
+    if args.method == BASELINE or not _is_phantom(main.data_source):
+        return None
+    resolved = resolve(args.method, args.task, args.profile, sets)
+    if resolved.task_cls.needs_text_tower:  # random has no text tower
+        return None
+    routed = route_sets(sets, {"method": resolved.method_cls.config_class, "task": resolved.task_cls.config_class})
+    task_sets = [(f"task.{key}", value) for key, value in routed["task"].items()]
+    try:
+        out = run_trial(BASELINE, args.task, args.fraction, args.seed, args.profile, task_sets, args.data_root,
+                        args.device)
+    except TrialFailed as exc:
+        return f"failed: {exc}"
+    if (out.trial.task_hash, out.trial.data_source) != (main.task_hash, main.data_source):
+        raise RuntimeError(f"the {BASELINE} trial's task config {out.trial.task_hash} is not the run's {main.task_hash}")
+    return out
+
+
+def _interval(metrics: dict) -> str:
+    """`` [95 % CI low, high]`` from a trial's stored bootstrap interval, else nothing."""
+    low, high = metrics.get("ci_low"), metrics.get("ci_high")
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (low, high)):
+        return ""
+    return f" [95 % CI {low:.4f}, {high:.4f}]"
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmark.runner import run_trial
 
@@ -41,10 +80,20 @@ def run(args: argparse.Namespace) -> int:
         args.data_root, args.device, args.force,
     )
     t = out.trial
+    base = _baseline_beside(args, sets, t)
     if out.reused:
         print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
-    print(f"{t.task} {t.metric} = {t.value:.4f}   ({t.method}, fraction {t.fraction:g}, seed {t.seed}, protocol {t.protocol})")
-    others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k != t.metric)
+    print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
+          f"({t.method}, fraction {t.fraction:g}, seed {t.seed}, protocol {t.protocol})")
+    if isinstance(base, str):
+        print(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")
+    elif base is not None:
+        b = base.trial
+        print(f"  beside it, the untrained {BASELINE} encoder on the same subset: {b.metric} = {b.value:.4f}"
+              f"{_interval(b.metrics)} (difference {t.value - b.value:+.4f})")
+    if _is_phantom(t.data_source):
+        print(f"  one seed on phantom data; {PHANTOM_REPORT} has the real comparison (every method, 5 seeds, 95 % intervals)")
+    others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in (t.metric, "ci_low", "ci_high"))
     if others:
         print(f"  other: {others}")
     print(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
@@ -59,10 +108,20 @@ def run(args: argparse.Namespace) -> int:
                 "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
                 "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
                 "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
-                "seconds": t.seconds, "reused": out.reused,
+                "seconds": t.seconds, "reused": out.reused, BASELINE: _baseline_json(base),
             }
         )
     return 0
+
+
+def _baseline_json(base) -> dict | None:
+    if base is None:
+        return None
+    if isinstance(base, str):
+        return {"method": BASELINE, "status": "failed", "error": base.removeprefix("failed: ")}
+    b = base.trial
+    return {"method": BASELINE, "status": b.status, "value": b.value, "metrics": b.metrics, "config_hash": b.method_hash,
+            "seconds": b.seconds, "reused": base.reused}
 
 
 def pretrain(args: argparse.Namespace) -> int:

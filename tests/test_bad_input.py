@@ -578,6 +578,15 @@ CASES = [
     ("checkpoint of another depth", [*CKPT, "{tmp}/resnet18.pth", "--set", "backbone=resnet34"],
      ["do not match a ResNet-34", "they fit a ResNet-18; add --set backbone=resnet18"], checkpoints),
     # issue 15: controls
+    ("supervised on real data (run)", ["run", "--method", "supervised", "--task", "rsna_cls", "--data-root", "{tmp}"],
+     ["'supervised' is a phantom-only positive control", "ground-truth findings, which real reports do not carry"], None),
+    ("supervised on real data (pretrain)", ["pretrain", "--method", "supervised", "--data-root", "{tmp}"],
+     ["'supervised' is a phantom-only positive control", "without --data-root and BENCHMARK_DATA"], None),
+    ("supervised on real data (BENCHMARK_DATA, grid)", ["grid", "--methods", "supervised", "--tasks", "rsna_cls",
+                                                        "--dry-run"],
+     ["'supervised' is a phantom-only positive control"], lambda tmp, mp: mp.setenv("BENCHMARK_DATA", str(tmp))),
+    ("supervised on zero-shot", ["run", "--method", "supervised", "--task", "rsna_zs", "--profile", "smoke"],
+     ["needs a method with a text tower", "'supervised' has none"], None),
 ]
 
 

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.data.phantom.labels import FINDINGS, LABEL_NAMES, MIRROR, REPORT_KINDS, finding_labels
+from benchmark.data.phantom.labels import (
+    FINDINGS,
+    LABEL_NAMES,
+    MIRROR,
+    REPORT_KINDS,
+    finding_labels,
+)
 from benchmark.data.phantom.reports import Report, load_reports
 from benchmark.errors import UserError
 from benchmark.runner import resolve
@@ -152,7 +158,7 @@ def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
 
 
 def test_supervised_is_refused_on_real_data_before_any_data_is_read(tmp_path, monkeypatch, capsys):
-    import benchmark.runner as runner
+    from benchmark import runner
 
     def read(*args, **kwargs):
         raise AssertionError("data was read")

@@ -34,12 +34,14 @@ def _sets(args: argparse.Namespace) -> list:
 #: the lower bound run beside every phantom trial, and where the measured comparison lives
 BASELINE = "random"
 PHANTOM_REPORT = "results/PHANTOM.md"
+#: method keys the baseline shares with the run: the transferred encoder's architecture and initialisation
+ENCODER_KEYS = ("backbone", "backbone_weights")
 
 
 def _baseline_beside(args: argparse.Namespace, sets: list, main):
     """The same task's trial for the untrained ``random`` encoder: same profile, task config, fraction,
-    seed (hence the same training subset) and protocol, through the same runner and store (so it is
-    stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
+    seed (hence the same training subset), protocol and backbone, through the same runner and store (so
+    it is stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
     from benchmark.config import route_sets
     from benchmark.errors import TrialFailed
     from benchmark.runner import resolve, run_trial
@@ -51,6 +53,7 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
         return None
     routed = route_sets(sets, {"method": resolved.method_cls.config_class, "task": resolved.task_cls.config_class})
     task_sets = [(f"task.{key}", value) for key, value in routed["task"].items()]
+    task_sets += [(f"method.{key}", value) for key, value in routed["method"].items() if key in ENCODER_KEYS]
     try:
         out = run_trial(BASELINE, args.task, args.fraction, args.seed, args.profile, task_sets, args.data_root,
                         args.device)

@@ -181,3 +181,154 @@ def test_a_nan_value_is_null_in_json_and_a_dash_in_the_table(capsys):
     assert main(["table", "--format", "csv"]) == 0
     cells = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(c["n"], c["mean"]) for c in cells] == [("1", "80.0000")]
+
+
+# ---------------------------------------------------------------- issue 15: intervals, --vs, the run's random line
+
+def test_one_seed_cell_uses_the_stored_bootstrap_interval(capsys):
+    """n = 1: the interval is the trial's own bootstrap over test images (ci_low/ci_high, same units as the value),
+    marked ‡; n >= 2: over seeds, whatever the trials stored."""
+    s = Store()
+    s.record(Trial(**{**trial("imitate", 0.90).__dict__, "metrics": {"auroc": 0.90, "ci_low": 0.87, "ci_high": 0.93}}))
+    for seed, v in [(0, 0.6), (1, 0.7)]:
+        s.record(Trial(**{**trial("random", v, seed=seed).__dict__, "metrics": {"ci_low": 0.0, "ci_high": 1.0}}))
+    s.record(trial("convirt", 0.8))  # one seed, no stored interval: none shown
+    table = build_tables(s.all(), {})[0]
+    cells = {r.label: r.cells[("rsna_cls", 0.1)] for r in table.rows}
+    assert cells["imitate"].ci == pytest.approx((87.0, 93.0)) and cells["imitate"].ci_kind == "bootstrap"
+    assert cells["imitate"].text() == "90.0 [87.0, 93.0]‡ n=1"
+    assert cells["random"].ci_kind == "seeds" and cells["random"].ci == pytest.approx((1.47, 128.53), abs=0.01)
+    assert cells["convirt"].ci is None and cells["convirt"].text() == "80.0 n=1"
+    assert "bootstrap interval over test images" in render(table)
+    assert main(["table", "--json"]) == 0
+    rows = {r["label"]: r["cells"][0] for r in json.loads(capsys.readouterr().out)[0]["rows"]}
+    assert {k: rows["imitate"][k] for k in ("mean", "std", "n", "ci_kind")} == {"mean": 90.0, "std": None, "n": 1,
+                                                                                  "ci_kind": "bootstrap"}
+    assert (rows["imitate"]["ci_low"], rows["imitate"]["ci_high"]) == pytest.approx((87.0, 93.0))
+    assert rows["convirt"]["ci_kind"] is None and rows["convirt"]["ci_low"] is None
+    assert rows["random"]["std"] == pytest.approx(7.0711, abs=1e-4) and rows["random"]["values"] == [60.0, 70.0]
+
+
+@pytest.fixture
+def paired_store():
+    """Crafted seeds: imitate beats random clearly at 1 % (every seed +15..+25), not at 10 % (+-); the variant
+    shares no seed with random at 1 %; convirt has one shared seed at 10 %."""
+    s = Store()
+    seeds = [0, 1, 2, 3, 4]
+    base1 = [0.50, 0.60, 0.55, 0.52, 0.58]
+    for seed, b, d in zip(seeds, base1, [0.20, 0.15, 0.25, 0.18, 0.22]):
+        s.record(trial("random", b, fraction=0.01, seed=seed))
+        s.record(trial("imitate", b + d, fraction=0.01, seed=seed))
+    for seed, b, d in zip(seeds, [0.70, 0.72, 0.68, 0.71, 0.69], [0.03, -0.04, 0.02, -0.01, 0.01]):
+        s.record(trial("random", b, seed=seed))
+        s.record(trial("imitate", b + d, seed=seed))
+    for seed in (10, 11):
+        s.record(trial("imitate", 0.9, fraction=0.01, seed=seed, mhash="flathash0000"))
+    s.record(trial("convirt", 0.75, seed=3))
+    s.label_variant("imitate", "flathash0000", "imitate-flat")
+    return s
+
+
+def test_vs_marks_exactly_the_cells_whose_interval_excludes_zero(paired_store, capsys):
+    from scipy import stats as sps
+
+    assert main(["table", "--vs", "random"]) == 0
+    text = capsys.readouterr().out
+    diff_part = text.split("paired difference vs random")[1]
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in diff_part.splitlines()
+             if line.startswith("| ") and "vs random" not in line}
+    assert set(lines) == {"imitate", "imitate-flat", "convirt"}  # the baseline has no row of its own
+    at1 = sps.ttest_rel([b + d for b, d in zip([50, 60, 55, 52, 58], [20, 15, 25, 18, 22])], [50, 60, 55, 52, 58])
+    ci = at1.confidence_interval(0.95)
+    assert lines["imitate"][0] == f"+20.0 [{ci.low:+.1f}, {ci.high:+.1f}]* n=5"  # excludes 0: marked
+    assert lines["imitate"][1].startswith("+0.2 [") and "*" not in lines["imitate"][1]  # straddles 0: not marked
+    assert lines["imitate-flat"] == ["-", "-"]  # seeds 10, 11 against 0..4: no pair
+    assert lines["convirt"] == ["-", "+4.0 n=1"]  # one pair: a difference, no interval, no mark
+    assert "* = the interval excludes 0" in text
+    assert main(["table", "--vs", "random", "--format", "json"]) == 0
+    table = json.loads(capsys.readouterr().out)[0]
+    marked = {(r["label"], c["fraction"]) for r in table["rows"] for c in r["cells"] if (c.get("vs") or {}).get("excludes_zero")}
+    assert marked == {("imitate", 0.01)}
+    imitate = next(r for r in table["rows"] if r["label"] == "imitate")["cells"]
+    assert imitate[0]["vs"]["n"] == 5 and (imitate[0]["vs"]["ci_low"], imitate[0]["vs"]["ci_high"]) == pytest.approx(
+        (ci.low, ci.high))
+    assert "vs" not in next(r for r in table["rows"] if r["label"] == "random")["cells"][0]
+    assert main(["table", "--vs", "random", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {(r["row"], r["fraction"]) for r in rows if r["diff_excludes_zero"] == "1"} == {("imitate", "0.01")}
+    assert main(["table", "--vs", "imitate-flat", "--format", "latex"]) == 0  # a variant's name is a row too
+    assert "vs imitate-flat" in capsys.readouterr().out
+
+
+def test_vs_never_pairs_across_phantom_versions(capsys):
+    """phantom-v1 and phantom-v2 results sit in separate tables; their same seeds are different images: no pairs."""
+    s = Store()
+    for seed in range(3):
+        s.record(trial("random", 0.5 + 0.01 * seed, seed=seed, source="phantom-v1"))
+        s.record(trial("imitate", 0.8 + 0.01 * seed, seed=seed, source="phantom-v2"))
+        s.record(trial("imitate", 0.7 + 0.02 * seed, seed=seed, source="phantom-v1"))
+    tables = build_tables(s.all(), {}, vs="random")
+    assert [t.data_source for t in tables] == ["phantom-v1", "phantom-v2"]
+    assert all({r.label for r in t.rows} == ({"random", "imitate"} if t.data_source == "phantom-v1" else {"imitate"})
+               for t in tables)
+    v1, v2 = tables
+    assert v1.diffs[("imitate", ("rsna_cls", 0.1))].mean == pytest.approx(21.0)  # 70, 72, 74 - 50, 51, 52
+    assert v2.diffs == {} and "no 'random' row in this table" in render(v2)
+    assert main(["table", "--json"]) == 0
+    assert [t["data_source"] for t in json.loads(capsys.readouterr().out)] == ["phantom-v1", "phantom-v2"]
+
+
+def test_json_flag_and_format_conflict(paired_store, capsys):
+    assert main(["table", "--json"]) == 0
+    flag = capsys.readouterr().out
+    assert main(["table", "--format", "json"]) == 0
+    assert capsys.readouterr().out == flag
+    assert main(["table", "--json", "--format", "csv"]) == 2
+    assert "two formats" in capsys.readouterr().err
+
+
+def test_plot_intervals_are_the_table_intervals(paired_store):
+    from benchmark.plots import summary
+
+    df, data = summary(paired_store.all(), paired_store.variants(), None)
+    assert data == "phantom" and set(df["source"]) == {"phantom-v1"}
+    table = build_tables(paired_store.all(), paired_store.variants())[0]
+    for row in table.rows:
+        for col, cell in row.cells.items():
+            point = df[(df["label"] == row.label) & (df["task"] == col[0]) & (df["fraction"] == col[1])]
+            assert len(point) == 1 and point["mean"].iloc[0] == pytest.approx(cell.mean)
+            if cell.ci is None:
+                assert point["low"].isna().all()
+            else:
+                assert (point["low"].iloc[0], point["high"].iloc[0]) == pytest.approx(cell.ci)
+
+
+def test_run_prints_random_beside_the_value_and_reuses_it(capsys, tmp_path):
+    """The default job's comparison line: the untrained encoder on the same task config, fraction, seed and
+    backbone, through the same store: stored by the first run, reused by the second; not run for random itself.
+    (A checkpoint run: no pre-training; its method keys other than the backbone's stay its own.)"""
+    import torch
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    tail = ["--task", "rsna_cls", "--profile", "smoke", "--fraction", "0.5", "--seed", "3", "--set", "task.epochs=1",
+            "--set", "backbone=resnet18", "--json"]
+    argv = ["run", "--method", "checkpoint", "--checkpoint", str(path), *tail]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    first = json.loads(out.strip().splitlines()[-1])
+    assert "beside it, the untrained random encoder on the same subset: auroc = " in out and "results/PHANTOM.md" in out
+    rand = first["random"]
+    stored = {(t.method, t.seed, t.fraction, t.task_hash): t for t in Store().all()}
+    twin = stored[("random", 3, 0.5, first["task_config_hash"])]  # same seed, fraction and task config (epochs=1)
+    assert twin.value == rand["value"] and rand["reused"] is False and twin.method_hash == rand["config_hash"]
+    assert twin.method_config["backbone"] == "resnet18" and "checkpoint_path" not in twin.method_config
+    assert f"auroc = {rand['value']:.4f}" in out and f"(difference {first['value'] - rand['value']:+.4f})" in out
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["random"]["reused"] is True and again["random"]["value"] == rand["value"]
+    assert len(Store().all()) == 2
+    assert main(["run", "--method", "random", *tail]) == 0
+    alone = capsys.readouterr().out
+    assert json.loads(alone.strip().splitlines()[-1])["random"] is None and "beside it" not in alone

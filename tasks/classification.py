@@ -2,7 +2,9 @@
 layer4 (2048-d). BCE-with-logits for binary and multi-label, CE for
 multi-class; AUROC (macro over labels) or accuracy; AdamW lr 5e-4, wd 1e-6,
 batch 48, <= 50 epochs, early stop on validation loss (patience 10), test with
-the best-validation head.
+the best-validation head. The metrics also carry ``ci_low``/``ci_high``: the
+primary metric's 95 % percentile bootstrap over the test images (labels and
+scores resampled together; ``tasks.metrics.image_interval``).
 
 The frozen encoder's features are computed once per (encoder, data set split,
 image size) and kept on disk, so a 1/10/100 % x seeds grid trains only linear
@@ -49,7 +51,7 @@ from tasks.base import (
     prepare_encoder,
     train_head,
 )
-from tasks.metrics import accuracy, auroc
+from tasks.metrics import accuracy, auroc, auroc_of_counts, image_interval, mean_of_counts
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class ClassificationConfig(TaskConfig):
             raise UserError(f"{self.label_type} task {self.name!r} needs its class names in 'classes'")
         if self.metric not in ("auroc", "accuracy"):
             raise UserError(f"classification metric must be auroc or accuracy, got {self.metric!r}")
+        if self.metric == "accuracy" and self.label_type != "multiclass":
+            raise UserError(f"accuracy is the metric of multiclass tasks; {self.name!r} is {self.label_type}: use auroc")
 
 
 class PooledEncoder(nn.Module):
@@ -143,15 +147,30 @@ class Classification(Task):
             return F.cross_entropy(logits, target)
         return F.binary_cross_entropy_with_logits(logits, target)
 
-    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def scored(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Truth and scores as ``auroc`` takes them: a vector for binary, a label matrix
+        otherwise (multi-class: one-hot truth against the softmax probabilities)."""
         truth, kind = target.cpu().numpy(), self.cfg.label_type
         if kind == "multiclass":
-            probs = torch.softmax(logits, 1).numpy()
-            return {"accuracy": accuracy(truth, probs.argmax(1)), "auroc": auroc(np.eye(self.outputs)[truth], probs)}
+            return np.eye(self.outputs)[truth], torch.softmax(logits, 1).numpy()
         if kind == "binary":
             score = torch.softmax(logits, 1)[:, 1] if self.softmax else torch.sigmoid(logits)[:, 0]
-            return {"auroc": auroc(truth if self.softmax else truth[:, 0], score.numpy())}
-        return {"auroc": auroc(truth, torch.sigmoid(logits).numpy())}
+            return (truth if self.softmax else truth[:, 0]), score.numpy()
+        return truth, torch.sigmoid(logits).numpy()
+
+    def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        truth, scores = self.scored(logits, target)
+        if self.cfg.label_type == "multiclass":
+            return {"accuracy": accuracy(truth.argmax(1), scores.argmax(1)), "auroc": auroc(truth, scores)}
+        return {"auroc": auroc(truth, scores)}
+
+    def interval(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """The primary metric's 95 % bootstrap interval over the test images (each
+        image's labels and scores resampled together)."""
+        truth, scores = self.scored(logits, target)
+        if self.cfg.metric == "accuracy":
+            return image_interval(mean_of_counts(truth.argmax(1) == scores.argmax(1)), len(truth))
+        return image_interval(auroc_of_counts(truth, scores), len(truth))
 
     def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         c = self.cfg
@@ -192,6 +211,7 @@ class Classification(Task):
             head, c, fit.seed, len(splits["train"].ids), len(fit.val.ids), batch_loss, val_score, encoder=trained_encoder
         )
         selected = "val_loss" if val_score is None else f"val_{c.metric}"
-        return {**self.metrics(predict("test"), target["test"]), selected: best, "epochs": epochs,
+        test = predict("test")
+        return {**self.metrics(test, target["test"]), **self.interval(test, target["test"]), selected: best, "epochs": epochs,
                 "train_images": len(splits["train"].ids)}
 

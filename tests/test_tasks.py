@@ -181,8 +181,13 @@ def test_finetune_protocol_trains_the_encoder(task, capsys, monkeypatch):
     assert out["protocol"] == "finetune" and 0 <= out["value"] <= 1
     assert seen == {"encoder": True, "changed": True}
     assert main(["run", "--method", "random", "--task", task, "--profile", "smoke", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["protocol"] == "mgca"
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["protocol"] == "mgca"
     assert seen["encoder"] is False  # mgca: frozen
+    # the bootstrap interval over the test images (8 at smoke size), stored with the metrics
+    low, high = out["metrics"]["ci_low"], out["metrics"]["ci_high"]
+    if low is not None:  # rsna_det: an untrained head's mAP can be undefined (NaN, stored as null) on every resample
+        assert 0 <= low <= high <= 1
 
 
 def test_unknown_protocol_is_a_user_error(capsys):
@@ -190,3 +195,86 @@ def test_unknown_protocol_is_a_user_error(capsys):
 
     assert main(["run", "--method", "random", "--task", "rsna_cls", "--protocol", "linear"]) == 2
     assert "expected 'mgca' | 'finetune'" in capsys.readouterr().err
+
+
+def _resample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = rng.integers(0, n, n)
+    return idx, np.bincount(idx, minlength=n)
+
+
+def test_auroc_of_counts_equals_auroc_on_the_resampled_images():
+    from tasks.metrics import auroc_of_counts
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)  # rounded: many tied scores across the classes
+    truth = np.stack([y, rng.integers(0, 2, 300), (np.arange(300) == 7).astype(int)], 1)  # label 2: one positive
+    scores = np.round(rng.normal(size=(300, 3)) + truth, 1)
+    binary, labels = auroc_of_counts(y, s), auroc_of_counts(truth, scores)
+    assert binary(np.ones(300)) == pytest.approx(auroc(y, s), abs=1e-12)
+    assert labels(np.ones(300)) == pytest.approx(auroc(truth, scores), abs=1e-12)
+    lost = 0
+    for _ in range(30):
+        idx, counts = _resample(rng, 300)
+        assert binary(counts) == pytest.approx(auroc(y[idx], s[idx]), abs=1e-12)
+        assert labels(counts) == pytest.approx(auroc(truth[idx], scores[idx]), abs=1e-12)
+        lost += counts[7] == 0  # label 2 drops out of the macro mean on these resamples, as in auroc
+    assert lost > 0
+    assert math.isnan(auroc_of_counts(np.array([1, 1]), np.array([0.2, 0.3]))(np.ones(2)))
+
+
+def test_detection_map_of_counts_equals_the_map_of_the_resampled_images():
+    from tasks.detection import MAP_IOU_THRESHOLDS
+    from tasks.metrics import DetectionAP, detection_map
+
+    rng = np.random.default_rng(2)
+
+    def boxes(k: int) -> np.ndarray:
+        xy = rng.uniform(0, 50, (k, 2))
+        return np.concatenate([xy, xy + rng.uniform(5, 20, (k, 2))], 1)
+
+    truths = [boxes(int(k)) for k in rng.integers(0, 3, 60)]
+    preds = [np.concatenate([t + rng.normal(0, 2, t.shape), boxes(int(rng.integers(0, 3)))]) for t in truths]
+    scores = [rng.random(len(p)) for p in preds]
+    for negatives in (True, False):
+        ap = DetectionAP(preds, scores, truths, MAP_IOU_THRESHOLDS, negatives)
+        assert ap() == detection_map(preds, scores, truths, MAP_IOU_THRESHOLDS, negatives)
+        for _ in range(10):
+            idx, counts = _resample(rng, 60)
+            pick = lambda xs: [xs[i] for i in idx]
+            expected = detection_map(pick(preds), pick(scores), pick(truths), MAP_IOU_THRESHOLDS, negatives)
+            assert ap(counts) == pytest.approx(expected, abs=1e-12)
+
+
+def test_image_interval_is_scipys_percentile_bootstrap():
+    from scipy import stats
+    from sklearn.metrics import roc_auc_score
+
+    from tasks.metrics import auroc_of_counts, image_interval, mean_of_counts
+
+    y = np.tile([0, 1], 40)
+    s = np.linspace(0, 1, 80) + 0.3 * y  # AUROC 0.83: an interval well inside (0, 1)
+    ci = image_interval(auroc_of_counts(y, s), 80)
+    direct = stats.bootstrap((y, s), lambda a, b: roc_auc_score(a, b), paired=True, vectorized=False,
+                             n_resamples=1000, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((direct.low, direct.high), abs=1e-12)
+    assert ci["ci_low"] < auroc(y, s) < ci["ci_high"] and ci["ci_high"] - ci["ci_low"] > 0.05
+    dice = np.concatenate([np.ones(20), np.linspace(0, 0.9, 40)])  # per-image Dice, empty/empty images at 1
+    ci = image_interval(mean_of_counts(dice), 60)
+    direct = stats.bootstrap((dice,), np.mean, n_resamples=1000, method="percentile",
+                             rng=np.random.default_rng(0)).confidence_interval
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((direct.low, direct.high), abs=1e-12)
+    assert ci["ci_low"] < dice.mean() < ci["ci_high"]
+
+
+def test_image_interval_costs_little_on_1000_images():
+    import time
+
+    from tasks.metrics import auroc_of_counts, image_interval
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1000)
+    s = rng.normal(size=1000) + y
+    start = time.perf_counter()
+    image_interval(auroc_of_counts(y, s), 1000)
+    assert time.perf_counter() - start < 1.0  # about 0.1 s on the 2-core machine

@@ -115,8 +115,8 @@ def test_covid_is_bilateral_peripheral_ground_glass_unlike_pneumonia():
         cov = render([Lesion("covid", "bilateral", "lower", 0.6)], np.random.default_rng(seed), size)
         pna = render([Lesion("opacity", "right", "lower", 0.6)], np.random.default_rng(seed), size)
         dc, dp = cov.image.astype(int) - well, pna.image.astype(int) - well
-        # COVID: both lower lateral zones raised, the medial lung much less.
-        assert dc[rows, right_lat].mean() > 3 and dc[rows, left_lat].mean() > 3
+        # COVID: both lower lateral zones raised (v2: faint ground glass), the medial lung much less.
+        assert dc[rows, right_lat].mean() > 1.5 and dc[rows, left_lat].mean() > 1.5
         assert dc[rows, inner].mean() < 0.5 * min(dc[rows, right_lat].mean(), dc[rows, left_lat].mean())
         # Pneumonia: one focal zone, the other lung untouched.
         assert dp[rows, right_lat].mean() + dp[rows, inner].mean() > 3
@@ -125,12 +125,10 @@ def test_covid_is_bilateral_peripheral_ground_glass_unlike_pneumonia():
         assert dc.max() < dp.max() and cov.boxes.shape == (0, 4) and cov.mask.sum() == 0
 
 
-def test_new_kinds_leave_other_renders_unchanged():
-    """New kinds add fields but no pixel changes to existing renders (no PHANTOM_VERSION bump)."""
+def test_render_fields_without_those_findings_are_empty():
     out = render([Lesion("opacity", "left", "lower", 0.7)], np.random.default_rng(5), 32)
     assert out.ptx_mask.sum() == 0 and out.object_boxes.shape == (0, 4)
     assert out.lungs.any() and not out.lungs[:, :1].any()
-    assert PHANTOM_VERSION == "v1"
 
 
 def test_foreign_objects_bright_with_boxes():

@@ -367,8 +367,8 @@ class Anatomy:
             blur=u(0.002, 0.0045),
             rib_spacing=u(0.056, 0.066),
             rib_phase=u(-0.2, 0.2),
-            rib_contrast=u(0.05, 0.08),
-            marking_contrast=u(0.08, 0.13),
+            rib_contrast=u(0.05, 0.11),
+            marking_contrast=u(0.08, 0.16),
             gastric=max(0.0, u(-0.1, 0.2)),
         )
 

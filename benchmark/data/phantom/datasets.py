@@ -37,7 +37,7 @@ from benchmark.progress import Progress
 log = logging.getLogger(__name__)
 
 #: Bump whenever rendering or lesion mapping changes: part of every cache key.
-PHANTOM_VERSION = "v1"
+PHANTOM_VERSION = "v2"
 SPLITS = ("train", "val", "test")
 #: Share of RSNA-like images drawn with pneumonia opacities.
 RSNA_POSITIVE_RATE = 0.3

@@ -332,9 +332,14 @@ def _anatomy(sc: _Scene, tex: dict[str, np.ndarray], smooth: np.ndarray, ptx: np
 
 def _opacity(sc: _Scene, les: Lesion, side: str, rng: np.random.Generator, tex: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
     """A consolidation-like blob (lobar or patchy), textured; (window, field) before lung clipping."""
-    a = sc.anat
-    cx, cy = a.point_in(side, les.zone, rng, (0.25, 0.7))
-    size = 0.7 + 0.6 * les.severity
+    cx, cy = sc.anat.point_in(side, les.zone, rng, (0.25, 0.7))
+    return _blob(sc, cx, cy, 0.7 + 0.6 * les.severity, rng, tex)
+
+
+def _blob(sc: _Scene, cx: float, cy: float, size: float, rng: np.random.Generator,
+          tex: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The opacity shape at (cx, cy): lobar or patchy, mottled by ``tex`` (v2: strongly, so the
+    finding reads as a texture more than as a brightness step)."""
     sl = sc.window(cx, cy, 0.3 * size + 0.03)
     x, y = sc.x[sl], sc.y[sl]
 
@@ -355,7 +360,7 @@ def _opacity(sc: _Scene, les: Lesion, side: str, rng: np.random.Generator, tex: 
             ox, oy = rng.normal(0, 0.04 * size, 2)
             sx, sy = rng.uniform(0.022, 0.05, 2) * size
             field = np.maximum(field, blob(cx + ox, cy + oy, sx, sy, rng.uniform(0, math.pi)))
-    field *= _F(0.75) + _F(0.25) * tex[sl]
+    field *= np.clip(_F(0.5) + _F(0.6) * tex[sl], _F(0), _F(1))
     return sl, field
 
 
@@ -380,8 +385,9 @@ def _lesions(sc: _Scene, A: np.ndarray, air: np.ndarray, lesions: list[Lesion], 
             if les.kind == "opacity":
                 sl, f = _opacity(sc, les, side, rng, tex)
                 f *= sc.lung[side][sl]
-                # Consolidation replaces air with fluid: up to soft-tissue density.
-                A[sl] += _F(0.75 + 0.25 * sev) * f * (air[sl] + _F(0.05))
+                # Consolidation puts fluid back into part of the air (v2: a third to two thirds,
+                # so it is a low-contrast change next to the exposure and overlap variation).
+                A[sl] += _F(0.3 + 0.35 * sev) * f * (air[sl] + _F(0.05))
                 box = _box_of(f, sl)
                 if box is not None:
                     boxes.append(box)
@@ -421,7 +427,7 @@ def _lesions(sc: _Scene, A: np.ndarray, air: np.ndarray, lesions: list[Lesion], 
                 band = _step((_F(length / 2) - np.abs(along)) / _F(0.005)) * np.exp(_F(-0.5) * across * across)
                 A[sl] += _F(0.7) * band * (air[sl] + _F(0.04) * sc.lung[side][sl])
             elif les.kind == "pneumothorax":
-                A += _F(0.22) * _pneumothorax(sc, les, side)[1]
+                A += _F(0.1) * _pneumothorax(sc, les, side)[1]  # v2: a faint visceral pleural line
             elif les.kind == "covid":
                 _covid(sc, A, air, les, side, rng, tex)
             elif les.kind == "interstitial":
@@ -456,7 +462,7 @@ def _covid(sc: _Scene, A: np.ndarray, air: np.ndarray, les: Lesion, side: str, r
     field = np.exp(_F(-0.5) * (dx * dx + dy * dy))
     # Patchy: modulated by the lesion texture, with a second, lower-lying patch.
     field *= _F(0.45) + _F(0.55) * (tex[sl] * _F(0.5) + _F(0.5))
-    A[sl] += _F(0.3 + 0.3 * les.severity) * field * air[sl]
+    A[sl] += _F(0.12 + 0.16 * les.severity) * field * air[sl]  # v2: stays fainter than the fainter consolidation
 
 
 def _foreign(sc: _Scene, A: np.ndarray, lesions: list[Lesion], rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
@@ -563,6 +569,76 @@ def _devices(sc: _Scene, A: np.ndarray, lesions: list[Lesion], rng: np.random.Ge
                 A[sl] += _F(0.45) * np.clip(1 - ring / _F(max(0.0025, 0.6 / sc.size)), 0, 1)
 
 
+# ------------------------------------------------------------------ nuisance
+
+
+@dataclass(frozen=True)
+class Nuisance:
+    """Phantom v2's image-level variation that no label or report describes: exposure,
+    scatter and noise gain, overlapping soft tissue, and look-alikes of the findings
+    placed where they do not count (outside the lungs, a skin fold across the lung edge).
+    Findings are then defined by texture and location, not by a brightness change."""
+
+    exposure: float  # amplitude of the low-frequency exposure field
+    scatter: float  # share of the image replaced by its blurred copy
+    noise_gain: float  # multiplies the anatomy's quantum-noise level
+    breast: float  # density of lower-zone soft-tissue shadows (0: none)
+    mimics: int  # opacity-textured patches outside the lungs
+    skin_fold: bool  # a pleural-line look-alike crossing a lung's lateral edge
+
+    @staticmethod
+    def sample(rng: np.random.Generator) -> Nuisance:
+        u = rng.uniform
+        return Nuisance(
+            exposure=u(0.04, 0.18),
+            scatter=max(0.0, u(-0.1, 0.35)),
+            noise_gain=u(1.0, 1.8),
+            breast=max(0.0, u(-0.04, 0.09)),
+            mimics=int(rng.choice([0, 1, 2], p=[0.5, 0.35, 0.15])),
+            skin_fold=bool(rng.random() < 0.25),
+        )
+
+
+def _overlap(sc: _Scene, A: np.ndarray, nuis: Nuisance, rng: np.random.Generator, tex: np.ndarray) -> None:
+    """Draw the nuisance structures into A in place (the draw order and count are fixed per image)."""
+    a = sc.anat
+    if nuis.breast > 0:  # smooth bilateral lower-zone shadows, crossing the lung edges
+        for side in ("right", "left"):
+            out = -1 if side == "right" else 1
+            cx = a.lung_center_x(side) + out * float(rng.uniform(0.0, 0.08))
+            cy = a.dome(side) - float(rng.uniform(0.0, 0.08))
+            sx, sy = float(rng.uniform(0.13, 0.19)), float(rng.uniform(0.08, 0.12))
+            sl = sc.window(cx, cy, 2.5 * sx, 2.5 * sy)
+            dx, dy = (sc.x[sl] - _F(cx)) / _F(sx), (sc.y[sl] - _F(cy)) / _F(sy)
+            # fading upwards, ending at a fold below
+            shadow = np.exp(_F(-0.5) * (dx * dx + np.minimum(dy, _F(0)) ** 2)) * _step((_F(1) - dy) / _F(0.1))
+            A[sl] += _F(nuis.breast) * shadow
+    for _ in range(nuis.mimics):  # the opacity's look, where no pneumonia can be
+        side = str(rng.choice(["right", "left"]))
+        out = -1 if side == "right" else 1
+        where = rng.random()
+        if where < 0.4:  # axillary soft tissue, lateral to the lung
+            cy = float(rng.uniform(a.lung_top + 0.1, a.dome(side) - 0.1))
+            cx = a.lung_extent(side, cy)[0] + out * float(rng.uniform(0.05, 0.09))
+        elif where < 0.8:  # under the hemidiaphragm
+            cx = a.lung_center_x(side) + float(rng.uniform(-0.08, 0.08))
+            cy = a.dome(side) + a.dome_k + float(rng.uniform(0.03, 0.09))
+        else:  # supraclavicular soft tissue, above the apex
+            cx = a.lung_center_x(side) + out * float(rng.uniform(0.0, 0.06))
+            cy = a.lung_top - float(rng.uniform(0.03, 0.07))
+        sl, field = _blob(sc, cx, cy, float(rng.uniform(0.7, 1.3)), rng, tex)
+        A[sl] += _F(rng.uniform(0.06, 0.16)) * field
+    if nuis.skin_fold:  # a thin line along the lateral chest wall, running out of the lung
+        side = str(rng.choice(["right", "left"]))
+        out = -1 if side == "right" else 1
+        y0, y1 = a.lung_top + float(rng.uniform(0.0, 0.1)), a.lung_top + float(rng.uniform(0.3, 0.5))
+        lat = a.lung_extent(side, (y0 + y1) / 2)[0]
+        pts = _curve((lat + out * 0.05, y0), (lat - out * float(rng.uniform(0.04, 0.1)), (y0 + y1) / 2),
+                     (lat + out * 0.06, y1))
+        sl, line = _polyline(sc, pts, 0.003)
+        A[sl] += _F(rng.uniform(0.06, 0.12)) * line
+
+
 # -------------------------------------------------------------------- render
 
 
@@ -575,8 +651,8 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
     """
     if size < 16:
         raise ValueError("size must be >= 16")
-    seeds = rng.integers(0, 2**63 - 1, size=4)
-    r_anat, r_tex, r_les, r_noise = (np.random.default_rng(int(s)) for s in seeds)
+    seeds = rng.integers(0, 2**63 - 1, size=5)
+    r_anat, r_tex, r_les, r_noise, r_nuis = (np.random.default_rng(int(s)) for s in seeds)
 
     anat = Anatomy.sample(r_anat).with_lesions(lesions)
     # Fixed-size random grids (resolution independent).  Markings: correlated
@@ -587,6 +663,7 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
         "markings": _unit(markings + _F(0.5) * (np.roll(markings, 1, 1) + np.roll(markings, -1, 1))),
         "lesion": np.tanh(r_tex.standard_normal((24, 24), dtype=_F)),
         "low": r_tex.standard_normal((4, 4), dtype=_F),
+        "mimic": np.tanh(r_tex.standard_normal((24, 24), dtype=_F)),
     }
     sc = _Scene(anat, size)
     ptx = None
@@ -598,7 +675,7 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
     smooth = _smooth_lung_field(anat, lesions, tex)
     A, air = _anatomy(sc, tex, smooth, ptx)
     if ptx is not None:
-        A -= _F(0.07) * ptx
+        A -= _F(0.04) * ptx  # v2: the collapsed-lung region is barely darker; it lacks vessel markings
     reticular = None
     if any(les.kind == "interstitial" for les in lesions):
         reticular = _resize(_unit(r_les.standard_normal((40, 40), dtype=_F)), size)
@@ -609,15 +686,22 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
     if any(les.kind in FOREIGN_KINDS for les in lesions):
         object_boxes = _foreign(sc, A, lesions, r_les)
 
+    nuis = Nuisance.sample(r_nuis)
+    _overlap(sc, A, nuis, r_nuis, _resize(tex["mimic"], size))
+
     # Smooth low-frequency exposure variation (heel effect, body habitus).
-    A *= 1 + _F(0.07) * _resize(tex["low"], size)
+    A *= 1 + _F(nuis.exposure) * _resize(tex["low"], size)
     # Window and gamma: background dark, lungs dark grey, soft tissue mid, bone bright.
     img = ((A - _F(anat.window_lo)) * _F(1 / (anat.window_hi - anat.window_lo))).clip(0, 1) ** _F(anat.gamma)
     sigma = anat.blur * size
     if sigma > 0.35:
         img = ndimage.gaussian_filter(img, sigma, mode="nearest", truncate=3.0)
+    if nuis.scatter > 0:  # scatter veils the image with a blurred copy of itself: contrast drops
+        step = max(1, size // 16)
+        veil = _resize(ndimage.gaussian_filter(img[::step, ::step], 2.0, mode="nearest"), size)
+        img = (1 - _F(nuis.scatter)) * img + _F(nuis.scatter) * veil
     noise = r_noise.standard_normal((size, size), dtype=_F)
-    img += _F(anat.noise) * np.sqrt(img + _F(0.03)) * noise
+    img += _F(anat.noise * nuis.noise_gain) * np.sqrt(img + _F(0.03)) * noise
     image = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
 
     mask = np.zeros((size, size), np.uint8)

@@ -569,6 +569,11 @@ CASES = [
     ("checkpoint that is a pickled command", [*CKPT, "{tmp}/command.pth"],
      ["{tmp}/command.pth holds no state dict of tensors (found <not loaded: posix.system>)"], checkpoints_unsafe),
     # issue 15: statistics and tables
+    ("table --vs of an unknown row", ["table", "--vs", "randm"],
+     ["--vs 'randm' is not a row of these tables; the rows are: imitate"], store_with_a_result),
+    ("table --vs empty", ["table", "--vs", " "], ["--vs", "must not be empty"], store_with_a_result),
+    ("table --json with another format", ["table", "--json", "--format", "latex"],
+     ["--json and --format latex ask for two formats: give one"], store_with_a_result),
     # issue 15: heads
     ("set min_steps -1", [*RUN, "--set", "task.min_steps=-1"], ["min_steps must be >= 0, got -1"], None),
     ("set min_steps 2.5", [*RUN, "--set", "task.min_steps=2.5"], ["'min_steps'", "expected int", "2.5"], None),

@@ -51,7 +51,13 @@ from tasks.base import (
     prepare_encoder,
     train_head,
 )
-from tasks.metrics import accuracy, auroc, auroc_of_counts, image_interval, mean_of_counts
+from tasks.metrics import (
+    accuracy,
+    auroc,
+    auroc_of_counts,
+    image_interval,
+    mean_of_counts,
+)
 
 log = logging.getLogger(__name__)
 

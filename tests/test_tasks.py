@@ -241,8 +241,8 @@ def test_detection_map_of_counts_equals_the_map_of_the_resampled_images():
         assert ap() == detection_map(preds, scores, truths, MAP_IOU_THRESHOLDS, negatives)
         for _ in range(10):
             idx, counts = _resample(rng, 60)
-            pick = lambda xs: [xs[i] for i in idx]
-            expected = detection_map(pick(preds), pick(scores), pick(truths), MAP_IOU_THRESHOLDS, negatives)
+            picked = [[xs[i] for i in idx] for xs in (preds, scores, truths)]
+            expected = detection_map(*picked, MAP_IOU_THRESHOLDS, negatives)
             assert ap(counts) == pytest.approx(expected, abs=1e-12)
 
 

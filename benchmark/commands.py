@@ -245,6 +245,8 @@ def grid(args: argparse.Namespace) -> int:
             spec.fractions = parse_fractions(split_list(args.fractions, "fractions"))
         if args.seeds is not None:
             spec.seeds = parse_seeds(split_list(args.seeds, "seeds"))
+        if args.fractions is not None or args.seeds is not None:
+            spec.blocks = []  # the command line names the fractions and seeds to run: the file's blocks step aside
     elif not args.methods or not args.tasks:
         raise UserError("grid needs --methods and --tasks (or --experiment FILE)")
     else:

@@ -17,7 +17,8 @@ from benchmark.errors import UserError
 from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
-KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set"}
+KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set", "blocks"}
+BLOCK_KEYS = {"methods", "tasks", "fractions", "seeds"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,17 @@ class MethodEntry:
         return self.variant or self.method
 
 
+@dataclass(frozen=True)
+class Block:
+    """A further part of a grid: other tasks, fractions or seeds, for all of its entries or
+    some of them (by label). Lets one file say "1 % with five seeds, 100 % with two"."""
+
+    tasks: tuple[str, ...]
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...]
+    labels: tuple[str, ...] = ()  # entry labels; () = every entry
+
+
 @dataclass
 class GridSpec:
     methods: list[MethodEntry]
@@ -43,6 +55,15 @@ class GridSpec:
     profile: str | None = None
     sets: list[tuple[str, Any]] = field(default_factory=list)  # for every trial
     description: str = ""
+    blocks: list[Block] = field(default_factory=list)
+
+    def parts(self) -> list[tuple[list[MethodEntry], list[str], list[float], list[int]]]:
+        """(entries, tasks, fractions, seeds) of the main grid, then of each block."""
+        out = [(self.methods, self.tasks, self.fractions, self.seeds)]
+        for b in self.blocks:
+            entries = [e for e in self.methods if not b.labels or e.label in b.labels]
+            out.append((entries, list(b.tasks), list(b.fractions), list(b.seeds)))
+        return out
 
 
 def split_list(text: str, what: str) -> list[str]:
@@ -118,6 +139,29 @@ def _entry(item: Any, where: str) -> MethodEntry:
     return MethodEntry(str(item["method"]), variant, tuple(sets.items()))
 
 
+def _block(item: Any, spec: GridSpec, where: str) -> Block:
+    """One ``blocks`` entry; what it leaves out comes from the main grid."""
+    if not isinstance(item, dict) or not item:
+        raise UserError(f"{where}: each blocks entry maps some of {sorted(BLOCK_KEYS)} to lists")
+    extra = set(item) - BLOCK_KEYS
+    if extra:
+        raise UserError(f"{where}: unknown key(s) {sorted(extra, key=str)} in a block; allowed: {sorted(BLOCK_KEYS)}")
+    for key, value in item.items():
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{where}: a block's '{key}' must be a non-empty list")
+    labels = [str(x) for x in item.get("methods", [])]
+    known = [e.label for e in spec.methods]
+    for label in labels:
+        if label not in known:
+            raise unknown_name(f"method entry in a block of {where}:", label, known)
+    tasks = item.get("tasks", spec.tasks)
+    if not all(isinstance(t, str) for t in tasks):
+        raise UserError(f"{where}: a block's 'tasks' must list task names, got {tasks!r}")
+    fractions = parse_fractions(item["fractions"]) if "fractions" in item else spec.fractions
+    seeds = parse_seeds(item["seeds"]) if "seeds" in item else spec.seeds
+    return Block(tuple(tasks), tuple(fractions), tuple(seeds), tuple(labels))
+
+
 def experiment_path(name: str) -> Path:
     """A file path, or the name of ``configs/experiments/<name>.yaml`` (a name is a
     name: ``../x`` never resolves outside that folder)."""
@@ -159,7 +203,11 @@ def load_experiment(name: str) -> GridSpec:
         entries, list(data["tasks"]), parse_fractions(data["fractions"]), parse_seeds(data["seeds"]),
         data.get("protocol"), profile, list(sets.items()), data.get("description") or "",
     )
-    check_names(spec.methods, spec.tasks)
+    blocks = data.get("blocks") or []
+    if not isinstance(blocks, list):
+        raise UserError(f"experiment {path}: 'blocks' must be a list")
+    spec.blocks = [_block(item, spec, f"experiment {path}") for item in blocks]
+    check_names(spec.methods, sorted({t for _, tasks, _, _ in spec.parts() for t in tasks}))
     return spec
 
 

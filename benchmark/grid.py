@@ -69,22 +69,32 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
 
     A task that trains nothing (zero-shot) runs once, at fraction 1 and the first seed."""
     from benchmark.data.sources import data_root
-    from benchmark.runner import plan_trial, resolve
 
     root = data_root(data_root_arg)
     plan = Plan(profile, str(root.resolve()) if root else None)
     seen: set[tuple] = set()
-    for entry in spec.methods:
+    for entries, tasks, part_fractions, part_seeds in spec.parts():
+        _expand_part(plan, seen, spec, entries, tasks, part_fractions, part_seeds, profile, cli_sets, protocol, store)
+    return plan
+
+
+def _expand_part(plan: Plan, seen: set[tuple], spec: GridSpec, entries: list, tasks: list[str], part_fractions: list[float],
+                 part_seeds: list[int], profile: str, cli_sets: list[tuple[str, Any]], protocol: str | None,
+                 store: Store) -> None:
+    """The trials of one part of a grid (the main grid or one block), skipping those already planned."""
+    from benchmark.runner import plan_trial, resolve
+
+    for entry in entries:
         sets = trial_sets(spec, entry, cli_sets, protocol)
-        for task in spec.tasks:
+        for task in tasks:
             resolved = resolve(entry.method, task, profile, sets)
             if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
                 plan.not_applicable.append(f"{entry.label} x {task}: {task} needs a text tower")
                 continue
             trains = "train" in resolved.task_cls.splits
-            fractions, seeds = (spec.fractions, spec.seeds) if trains else ([1.0], spec.seeds[:1])
+            fractions, seeds = (part_fractions, part_seeds) if trains else ([1.0], part_seeds[:1])
             base, _, _ = plan_trial(entry.method, task, fractions[0], seeds[0], profile, sets, plan.data_root)
-            if entry.variant:
+            if entry.variant and (base.method, base.method_hash, entry.variant) not in plan.variants:
                 plan.variants.append((base.method, base.method_hash, entry.variant))
             for fraction in fractions:
                 for seed in seeds:
@@ -94,7 +104,6 @@ def expand(spec: GridSpec, profile: str, cli_sets: list[tuple[str, Any]], protoc
                     seen.add(trial.key())
                     item = GridTrial(entry, sets, trial, resolved.method_cls.pretrains)
                     (plan.finished if store.finished(trial) else plan.todo).append(item)
-    return plan
 
 
 # ---------------------------------------------------------------- Ray trainables (run in workers)

@@ -136,6 +136,39 @@ def test_ablation_experiment_expands_to_named_variants():
     assert flat.trial.method_config["hierarchical"] is False and flat.trial.protocol == "mgca"
 
 
+def test_phantom_power_blocks_add_100_percent_with_fewer_seeds(capsys):
+    """The main grid (11 entries x 2 tasks x 1 % x 5 seeds) plus its block (rsna_cls x 100 % x 2 seeds)."""
+    from benchmark.experiments import load_experiment
+    from benchmark.grid import expand
+
+    spec = load_experiment("phantom_power")
+    assert spec.profile == "phantom"
+    plan = expand(spec, "smoke", [], None, None, Store())
+    cells = [(it.entry.label, it.trial.task, it.trial.fraction, it.trial.seed) for it in plan.todo]
+    assert len(cells) == len(set(cells)) == 11 * 2 * 5 + 11 * 2
+    full = sorted({(t, f, s) for _, t, f, s in cells if f == 1.0})
+    assert full == [("rsna_cls", 1.0, 0), ("rsna_cls", 1.0, 42)]
+    hashes = {it.entry.label: it.trial.method_hash for it in plan.todo}
+    assert hashes["random"] != hashes["random-init1"] and len(set(hashes.values())) == 11
+    assert main(["grid", "--experiment", "phantom_power", "--profile", "smoke", "--seeds", "42", "--dry-run"]) == 0
+    assert "22 to run" in capsys.readouterr().out  # --seeds names what runs: the file's blocks step aside
+
+
+def test_experiment_blocks_bad_keys_and_labels(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    head = "methods: [random, {method: imitate, variant: flat, set: {hierarchical: false}}]\ntasks: [rsna_cls]\nfractions: [0.01]\nseeds: [42]\n"
+    bad.write_text(head + "blocks: [{methods: [flat, imitat], fractions: [1.0]}]\n")
+    assert main(["grid", "--experiment", str(bad), "--dry-run"]) == 2
+    assert "unknown method entry in a block" in capsys.readouterr().err
+    bad.write_text(head + "blocks: [{fraction: [1.0]}]\n")
+    assert main(["grid", "--experiment", str(bad), "--dry-run"]) == 2
+    assert "unknown key(s) ['fraction'] in a block" in capsys.readouterr().err
+    bad.write_text(head + "blocks: [{methods: [flat], fractions: [1.0], seeds: [0, 1]}]\n")
+    assert main(["grid", "--experiment", str(bad), "--profile", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 to run" in out and "flat rsna_cls fraction 1 seed 1" in out and "random rsna_cls fraction 1" not in out
+
+
 def test_running_a_plan_names_its_variants_in_the_store():
     from benchmark.grid import Plan, run_plan
 

@@ -144,3 +144,21 @@ def test_damaged_report_cache_is_rebuilt_with_one_warning(caplog, monkeypatch):
     assert len(warnings) == 1 and str(cache) in warnings[0] and "damaged" in warnings[0], warnings
     assert again == first
     assert len(json.loads(cache.read_text())) == len(first)  # rewritten whole
+
+
+def test_parallel_render_equals_serial(tmp_path, monkeypatch):
+    """Forked render workers write the same bytes and metadata as one process (and do fork)."""
+    from benchmark.data.phantom import stack
+
+    n = stack.PARALLEL_MIN + 37  # a partial last chunk
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path / f"home{workers}"))
+        monkeypatch.setenv("BENCHMARK_RENDER_WORKERS", workers)
+        rsna, siim = phantom_rsna("val", n, 32), phantom_siim("val", n, 32)
+        out[workers] = (np.asarray(rsna.images), np.asarray(rsna.masks), [b.tolist() for b in rsna.boxes],
+                        np.asarray(siim.images), siim.labels.tolist())
+    assert stack.render_workers() == 2
+    for a, b in zip(out["1"], out["2"]):
+        assert (np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b)
+    assert out["1"][1].any() and sum(out["1"][4]) > 0  # masks and positives exist: the comparison has content

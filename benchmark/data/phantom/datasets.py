@@ -30,9 +30,9 @@ from benchmark.data import integrity
 from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
+from benchmark.data.phantom.stack import render_stack
 from benchmark.errors import UserError
-from benchmark.paths import atomic_json, atomic_memmaps, cache_dir
-from benchmark.progress import Progress
+from benchmark.paths import atomic_json, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +118,6 @@ def _check_size(size: int) -> int:
     return int(size)
 
 
-def _render_stack(paths: Sequence[Path], n: int, size: int, draw: Callable[[int], tuple[np.ndarray, ...]],
-                  desc: str) -> dict[str, dict]:
-    """Fill one (n, size, size) uint8 .npy per path with ``draw(i)``'s outputs, atomically;
-    returns their integrity records (for the sidecar, under ``integrity.KEY``)."""
-    with atomic_memmaps(paths, (n, size, size)) as arrays, Progress(total=n, desc=desc, unit="img") as bar:
-        for i in range(n):
-            for arr, out in zip(arrays, draw(i)):
-                arr[i] = out
-            bar.update()
-    return integrity.records(paths)
-
-
 def open_cached(what: str, meta: Path, arrays: Sequence[Path], rows: Callable[[dict], int], size: int,
                 required: Sequence[str] = ()) -> tuple[dict, list[np.ndarray]] | None:
     """A cached render (sidecar, memmaps) if complete and intact; None to render it (again).
@@ -185,10 +173,10 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
         stem = f"corpus-{size}px-{n}-{fingerprint}"
         npy, meta = folder / f"{stem}.npy", folder / f"{stem}.json"
 
-        def draw(i: int) -> tuple[np.ndarray]:
-            return (render(lesions_from_report(reports[i]), seeded_rng(PHANTOM_VERSION, "corpus", i), size).image,)
+        def draw(i: int) -> tuple[tuple[np.ndarray], None]:
+            return (render(lesions_from_report(reports[i]), seeded_rng(PHANTOM_VERSION, "corpus", i), size).image,), None
 
-        checks = _render_stack([npy], n, size, draw, desc=f"phantom corpus {size}px")
+        checks, _ = render_stack([npy], n, size, draw, desc=f"phantom corpus {size}px")
         # The JSON sidecar is written last: its presence marks a complete cache entry.
         atomic_json(meta, {"version": PHANTOM_VERSION, "size": size, "ids": ids,
                            "uids": [r.uid for r in reports], integrity.KEY: checks})
@@ -272,15 +260,12 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
     entry = open_cached(f"phantom rsna-{split}", meta_path, [img_path, mask_path], lambda m: same_length(m, "boxes"),
                         size, ("boxes",))
     if entry is None:
-        boxes: list[list[list[float]]] = [[] for _ in range(n)]
-
-        def draw(i: int) -> tuple[np.ndarray, np.ndarray]:
+        def draw(i: int) -> tuple[tuple[np.ndarray, np.ndarray], list[list[float]]]:
             rng = seeded_rng(PHANTOM_VERSION, "rsna", split, i)
             out = render(rsna_lesions(rng), rng, size)
-            boxes[i] = out.boxes.tolist()
-            return out.image, out.mask
+            return (out.image, out.mask), out.boxes.tolist()
 
-        checks = _render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
+        checks, boxes = render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
         atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes, integrity.KEY: checks})
         entry = ({"boxes": boxes}, [np.load(p, mmap_mode="r") for p in (img_path, mask_path)])
     meta, (images, masks) = entry

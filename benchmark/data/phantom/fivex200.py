@@ -21,13 +21,13 @@ from benchmark.data import integrity
 from benchmark.data.phantom.anatomy import lesions_from_report
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
-    _render_stack,
     open_cached,
     same_length,
     seeded_rng,
 )
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
+from benchmark.data.phantom.stack import render_stack
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -86,12 +86,12 @@ def phantom_5x200(split: str, n: int, size: int) -> TextLabelSet:
         integrity.discard(log, "phantom 5x200", meta, "drawn from other reports", [meta, npy])
         entry = None
     if entry is None:
-        def draw(i: int) -> tuple[np.ndarray]:
+        def draw(i: int) -> tuple[tuple[np.ndarray], None]:
             _, k, report = chosen[i]
             rng = seeded_rng(PHANTOM_VERSION, "5x200", report.uid, k)
-            return (render(lesions_from_report(report), rng, size).image,)
+            return (render(lesions_from_report(report), rng, size).image,), None
 
-        checks = _render_stack([npy], len(chosen), size, draw, desc=f"phantom 5x200 {size}px")
+        checks, _ = render_stack([npy], len(chosen), size, draw, desc=f"phantom 5x200 {size}px")
         atomic_json(meta, {"uids": uids, integrity.KEY: checks})
         entry = ({}, [np.load(npy, mmap_mode="r")])
     return TextLabelSet(

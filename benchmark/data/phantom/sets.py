@@ -28,13 +28,13 @@ from benchmark.data.phantom.datasets import (
     LesionSet,
     _check_size,
     _distractor,
-    _render_stack,
     _short_sha,
     open_cached,
     same_length,
     seeded_rng,
 )
 from benchmark.data.phantom.render import Rendered, render
+from benchmark.data.phantom.stack import render_stack
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -109,25 +109,21 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
     entry = open_cached(f"phantom {name}-{split}", meta_path, paths, lambda m: same_length(m, "labels", "boxes"), size,
                         ("labels", "boxes"))
     if entry is None:
-        labels: list[object] = [None] * n
-        boxes: list[list[list[float]]] = [[] for _ in range(n)]
-
-        def draw(i: int) -> tuple[np.ndarray, ...]:
+        def draw(i: int) -> tuple[tuple[np.ndarray, ...], tuple[object, list[list[float]]]]:
             rng = seeded_rng(PHANTOM_VERSION, name, split, i)
-            lesions, labels[i] = spec(rng)
+            lesions, label = spec(rng)
             out: Rendered = render(lesions, rng, size)
             if with_masks == "ptx":
-                boxes[i] = _mask_boxes(out.ptx_mask)
-                return out.image, out.ptx_mask
+                return (out.image, out.ptx_mask), (label, _mask_boxes(out.ptx_mask))
             if with_masks == "objects":
-                boxes[i] = out.object_boxes.tolist()
                 mask = np.zeros((size, size), np.uint8)
                 for x0, y0, w, h in out.object_boxes.astype(int):
                     mask[y0:y0 + h, x0:x0 + w] = 1
-                return out.image, mask
-            return (out.image,)
+                return (out.image, mask), (label, out.object_boxes.tolist())
+            return (out.image,), (label, [])
 
-        checks = _render_stack(paths, n, size, draw, desc=f"phantom {name}-{split} {size}px")
+        checks, drawn = render_stack(paths, n, size, draw, desc=f"phantom {name}-{split} {size}px")
+        labels, boxes = [d[0] for d in drawn], [d[1] for d in drawn]
         meta = {"version": PHANTOM_VERSION, "size": size, "labels": labels, "boxes": boxes, integrity.KEY: checks}
         atomic_json(meta_path, meta)
         entry = (meta, [np.load(p, mmap_mode="r") for p in paths])

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from benchmark.cli import main
+from benchmark.data.phantom.datasets import PHANTOM_VERSION
+
+PHANTOM_TAG = f"phantom-{PHANTOM_VERSION}"
 
 SMOKE = ["--method", "imitate", "--task", "rsna_seg", "--profile", "smoke"]
 
@@ -21,7 +24,7 @@ def test_run_stores_then_reuses_then_forces(capsys, monkeypatch):
     assert main(["run", *SMOKE, "--fraction", "0.1", "--json"]) == 0
     first = last_json(capsys.readouterr().out)
     assert first["metric"] == "dice" and 0 <= first["value"] <= 1
-    assert first["data_source"] == "phantom-v1" and first["reused"] is False
+    assert first["data_source"] == PHANTOM_TAG and first["reused"] is False
     from benchmark.data.phantom.datasets import phantom_rsna
 
     counts = np.bincount(phantom_rsna("train", 20, 32).labels)

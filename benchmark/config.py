@@ -363,20 +363,25 @@ def available(kind: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
 
 
-def profile_overrides(profile: str, method: str) -> dict[str, dict[str, Any]]:
+def profile_overrides(profile: str, method: str, kind: str | None = None) -> dict[str, dict[str, Any]]:
     """A profile's overrides: ``method:`` (every method), ``methods: {name: ...}``
-    (one method's own keys) and ``task:`` (every task)."""
+    (one method's own keys), ``task:`` (every task) and ``kinds: {kind: ...}`` (the
+    tasks of one kind, e.g. the classification probe's own keys)."""
     data = named_yaml("profiles", profile)
-    extra = set(data) - {"method", "methods", "task", "description"}
+    extra = set(data) - {"method", "methods", "task", "kinds", "description"}
     if extra:
-        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra, key=str)}; use method:, methods: and task:")
-    for section in ("method", "methods", "task"):
+        raise UserError(f"profile {profile!r}: unknown section(s) {sorted(extra, key=str)}; use method:, methods:, task: "
+                        "and kinds:")
+    for section in ("method", "methods", "task", "kinds"):
         if not isinstance(data.get(section) or {}, dict):
             raise UserError(f"profile {profile!r}: '{section}:' must map keys to values")
     own = (data.get("methods") or {}).get(method) or {}
     if not isinstance(own, dict):
         raise UserError(f"profile {profile!r}: 'methods: {method}:' must map keys to values")
-    return {"method": {**(data.get("method") or {}), **own}, "task": data.get("task") or {}}
+    of_kind = (data.get("kinds") or {}).get(kind) or {} if kind else {}
+    if not isinstance(of_kind, dict):
+        raise UserError(f"profile {profile!r}: 'kinds: {kind}:' must map keys to values")
+    return {"method": {**(data.get("method") or {}), **own}, "task": {**(data.get("task") or {}), **of_kind}}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -73,10 +73,11 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     """Configs from class defaults < YAML < profile < ``--set``, validated."""
     method_cls, method_values = _method_layers(method)
     scopes = {"method": method_cls.config_class}
+    kind = None
     if task is not None:
         task_cls, task_values = _task_layers(task)
-        scopes["task"] = task_cls.config_class
-    layers = profile_overrides(profile, method)
+        scopes["task"], kind = task_cls.config_class, task_values["kind"]
+    layers = profile_overrides(profile, method, kind)
     routed = route_sets(list(sets), scopes)
     method_cfg = build(
         method_cls.config_class, {**method_values, **layers["method"], **routed["method"]}, f"method {method}"

@@ -84,7 +84,7 @@ def test_route_sets_explicit_scope():
     assert routed == {"method": {"image_size": 32}, "task": {"image_size": 64, "focal_weight": 1}}
 
 
-@pytest.mark.parametrize("profile", ["cpu", "paper", "smoke"])
+@pytest.mark.parametrize("profile", ["cpu", "paper", "smoke", "phantom"])
 def test_every_method_and_task_resolves_under_every_profile(profile):
     from benchmark.config import available
 
@@ -289,3 +289,15 @@ def test_a_profile_cannot_redefine_a_task(tmp_path, monkeypatch):
         resolve("random", "rsna_cls", "odd")
     (tmp_path / "configs" / "profiles" / "odd.yaml").write_text("task: {epochs: 1}\n")
     assert resolve("random", "rsna_cls", "odd").task_cfg.epochs == 1  # how it runs stays settable
+
+
+def test_a_profile_kinds_section_reaches_only_that_kind():
+    """The phantom and cpu profiles standardise the classification probe's features; other kinds
+    have no such key and get nothing; the paper profile keeps MGCA's raw features."""
+    cls, seg = resolve("random", "rsna_cls", "phantom"), resolve("random", "siim_seg", "phantom")
+    assert cls.task_cfg.probe_norm == "standardize" and cls.task_cfg.min_steps == 300
+    assert not hasattr(seg.task_cfg, "probe_norm") and seg.task_cfg.min_steps == 300
+    assert cls.method_cfg.backbone == "resnet18" and resolve("random", "rsna_cls", "cpu").method_cfg.backbone == "resnet50"
+    assert resolve("random", "rsna_cls", "paper").task_cfg.probe_norm == "none"
+    with pytest.raises(UserError, match="probe_norm is for the frozen probe"):
+        resolve("random", "rsna_cls", "phantom", [("protocol", "finetune")])

@@ -278,3 +278,15 @@ def test_image_interval_costs_little_on_1000_images():
     start = time.perf_counter()
     image_interval(auroc_of_counts(y, s), 1000)
     assert time.perf_counter() - start < 1.0  # about 0.1 s on the 2-core machine
+
+
+def test_standardized_uses_the_training_subset_statistics_only():
+    from tasks.classification import standardized
+
+    train = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]])
+    test = torch.tensor([[3.0, 6.0, 5.0]])
+    out = standardized({"train": train, "test": test})
+    assert torch.allclose(out["train"].mean(0), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(out["train"][:, [0, 2]].std(0), torch.ones(2))
+    # test row by hand: (3 - 3) / 2 = 0; constant feature only shifted: 6 - 5 = 1; (5 - 5) / std([2, 4, 9]) = 0
+    assert torch.allclose(out["test"], torch.tensor([[0.0, 1.0, 0.0]]))

@@ -392,8 +392,14 @@ def _resume_mismatch(state: object, model: torch.nn.Module, opt: torch.optim.Opt
 def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device):
     """(trainable parameters, AdamW) as the loop uses them: fused on CUDA."""
     params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict] = [{"params": params}]
+    if cfg.backbone_lr and cfg.backbone_lr != cfg.lr:  # the image encoder at its own rate, the rest at lr
+        encoder = {id(p) for p in getattr(model, "module", model).image_encoder().parameters()}
+        groups = [{"params": [p for p in params if id(p) in encoder], "lr": cfg.backbone_lr},
+                  {"params": [p for p in params if id(p) not in encoder]}]
+        groups = [g for g in groups if g["params"]]
     opt = torch.optim.AdamW(
-        params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
+        groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
     )
     return params, opt
 

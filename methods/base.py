@@ -35,6 +35,9 @@ class MethodConfig:
     epochs: Size = 20
     max_steps: Count = 0  # 0: no cap; otherwise stop after this many optimiser steps
     lr: Positive = 2e-4
+    #: the image encoder's rate (0: lr): from scratch it needs more than a pre-trained text
+    #: tower can take (the phantom profile: 1e-3 for every method's ResNet, each method's own lr elsewhere)
+    backbone_lr: NonNegative = 0.0
     weight_decay: NonNegative = 0.05
     adam_betas: tuple[Beta, ...] = (0.9, 0.999)  # AdamW (beta1, beta2); GLoRIA uses (0.5, 0.999)
     lr_restart_epochs: NonNegative = 1.0  # cosine warm-restart period in epochs of the real iteration count; 0: one decay over the run
@@ -56,6 +59,8 @@ class MethodConfig:
         """Checks across fields; each field's own range is declared on its type (checked by ``build``)."""
         if len(self.adam_betas) != 2:
             raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
+        if self.backbone_lr and self.min_lr > self.backbone_lr:
+            raise UserError(f"min_lr ({self.min_lr:g}) must be <= backbone_lr ({self.backbone_lr:g})")
         if self.min_lr > self.lr:
             raise UserError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g}): the schedule would raise the rate")
         if not self.text_encoder.strip():

@@ -156,3 +156,23 @@ def test_linear_probe_on_resnet18_and_feature_caches_differ_between_backbones(ca
     assert len(folders) == 2  # keyed by the encoder: one per backbone
     widths = {torch.load(f, weights_only=True)["features"].shape[1] for d in folders for f in d.glob("*.pt")}
     assert widths == {512, 2048}
+
+
+def test_backbone_lr_puts_the_image_encoder_in_its_own_group():
+    """backbone_lr: the ResNet at its rate, the text tower and heads at the method's lr; 0: one group."""
+    from benchmark.pretrain import make_optimizer
+    from benchmark.runner import resolve
+
+    r = resolve("convirt", None, "smoke", [("backbone", "resnet18"), ("backbone_lr", 1e-3)])
+    model = r.method_cls(r.method_cfg)
+    params, opt = make_optimizer(model, r.method_cfg, torch.device("cpu"))
+    encoder = {id(p) for p in model.image_encoder().parameters()}
+    fast, rest = opt.param_groups
+    assert fast["lr"] == 1e-3 and rest["lr"] == r.method_cfg.lr != 1e-3
+    assert {id(p) for p in fast["params"]} == encoder and not encoder & {id(p) for p in rest["params"]}
+    assert len(fast["params"]) + len(rest["params"]) == len(params) and rest["params"]
+    r = resolve("convirt", None, "smoke", [("backbone", "resnet18")])
+    _, opt = make_optimizer(r.method_cls(r.method_cfg), r.method_cfg, torch.device("cpu"))
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == r.method_cfg.lr
+    assert resolve("prior", None, "phantom").method_cfg.backbone_lr == 1e-3  # every method's ResNet alike
+    assert resolve("prior", None, "phantom").method_cfg.lr == resolve("prior", None, "cpu").method_cfg.lr

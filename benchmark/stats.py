@@ -36,13 +36,8 @@ class SeedInterval:
 
 
 @dataclass(frozen=True)
-class PairedDifference:
-    """Mean of x - y over paired seeds with its t-interval (None below n = 2)."""
-
-    mean: float
-    std: float | None
-    n: int
-    ci: tuple[float, float] | None
+class PairedDifference(SeedInterval):
+    """The same over paired seeds' differences x - y."""
 
     @property
     def excludes_zero(self) -> bool:

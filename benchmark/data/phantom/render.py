@@ -23,6 +23,16 @@ lesions and devices only inside their pixel window.  Measured with
 shared 2-vCPU VM at load average ~2.5; best of several runs):
 64 px 4.0 ms, 128 px 6.2 ms, 224 px 13.8 ms, 256 px 17 ms.  About half of
 the 128 px figure is per-call numpy overhead that does not shrink with size.
+Phantom v2 (its nuisance layer, 2026-11-24, load average 2.2, one run):
+64 px 4.8 ms, 128 px 7.0 ms, 224 px 12.2 ms, 256 px 18.3 ms: about 200
+images/s per core at 64 px; ``benchmark.data.phantom.stack`` renders a cold
+split on every core.
+
+Phantom v2 (``PHANTOM_VERSION`` "v2") makes findings need learned features:
+consolidation is a mottled, partial refill of the air; a pneumothorax a faint
+pleural line over a region without vessel markings; and ``Nuisance`` adds
+what no label or report describes (exposure, scatter, noise gain, soft-tissue
+shadows, opacity look-alikes outside the lungs, skin folds).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from benchmark.stats import (
 from benchmark.store import Trial, to_json
 
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
-#: row order: lower bounds first, the proposed method last (as the papers print them)
-METHOD_ORDER = ("random", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
+#: row order: the controls (lower bound, positive control) first, the proposed method last (as papers print them)
+METHOD_ORDER = ("random", "supervised", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
 MISSING = "-"
 BOOTSTRAP_MARK = "‡"  # a one-seed cell whose interval is over test images
 SIGNIFICANT_MARK = "*"  # a paired difference whose 95 % interval excludes 0

@@ -1,0 +1,106 @@
+"""The numbers behind results/PHANTOM.md, from the phantom_power store: not part of the package.
+
+    python tools/phantom_report.py --store results/phantom_power.sqlite [--plots results]
+
+Prints (markdown) the table with 95 % intervals and the paired differences
+against ``random`` (``benchmark table --vs random``), each encoder's
+pre-training (steps, seconds, threads, from the encoder cache's meta.json when
+the cache is still there), and the issue's checks: the positive control
+(supervised - random >= 10 points at 1 % on rsna_cls and siim_seg, interval
+excluding 0), IMITATE - random >= 5 points with its interval excluding 0, and
+the negative control (random-init1 - random: the interval must hold 0). With
+``--plots DIR`` it also writes the label-efficiency plot and the ablation chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from benchmark.paths import cache_dir
+from benchmark.plots import write_plots
+from benchmark.stats import PairedDifference
+from benchmark.store import Store
+from benchmark.tables import Cell, Table, build_tables, difference, render
+
+CHECKS = (  # (row, baseline, task, fraction, the difference it must reach in points; None: the interval must hold 0)
+    ("supervised", "random", "rsna_cls", 0.01, 10.0),
+    ("supervised", "random", "siim_seg", 0.01, 10.0),
+    ("imitate", "random", "rsna_cls", 0.01, 5.0),
+    ("imitate", "random", "siim_seg", 0.01, 5.0),
+    ("random-init1", "random", "rsna_cls", 0.01, None),
+    ("random-init1", "random", "siim_seg", 0.01, None),
+)
+
+
+def cell(tables: list[Table], label: str, task: str, fraction: float) -> Cell | None:
+    for table in tables:
+        for row in table.rows:
+            found = row.cells.get((task, fraction))
+            if row.label == label and isinstance(found, Cell):
+                return found
+    return None
+
+
+def verdict(diff: PairedDifference | None, target: float | None) -> str:
+    if diff is None or diff.ci is None:
+        return "not measured (fewer than 2 paired seeds)"
+    if target is None:
+        return "holds 0: passes" if not diff.excludes_zero else "excludes 0: FAILS"
+    reached = diff.mean >= target and diff.ci[0] > 0
+    return f"{'reaches' if reached else 'does not reach'} +{target:g} with the interval above 0"
+
+
+def checks(tables: list[Table]) -> list[str]:
+    lines = ["| check | task | n | difference (points) | 95 % interval | verdict |", "|---|---|---|---|---|---|"]
+    for row, base, task, fraction, target in CHECKS:
+        mine, theirs = cell(tables, row, task, fraction), cell(tables, base, task, fraction)
+        diff = difference(mine, theirs) if mine is not None and theirs is not None else None
+        ci = f"[{diff.ci[0]:+.1f}, {diff.ci[1]:+.1f}]" if diff is not None and diff.ci is not None else "-"
+        mean = f"{diff.mean:+.1f}" if diff is not None else "-"
+        n = diff.n if diff is not None else 0
+        lines.append(f"| {row} - {base} | {task} {100 * fraction:g} % | {n} | {mean} | {ci} | {verdict(diff, target)} |")
+    return lines
+
+
+def pretraining(store: Store) -> list[str]:
+    """One line per pre-trained method config of the store: its cache's meta.json, if still there."""
+    labels = store.variants()
+    seen = sorted({(t.method, t.method_hash) for t in store.all()})
+    lines = ["| entry | config | steps | seconds | device |", "|---|---|---|---|---|"]
+    for method, config in seen:
+        meta_path = cache_dir("encoders") / f"{method}-{config}" / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if method == "random":
+            meta = {"steps": 0, "seconds": 0.0, "device": "(no pre-training)"}
+        seconds = meta.get("seconds")
+        lines.append(f"| {labels.get((method, config), method)} | {config} | {meta.get('steps', '?')} | "
+                     f"{'?' if seconds is None else f'{seconds:.0f}'} | {meta.get('device', 'cache gone')} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="results/phantom_power.sqlite")
+    parser.add_argument("--plots", default=None, help="write phantom_label_efficiency.png / phantom_ablation.png here")
+    args = parser.parse_args()
+    store = Store(args.store, readonly=True)
+    tables = build_tables(store.all(), store.variants(), "phantom", vs="random")
+    for table in tables:
+        print(render(table, "markdown"), end="\n\n")
+    print("\n".join(pretraining(store)), end="\n\n")
+    print("\n".join(checks(tables)))
+    if args.plots:
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in write_plots(store.all(), store.variants(), tmp, "phantom"):
+                if path.suffix == ".png":
+                    target = Path(args.plots) / f"phantom_{path.name}"
+                    shutil.copyfile(path, target)
+                    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

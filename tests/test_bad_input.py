@@ -67,7 +67,10 @@ def edited_split_manifest(tmp, monkeypatch):
 
     r = resolve("random", "rsna_cls", "smoke", [])
     train = task_splits(r.task_cfg, None, ("train",))[0]["train"]
-    _, path = fraction_subset("rsna_cls", "phantom-v1", train.ids, r.task_cls(r.task_cfg).strata(train), 0.5, 42)
+    from benchmark.data.phantom.datasets import PHANTOM_VERSION
+
+    tag = f"phantom-{PHANTOM_VERSION}"
+    _, path = fraction_subset("rsna_cls", tag, train.ids, r.task_cls(r.task_cfg).strata(train), 0.5, 42)
     path.write_text(path.read_text()[:30])
 
 

@@ -66,14 +66,26 @@ def checks(tables: list[Table]) -> list[str]:
     return lines
 
 
+def encoder_meta(method: str, config: dict) -> dict:
+    """The cached encoder's meta.json whose config is this trial's (the folder's hash also covers
+    the corpus, so it is found by content); {} when the cache is gone. Its seconds are those of
+    the last (resumed) part of a pre-training that was interrupted."""
+    runtime = {"num_workers", "checkpoint_every"}
+    want = {k: v for k, v in config.items() if k not in runtime}
+    for meta_path in cache_dir("encoders").glob(f"{method}-*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        if {k: v for k, v in (meta.get("config") or {}).items() if k not in runtime} == want:
+            return meta
+    return {}
+
+
 def pretraining(store: Store) -> list[str]:
     """One line per pre-trained method config of the store: its cache's meta.json, if still there."""
     labels = store.variants()
-    seen = sorted({(t.method, t.method_hash) for t in store.all()})
+    seen = {(t.method, t.method_hash): t.method_config for t in store.all()}
     lines = ["| entry | config | steps | seconds | device |", "|---|---|---|---|---|"]
-    for method, config in seen:
-        meta_path = cache_dir("encoders") / f"{method}-{config}" / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    for (method, config), cfg in sorted(seen.items()):
+        meta = encoder_meta(method, cfg)
         if method == "random":
             meta = {"steps": 0, "seconds": 0.0, "device": "(no pre-training)"}
         seconds = meta.get("seconds")

@@ -10,6 +10,10 @@ the cache is still there), and the issue's checks: the positive control
 excluding 0), IMITATE - random >= 5 points with its interval excluding 0, and
 the negative control (random-init1 - random: the interval must hold 0). With
 ``--plots DIR`` it also writes the label-efficiency plot and the ablation chart.
+
+Only the trials of the experiment as it is configured now count (its plan's store keys);
+stored trials of superseded configs (an entry whose profile settings changed since) are
+printed after, in a table of their own, for the record.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from benchmark.experiments import load_experiment
+from benchmark.grid import expand
 from benchmark.paths import cache_dir
 from benchmark.plots import write_plots
 from benchmark.stats import PairedDifference
-from benchmark.store import Store
+from benchmark.store import Store, Trial
 from benchmark.tables import Cell, Table, build_tables, difference, render
 
 CHECKS = (  # (row, baseline, task, fraction, the difference it must reach in points; None: the interval must hold 0)
@@ -94,20 +100,37 @@ def pretraining(store: Store) -> list[str]:
     return lines
 
 
+def current_keys(experiment: str, store: Store) -> set[tuple]:
+    """The store keys of every trial the experiment plans today (finished or not)."""
+    spec = load_experiment(experiment)
+    plan = expand(spec, spec.profile or "phantom", [], spec.protocol, None, store)
+    return {item.trial.key() for item in plan.todo + plan.finished}
+
+
+def split_current(trials: list[Trial], keys: set[tuple]) -> tuple[list[Trial], list[Trial]]:
+    return [t for t in trials if t.key() in keys], [t for t in trials if t.key() not in keys]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="results/phantom_power.sqlite")
+    parser.add_argument("--experiment", default="phantom_power", help="whose current configs count")
     parser.add_argument("--plots", default=None, help="write phantom_label_efficiency.png / phantom_ablation.png here")
     args = parser.parse_args()
     store = Store(args.store, readonly=True)
-    tables = build_tables(store.all(), store.variants(), "phantom", vs="random")
+    current, superseded = split_current(store.all(), current_keys(args.experiment, store))
+    tables = build_tables(current, store.variants(), "phantom", vs="random")
     for table in tables:
         print(render(table, "markdown"), end="\n\n")
     print("\n".join(pretraining(store)), end="\n\n")
-    print("\n".join(checks(tables)))
+    print("\n".join(checks(tables)), end="\n\n")
+    if superseded:
+        print(f"Superseded configs ({len(superseded)} trials, not in the tables above):\n")
+        for table in build_tables(superseded, store.variants(), "phantom"):
+            print(render(table, "markdown"), end="\n\n")
     if args.plots:
         with tempfile.TemporaryDirectory() as tmp:
-            for path in write_plots(store.all(), store.variants(), tmp, "phantom"):
+            for path in write_plots(current, store.variants(), tmp, "phantom"):
                 if path.suffix == ".png":
                     target = Path(args.plots) / f"phantom_{path.name}"
                     shutil.copyfile(path, target)

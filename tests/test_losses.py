@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.losses import cicl_loss, clinical_prior_targets, contrastive_from_logits, contrastive_loss
+from methods.losses import (
+    cicl_loss,
+    clinical_prior_targets,
+    contrastive_from_logits,
+    contrastive_loss,
+)
 
 
 def test_cicl_matches_hand_computed_value():

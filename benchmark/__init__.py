@@ -45,9 +45,9 @@ sys.modules[__name__].__class__ = _Package
 
 def __getattr__(name: str):
     if name == "pretrain":
-        import benchmark.pretrain  # binds the (callable) module here
+        from importlib import import_module
 
-        return sys.modules["benchmark.pretrain"]
+        return import_module("benchmark.pretrain")  # binds the (callable) module here
     if name in __all__:
         from benchmark import api
 

@@ -18,7 +18,7 @@ import sys
 import threading
 
 from benchmark import __version__
-from benchmark.config import SEED_RANGE
+from benchmark.config import CONFIG_PATH_ENV, SEED_RANGE, config_path
 from benchmark.errors import TrialFailed, UserError
 
 
@@ -91,8 +91,16 @@ EXAMPLES = {
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A sub-command whose --help repeats its one-line summary and ends with examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
-    return sub.add_parser(name, help=help, description=help, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_path_arg(p, "sub_config_path")  # also after the command: `run ... --config-path DIR`
+    return p
+
+
+def _config_path_arg(p: argparse.ArgumentParser, dest: str) -> None:
+    p.add_argument("--config-path", dest=dest, action="append", default=[], type=_nonempty, metavar="DIR",
+                   help="a folder of your own configs (DIR/tasks/NAME.yaml, DIR/experiments/NAME.yaml, methods/, profiles/, "
+                   f"sweeps/), searched before the shipped ones; repeatable or '{os.pathsep}'-separated "
+                   f"(also ${CONFIG_PATH_ENV})")
 
 
 def _trial_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +118,7 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
     parser.add_argument("--version", action="version", version=f"medvlp-bench {__version__}")
+    _config_path_arg(parser, "config_path")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser,
                                 help="one of the commands below; `COMMAND --help` for its options and examples")
 
@@ -261,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()
         from benchmark import commands
 
-        return getattr(commands, args.handler)(args)
+        with config_path([*args.config_path, *args.sub_config_path]):
+            return getattr(commands, args.handler)(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

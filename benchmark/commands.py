@@ -42,9 +42,10 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
     """The same task's trial for the untrained ``random`` encoder: same profile, task config, fraction,
     seed (hence the same training subset), protocol and backbone, through the same runner and store (so
     it is stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
+    from benchmark import api
     from benchmark.config import route_sets
     from benchmark.errors import TrialFailed
-    from benchmark.runner import resolve, run_trial
+    from benchmark.runner import resolve
 
     if args.method == BASELINE or not _is_phantom(main.data_source):
         return None
@@ -55,8 +56,8 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
     task_sets = [(f"task.{key}", value) for key, value in routed["task"].items()]
     task_sets += [(f"method.{key}", value) for key, value in routed["method"].items() if key in ENCODER_KEYS]
     try:
-        out = run_trial(BASELINE, args.task, args.fraction, args.seed, args.profile, task_sets, args.data_root,
-                        args.device)
+        out = api.run(BASELINE, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
+                      device=args.device, overrides=task_sets)
     except TrialFailed as exc:
         return f"failed: {exc}"
     if (out.trial.task_hash, out.trial.data_source) != (main.task_hash, main.data_source):
@@ -73,15 +74,13 @@ def _interval(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_trial
+    from benchmark import api
 
     sets = _sets(args)
     if args.protocol is not None:
         sets.append(("task.protocol", args.protocol))
-    out = run_trial(
-        args.method, args.task, args.fraction, args.seed, args.profile, sets,
-        args.data_root, args.device, args.force,
-    )
+    out = api.run(args.method, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
+                  device=args.device, force=args.force, overrides=sets)
     t = out.trial
     base = _baseline_beside(args, sets, t)
     if out.reused:
@@ -105,16 +104,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  data {t.data_source}{note}")
     pre = f" (pre-training {t.pretrain_seconds:.1f}s)" if t.pretrain_seconds else " (cached encoder)"
     print(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
-    print(f"  store {out.store_path}")
+    print(f"  store {out.store}")
     if args.json:
-        emit_json(
-            {
-                "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
-                "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
-                "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
-                "seconds": t.seconds, "reused": out.reused, BASELINE: _baseline_json(base),
-            }
-        )
+        emit_json({**out.as_dict(), BASELINE: _baseline_json(base)})
     return 0
 
 
@@ -129,14 +121,10 @@ def _baseline_json(base) -> dict | None:
 
 
 def pretrain(args: argparse.Namespace) -> int:
-    from benchmark.data.sources import data_root
-    from benchmark.runner import get_encoder, resolve
+    from benchmark import api
 
-    sets = _sets(args)
-    if args.max_steps is not None:
-        sets.append(("max_steps", args.max_steps))
-    resolved = resolve(args.method, None, args.profile, sets)
-    pre = get_encoder(resolved, data_root(args.data_root), args.device, args.force)
+    pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
+                       max_steps=args.max_steps, overrides=_sets(args))
     m = pre.meta
     state = "cached" if pre.reused else "pre-trained"
     print(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "

@@ -149,6 +149,16 @@ def planted_configs(tmp, monkeypatch):
     (tmp / "evil_profile.yaml").write_text("method: {epochs: 0}\n")
 
 
+def includes_gone_wrong(tmp, monkeypatch):
+    """Experiment files whose include: loops, names a missing file or a file that holds no mapping."""
+    grid = "methods: [random]\ntasks: [rsna_cls]\nfractions: [1]\nseeds: [0]\n"
+    (tmp / "loop_a.yaml").write_text("include: loop_b.yaml\n" + grid)
+    (tmp / "loop_b.yaml").write_text("include: loop_a.yaml\n")
+    (tmp / "gone.yaml").write_text("include: nowhere.yaml\n" + grid)
+    (tmp / "items.yaml").write_text("- random\n- imitate\n")
+    (tmp / "of_list.yaml").write_text("include: [items.yaml]\n" + grid)
+
+
 def disk_full(tmp, monkeypatch):
     """Every temporary file the caches write through (atomic writes) fails as on a full disk."""
     import errno
@@ -595,6 +605,20 @@ CASES = [
      ["'supervised' is a phantom-only positive control"], lambda tmp, mp: mp.setenv("BENCHMARK_DATA", str(tmp))),
     ("supervised on zero-shot", ["run", "--method", "supervised", "--task", "rsna_zs", "--profile", "smoke"],
      ["needs a method with a text tower", "'supervised' has none"], None),
+    # issue 16: config files (include:, --config-path)
+    ("include cycle", ["grid", "--experiment", "{tmp}/loop_a.yaml", "--dry-run"],
+     ["config file {tmp}/loop_b.yaml includes itself: {tmp}/loop_a.yaml -> {tmp}/loop_b.yaml -> {tmp}/loop_a.yaml"],
+     includes_gone_wrong),
+    ("include of a missing file", ["grid", "--experiment", "{tmp}/gone.yaml", "--dry-run"],
+     ["config file {tmp}/gone.yaml includes {tmp}/nowhere.yaml, which is not a file"], includes_gone_wrong),
+    ("include of a list", ["grid", "--experiment", "{tmp}/of_list.yaml", "--dry-run"],
+     ["config file {tmp}/items.yaml must hold a mapping of key: value"], includes_gone_wrong),
+    ("config path missing", ["--config-path", "{tmp}/nope", "list", "tasks"],
+     ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH or --config-path) is not a folder"], None),
+    ("config path missing after the command", [*SMOKE, "--config-path", "{tmp}/nope"], ["config folder {tmp}/nope"], None),
+    ("config path from env missing", ["list", "tasks"], ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH"],
+     lambda tmp, mp: mp.setenv("BENCHMARK_CONFIG_PATH", f"{tmp}/nope")),
+    ("config path empty", ["--config-path", " ", "list", "tasks"], ["argument --config-path: must not be empty"], None),
 ]
 
 

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from benchmark import __version__
+from benchmark.version import __version__
 from benchmark.config import SEED_RANGE
 from benchmark.errors import TrialFailed, UserError
 
@@ -285,10 +285,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:  # None: a handler not set from Python
             signal.signal(signal.SIGTERM, previous)
-
-
-def emit_json(obj: dict) -> None:
-    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
-    from benchmark.store import to_json
-
-    print(to_json(obj, sort_keys=True))

@@ -6,9 +6,15 @@ import argparse
 import math
 from pathlib import Path
 
-from benchmark.cli import emit_json
 from benchmark.config import available, named_yaml, parse_sets
 from benchmark.errors import UserError
+
+
+def emit_json(obj: dict) -> None:
+    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
+    from benchmark.store import to_json
+
+    print(to_json(obj, sort_keys=True))
 
 
 def _is_phantom(source: str) -> bool:

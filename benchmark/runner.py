@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from benchmark import __version__
+from benchmark.version import __version__
 from benchmark.config import (
     build,
     check_seed,

@@ -242,7 +242,7 @@ def grid(args: argparse.Namespace) -> int:
         parse_seeds,
         split_list,
     )
-    from benchmark.grid import expand, run_plan, summary_lines
+    from benchmark.orchestrate.grid import expand, run_plan, summary_lines
 
     if args.experiment:
         if args.methods or args.tasks:
@@ -281,7 +281,7 @@ def _check_device_name(device: str) -> None:
 
 
 def tune(args: argparse.Namespace) -> int:
-    from benchmark.tune import run_search, search_lines
+    from benchmark.orchestrate.tune import run_search, search_lines
 
     _check_device_name(args.device)
     result = run_search(
@@ -293,7 +293,7 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    from benchmark.tables import format_results
+    from benchmark.report.results import format_results
 
     store = _store(args, readonly=True)
     print(format_results(store.all(), args.format, where=str(store.path)))
@@ -301,7 +301,7 @@ def results(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    from benchmark.tables import (
+    from benchmark.report.tables import (
         build_tables,
         load_reference,
         nothing_to_show,
@@ -323,7 +323,7 @@ def table(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from benchmark.plots import write_plots
+    from benchmark.report.plots import write_plots
 
     store = _store(args, readonly=True)
     for path in write_plots(store.all(), store.variants(), args.out, args.data):

@@ -189,9 +189,9 @@ def test_supervised_has_no_joint_space_and_is_listed(capsys):
 # ------------------------------------------------------------------ the negative control
 def test_two_random_inits_are_two_encoders_and_two_table_rows(tmp_path):
     from benchmark.experiments import load_experiment, trial_sets
-    from benchmark.grid import expand
+    from benchmark.orchestrate.grid import expand
     from benchmark.pretrain import export_baseline
-    from benchmark.tables import build_tables
+    from benchmark.report.tables import build_tables
 
     (tmp_path / "controls.yaml").write_text(
         "methods:\n  - random\n  - {method: random, variant: random-init1, set: {seed: 1}}\n"

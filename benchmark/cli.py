@@ -17,9 +17,9 @@ import signal
 import sys
 import threading
 
-from benchmark.version import __version__
 from benchmark.config import SEED_RANGE
 from benchmark.errors import TrialFailed, UserError
+from benchmark.version import __version__
 
 
 class Parser(argparse.ArgumentParser):

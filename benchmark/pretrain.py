@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.version import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
 from benchmark.device import (
@@ -62,6 +61,7 @@ from benchmark.paths import (
 )
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
+from benchmark.version import __version__
 from methods.base import MethodConfig
 
 log = logging.getLogger(__name__)

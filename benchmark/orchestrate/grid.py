@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.experiments import GridSpec, MethodEntry, trial_sets
-from benchmark.orchestrate.raytune import encoder_job, fit_configs, pretrain_encoders, say, worker_base, worker_setup
+from benchmark.orchestrate.raytune import (
+    encoder_job,
+    fit_configs,
+    pretrain_encoders,
+    say,
+    worker_base,
+    worker_setup,
+)
 from benchmark.store import Store, Trial
 
 

@@ -7,7 +7,7 @@ trial reports is higher-is-better: the task's ``val_<metric>`` when it selects
 on its validation metric (detection's val_map, finetune classification's
 val_auroc), else minus its validation loss (mgca classification and
 segmentation select on val_loss). ASHA sees that score after every head-training
-epoch (``tasks.base.EPOCH_HOOKS``) and once more at the end; pre-training inside
+epoch (the trial's ``on_epoch`` callback, handed to the task's fit) and once more at the end; pre-training inside
 a trial reports nothing, so ASHA only cuts trials during downstream training.
 
 Search trials go to their own store (``results/tune/<name>/trials.sqlite``), not
@@ -103,17 +103,15 @@ def search_trainable(space: dict) -> None:
 
     fixed = space["fixed"]
     worker_setup(fixed)
-    import tasks.base
     from benchmark.runner import run_trial
 
+    def on_epoch(epoch: int, score: float) -> None:
+        tune.report({"score": score, "epoch": epoch})
+
     sampled = [(p["key"], space[p["name"]]) for p in fixed["params"]]
-    tasks.base.EPOCH_HOOKS[:] = [lambda epoch, score: tune.report({"score": score, "epoch": epoch})]
-    try:
-        out = run_trial(fixed["method"], fixed["task"], fixed["fraction"], fixed["seed"], fixed["profile"],
-                        [*[tuple(s) for s in fixed["sets"]], *sampled], fixed["data_root"], fixed["device"],
-                        store=Store(fixed["store"]))
-    finally:
-        tasks.base.EPOCH_HOOKS.clear()
+    out = run_trial(fixed["method"], fixed["task"], fixed["fraction"], fixed["seed"], fixed["profile"],
+                    [*[tuple(s) for s in fixed["sets"]], *sampled], fixed["data_root"], fixed["device"],
+                    store=Store(fixed["store"]), on_epoch=on_epoch)
     t = out.trial
     selected, score = score_of(t.metrics)
     tune.report({"score": score, "final": 1, "selected_on": selected, "test_metric": t.metric, "test_value": t.value,
@@ -135,8 +133,19 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                sets: list[tuple[str, Any]], protocol: str | None, data_root_arg: str | None, device: str = "auto",
                address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                name: str | None = None) -> SearchResult:
-    from benchmark.orchestrate.raycluster import check_address, connect, storage_dir, trial_resources
-    from benchmark.orchestrate.raytune import encoder_job, pretrain_encoders, reporter, say, worker_base
+    from benchmark.orchestrate.raycluster import (
+        check_address,
+        connect,
+        storage_dir,
+        trial_resources,
+    )
+    from benchmark.orchestrate.raytune import (
+        encoder_job,
+        pretrain_encoders,
+        reporter,
+        say,
+        worker_base,
+    )
     from benchmark.runner import plan_trial, resolve
 
     if n_trials < 1:

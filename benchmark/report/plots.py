@@ -13,7 +13,6 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
-from benchmark.store import Trial
 from benchmark.report.results import (
     cell_of,
     data_kind,
@@ -22,6 +21,7 @@ from benchmark.report.results import (
     method_labels,
     row_order,
 )
+from benchmark.store import Trial
 
 
 def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):

@@ -13,7 +13,12 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from benchmark.stats import PairedDifference, SeedInterval, paired_difference, seed_interval
+from benchmark.stats import (
+    PairedDifference,
+    SeedInterval,
+    paired_difference,
+    seed_interval,
+)
 from benchmark.store import Trial, to_json
 
 #: row order: the controls (lower bound, positive control) first, the proposed method last (as papers print them)

@@ -186,7 +186,7 @@ def data(args: argparse.Namespace) -> int:
         return 0
     if args.name != "mimic":
         raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
-    from benchmark.data.real.mimic import prepare
+    from benchmark.data.real.prepare import prepare
 
     info = prepare(root, args.size, limit=args.limit)
     print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "

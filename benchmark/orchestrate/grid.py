@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.experiments import GridSpec, MethodEntry, trial_sets
+from benchmark.orchestrate.raycluster import connect, storage_dir, trial_resources
 from benchmark.orchestrate.raytune import (
     encoder_job,
     fit_configs,
@@ -153,8 +154,6 @@ class Summary:
 def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_trial: float | None = None,
              gpus_per_trial: float | None = None, device: str = "auto", num_cpus: int | None = None) -> Summary:
     """Run the plan's missing trials on Ray; print a line per finished trial; return the tally."""
-    from benchmark.orchestrate.raycluster import connect, storage_dir, trial_resources
-
     summary = Summary(plan.total, len(plan.finished), not_applicable=list(plan.not_applicable))
     for variant in plan.variants:
         store.label_variant(*variant)

@@ -27,6 +27,20 @@ from typing import Any
 
 from benchmark.config import available, named_yaml
 from benchmark.errors import UserError
+from benchmark.orchestrate.raycluster import (
+    check_address,
+    connect,
+    storage_dir,
+    trial_resources,
+)
+from benchmark.orchestrate.raytune import (
+    encoder_job,
+    pretrain_encoders,
+    reporter,
+    say,
+    worker_base,
+    worker_setup,
+)
 from benchmark.registry import unknown_name
 from benchmark.store import Store
 
@@ -99,8 +113,6 @@ def search_trainable(space: dict) -> None:
     validation score every epoch (for ASHA) and at the end with the test metrics."""
     from ray import tune
 
-    from benchmark.orchestrate.raytune import worker_setup
-
     fixed = space["fixed"]
     worker_setup(fixed)
     from benchmark.runner import run_trial
@@ -133,19 +145,6 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                sets: list[tuple[str, Any]], protocol: str | None, data_root_arg: str | None, device: str = "auto",
                address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                name: str | None = None) -> SearchResult:
-    from benchmark.orchestrate.raycluster import (
-        check_address,
-        connect,
-        storage_dir,
-        trial_resources,
-    )
-    from benchmark.orchestrate.raytune import (
-        encoder_job,
-        pretrain_encoders,
-        reporter,
-        say,
-        worker_base,
-    )
     from benchmark.runner import plan_trial, resolve
 
     if n_trials < 1:
@@ -177,7 +176,6 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
-
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from the callback
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)

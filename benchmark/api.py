@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from benchmark.pretrain import Pretrained
+    from benchmark.pretraining import Pretrained
     from benchmark.store import Store, Trial
 
 __all__ = ["RunResult", "load_encoder", "pretrain", "results", "run"]

@@ -17,9 +17,9 @@ import signal
 import sys
 import threading
 
-from benchmark import __version__
 from benchmark.config import CONFIG_PATH_ENV, SEED_RANGE, config_path
 from benchmark.errors import TrialFailed, UserError
+from benchmark.version import __version__
 
 
 class Parser(argparse.ArgumentParser):
@@ -295,10 +295,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:  # None: a handler not set from Python
             signal.signal(signal.SIGTERM, previous)
-
-
-def emit_json(obj: dict) -> None:
-    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
-    from benchmark.store import to_json
-
-    print(to_json(obj, sort_keys=True))

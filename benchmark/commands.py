@@ -6,9 +6,15 @@ import argparse
 import math
 from pathlib import Path
 
-from benchmark.cli import emit_json
 from benchmark.config import available, named_yaml, parse_sets
 from benchmark.errors import UserError
+
+
+def emit_json(obj: dict) -> None:
+    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
+    from benchmark.store import to_json
+
+    print(to_json(obj, sort_keys=True))
 
 
 def _is_phantom(source: str) -> bool:
@@ -168,7 +174,7 @@ def data(args: argparse.Namespace) -> int:
         return 0
     if args.name != "mimic":
         raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
-    from benchmark.data.real.mimic import prepare
+    from benchmark.data.real.prepare import prepare
 
     info = prepare(root, args.size, limit=args.limit)
     print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "
@@ -224,7 +230,7 @@ def grid(args: argparse.Namespace) -> int:
         parse_seeds,
         split_list,
     )
-    from benchmark.grid import expand, run_plan, summary_lines
+    from benchmark.orchestrate.grid import expand, run_plan, summary_lines
 
     if args.experiment:
         if args.methods or args.tasks:
@@ -263,7 +269,7 @@ def _check_device_name(device: str) -> None:
 
 
 def tune(args: argparse.Namespace) -> int:
-    from benchmark.tune import run_search, search_lines
+    from benchmark.orchestrate.tune import run_search, search_lines
 
     _check_device_name(args.device)
     result = run_search(
@@ -275,7 +281,7 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    from benchmark.tables import format_results
+    from benchmark.report.results import format_results
 
     store = _store(args, readonly=True)
     print(format_results(store.all(), args.format, where=str(store.path)))
@@ -283,7 +289,7 @@ def results(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    from benchmark.tables import (
+    from benchmark.report.tables import (
         build_tables,
         load_reference,
         nothing_to_show,
@@ -305,7 +311,7 @@ def table(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from benchmark.plots import write_plots
+    from benchmark.report.plots import write_plots
 
     store = _store(args, readonly=True)
     for path in write_plots(store.all(), store.variants(), args.out, args.data):

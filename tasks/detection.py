@@ -286,6 +286,7 @@ class Detection(Task):
         best, epochs_run = train_head(
             head, c, seed, len(train.ids), len(val.ids), batch_loss,
             lambda: detection_map(*predictions("val"), MAP_IOU_THRESHOLDS, c.count_negatives), encoder=trained_encoder,
+            on_epoch=fit.on_epoch,
         )
         test = predictions("test")
         test_map = DetectionAP(*test, MAP_IOU_THRESHOLDS, c.count_negatives)  # matched once, resampled by weights

@@ -110,7 +110,8 @@ class Segmentation(Task):
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
             return self._loss(predict(name, idx), masks[name][np.sort(idx)])
 
-        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, encoder=trained_encoder)
+        best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, encoder=trained_encoder,
+                                      on_epoch=fit.on_epoch)
         dice = []
         with torch.no_grad():
             for idx in batches(len(test.ids), c.batch_size):

@@ -80,7 +80,7 @@ def test_module_entry_point_exit_status():
 
 
 def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
-    from benchmark.pretrain import cached_encoder
+    from benchmark.pretraining import cached_encoder
     from benchmark.runner import get_encoder, resolve
     from methods.imitate import Imitate
 

@@ -98,7 +98,7 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretrain import encoder_dir, train_loop
+    from benchmark.pretraining import encoder_dir, train_loop
     from benchmark.runner import resolve
     from methods.imitate import Imitate
 

@@ -277,7 +277,7 @@ class Command:
 
 def encoder_folder(method: str, sets: list | None = None) -> Path:
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretrain import encoder_dir
+    from benchmark.pretraining import encoder_dir
     from benchmark.runner import resolve
 
     cfg = resolve(method, None, "smoke", sets or []).method_cfg
@@ -322,7 +322,7 @@ def test_a_resume_checkpoint_loads_weights_only(tmp_path):
     import io
 
     import methods  # noqa: F401
-    from benchmark.pretrain import RESUME_KEYS, make_optimizer, read_resume
+    from benchmark.pretraining import RESUME_KEYS, make_optimizer, read_resume
     from benchmark.registry import METHODS
     from benchmark.runner import resolve
 

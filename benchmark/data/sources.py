@@ -77,7 +77,7 @@ def trial_fingerprints(root: Path | None, dataset: str, pretrains: bool) -> tupl
     if root is None:
         return (), ()
     from benchmark.data.real.fingerprint import dataset_fingerprint
-    from benchmark.data.real.mgca import RECIPE_VERSION
+    from benchmark.data.real.splittable import RECIPE_VERSION
 
     corpus = (f"mimic:{RECIPE_VERSION}:{dataset_fingerprint('mimic', root)}",) if pretrains else ()
     return corpus, (f"{dataset}:{RECIPE_VERSION}:{dataset_fingerprint(dataset, root)}",)

@@ -108,11 +108,13 @@ def seeded_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _short_sha(*parts: object) -> str:
+def short_sha(*parts: object) -> str:
+    """A 12-hex-digit fingerprint of the parts (what keys a phantom set's cache)."""
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
+    """The image size of a phantom set, checked (a user's value: one error line)."""
     if not isinstance(size, (int, np.integer)) or size < 16 or size > 2048:
         raise UserError(f"phantom image size must be an integer in [16, 2048], got {size!r}")
     return int(size)
@@ -159,13 +161,13 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
     when that exists).  First call renders (progress bar; ~17 ms per 256 px
     image, about a minute for all 3.9k), later calls memory-map the cache.
     """
-    size = _check_size(size)
+    size = check_size(size)
     reports = load_reports()
     if n is None or n <= 0 or n > len(reports):
         n = len(reports)
     reports = reports[:n]
     ids = [f"phantom-{r.uid}" for r in reports]
-    fingerprint = _short_sha(PHANTOM_VERSION, size, n, ",".join(r.uid for r in reports))
+    fingerprint = short_sha(PHANTOM_VERSION, size, n, ",".join(r.uid for r in reports))
     folder = cache_dir("phantom", PHANTOM_VERSION)
 
     images = _find_cached_superset(folder, size, ids)
@@ -205,7 +207,8 @@ _DISTRACTORS = (
 )
 
 
-def _distractor(rng: np.random.Generator) -> Lesion:
+def distractor(rng: np.random.Generator) -> Lesion:
+    """A finding that is not the task's target, drawn by its weight in ``_DISTRACTORS``."""
     kinds, weights = zip(*_DISTRACTORS)
     p = np.asarray(weights) / sum(weights)
     kind = str(rng.choice(kinds, p=p))
@@ -232,11 +235,11 @@ def rsna_lesions(rng: np.random.Generator) -> list[Lesion]:
             zone = str(rng.choice(["upper", "middle", "lower"], p=[0.2, 0.35, 0.45]))
             lesions.append(Lesion("opacity", side, zone, float(rng.uniform(0.3, 1.0))))
         if rng.random() < 0.2:
-            lesions.append(_distractor(rng))
+            lesions.append(distractor(rng))
     elif rng.random() < 0.5:
-        lesions.append(_distractor(rng))
+        lesions.append(distractor(rng))
         if rng.random() < 0.25:
-            lesions.append(_distractor(rng))
+            lesions.append(distractor(rng))
     return lesions
 
 
@@ -251,12 +254,12 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
         raise UserError(f"unknown phantom RSNA split {split!r}; expected one of {', '.join(SPLITS)}")
     if not isinstance(n, (int, np.integer)) or n <= 0:
         raise UserError(f"phantom RSNA needs a positive number of images, got {n!r}")
-    n, size = int(n), _check_size(size)
+    n, size = int(n), check_size(size)
     folder = cache_dir("phantom", PHANTOM_VERSION)
     stem = f"rsna-{split}-{size}px-{n}"
     img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
                                       folder / f"{stem}.json")
-    fingerprint = _short_sha(PHANTOM_VERSION, "rsna", split, size, n)
+    fingerprint = short_sha(PHANTOM_VERSION, "rsna", split, size, n)
     entry = open_cached(f"phantom rsna-{split}", meta_path, [img_path, mask_path], lambda m: same_length(m, "boxes"),
                         size, ("boxes",))
     if entry is None:

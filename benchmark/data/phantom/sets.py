@@ -26,12 +26,12 @@ from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
     SPLITS,
     LesionSet,
-    _check_size,
-    _distractor,
-    _short_sha,
+    check_size,
+    distractor,
     open_cached,
     same_length,
     seeded_rng,
+    short_sha,
 )
 from benchmark.data.phantom.render import Rendered, render
 from benchmark.data.phantom.stack import render_stack
@@ -100,7 +100,7 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
     the same stream then draws the image.  ``with_masks``: None, "ptx"
     (pneumothorax region) or "objects" (filled foreign-object boxes).
     """
-    n, size = _check(name, split, n), _check_size(size)
+    n, size = _check(name, split, n), check_size(size)
     folder = cache_dir("phantom", PHANTOM_VERSION)
     stem = f"{name}-{split}-{size}px-{n}"
     img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
@@ -114,7 +114,7 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
             lesions, label = spec(rng)
             out: Rendered = render(lesions, rng, size)
             if with_masks == "ptx":
-                return (out.image, out.ptx_mask), (label, _mask_boxes(out.ptx_mask))
+                return (out.image, out.ptx_mask), (label, mask_boxes(out.ptx_mask))
             if with_masks == "objects":
                 mask = np.zeros((size, size), np.uint8)
                 for x0, y0, w, h in out.object_boxes.astype(int):
@@ -128,10 +128,10 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
         atomic_json(meta_path, meta)
         entry = (meta, [np.load(p, mmap_mode="r") for p in paths])
     meta, arrays = entry
-    return arrays[0], (arrays[1] if with_masks else None), meta, _short_sha(PHANTOM_VERSION, name, split, size, n)
+    return arrays[0], (arrays[1] if with_masks else None), meta, short_sha(PHANTOM_VERSION, name, split, size, n)
 
 
-def _mask_boxes(mask: np.ndarray) -> list[list[float]]:
+def mask_boxes(mask: np.ndarray) -> list[list[float]]:
     """One bounding box per lung half holding mask pixels (x, y, w, h)."""
     out = []
     half = mask.shape[1] // 2
@@ -270,11 +270,11 @@ def siim_lesions(rng: np.random.Generator) -> tuple[list[Lesion], int]:
         zone = str(rng.choice(["upper", "middle", "lower"], p=[0.55, 0.3, 0.15]))
         lesions.append(Lesion("pneumothorax", _side(rng, 0.05), zone, _sev(rng, 0.3, 1.0)))
         if rng.random() < 0.3:
-            lesions.append(_distractor(rng))
+            lesions.append(distractor(rng))
     elif rng.random() < 0.5:
-        les = _distractor(rng)
+        les = distractor(rng)
         while les.kind == "pneumothorax":
-            les = _distractor(rng)
+            les = distractor(rng)
         lesions.append(les)
     lesions += [e for e in _extras(rng, 0.3) if e.kind != "hyperinflation"]
     return lesions, int(positive)
@@ -374,7 +374,7 @@ def object_cxr_lesions(rng: np.random.Generator) -> tuple[list[Lesion], int]:
             kind = str(rng.choice(["coin", "button", "wire"], p=[0.35, 0.35, 0.3]))
             lesions.append(Lesion(kind, _side(rng), _zone(rng, (0.3, 0.4, 0.3)), _sev(rng, 0.1, 1.0)))
     if rng.random() < 0.35:
-        lesions.append(_distractor(rng))
+        lesions.append(distractor(rng))
     lesions += _extras(rng, 0.35)
     return lesions, int(positive)
 

@@ -23,11 +23,13 @@ nih         ChestX-ray14, chestx-ray14, nih-chest-xrays, nih             Data_En
                                                                          images*/**/*.png (any depth)
 ==========  ==========================================================  ==============================================
 
-Modules, one job each: ``layout`` (finding folders and label files),
-``labels`` (reading and checking label files), ``mgca`` (the split recipes),
-``images`` (decoding, resize-pad, memmap cache), ``loaders`` (task splits as
-the phantom's dataclasses), ``mimic`` (report sections, pre-training table,
-corpus), ``manifests`` (published lists + summary.json), ``check`` (``data
+Modules, one job each, each importing only those before it: ``layout``
+(finding folders and label files), ``labels`` (reading and checking label
+files), ``splittable`` (the split table, the recipe version, the 5x200 rule),
+``mimic`` (report sections, pre-training table, corpus), ``mgca`` (the split
+recipes), ``images`` (decoding, resize-pad, memmap cache), ``loaders`` (task
+splits as the phantom's dataclasses), ``manifests`` (published lists +
+summary.json), ``prepare`` (``data prepare mimic``), ``check`` (``data
 check``). docs/DATA.md holds the same table for users.
 """
 

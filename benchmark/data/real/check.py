@@ -32,7 +32,7 @@ class Report:
 
 def check(name: str, root: Path) -> Report:
     from benchmark.data.real.loaders import image_paths
-    from benchmark.data.real.manifests import VARIANTS, _table, dataset_name
+    from benchmark.data.real.manifests import VARIANTS, dataset_name, variant_table
 
     dataset = dataset_name(name)
     key = {"chexpert5x200": "chexpert", "mimic5x200": "mimic"}.get(dataset, dataset)
@@ -44,7 +44,7 @@ def check(name: str, root: Path) -> Report:
         return rep
     rep.lines.append(f"{layout(key).title}: {folder}")
     try:
-        tables = [(variant, _table(k, variant, root)) for k, variant in VARIANTS[dataset]]
+        tables = [(variant, variant_table(k, variant, root)) for k, variant in VARIANTS[dataset]]
     except UserError as exc:
         rep.lines.append(f"label files: {exc}")
         return rep

@@ -24,7 +24,8 @@ from benchmark.data.real import labels as L
 from benchmark.data.real.fingerprint import files_fingerprint
 from benchmark.data.real.images import PREP_VERSION, Stack, cached_stack
 from benchmark.data.real.layout import index_files
-from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
+from benchmark.data.real.mgca import split_table
+from benchmark.data.real.splittable import RECIPE_VERSION, SplitTable
 from benchmark.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def load_split(st: SplitTable, split: str, cfg) -> object:
     """One split of a recipe as a LabelSet / LesionSet / TextLabelSet for ``cfg``'s kind."""
     from benchmark.data.phantom.datasets import LesionSet
     from benchmark.data.phantom.fivex200 import CLASSES, TextLabelSet
-    from benchmark.data.phantom.sets import LabelSet, _mask_boxes
+    from benchmark.data.phantom.sets import LabelSet, mask_boxes
 
     part, ids, size = st.part(split), st.ids(split), int(cfg.image_size)
     paths = image_paths(st, ids)
@@ -118,7 +119,7 @@ def load_split(st: SplitTable, split: str, cfg) -> object:
                              mask_tag=f"rle|{labels_fp}")
         rows = _rows_of(stack, ids)
         label = part["Label"].to_numpy(np.int64)[rows]
-        boxes = [np.asarray(_mask_boxes(np.asarray(stack.masks[k])) if label[k] else [], np.float32).reshape(-1, 4)
+        boxes = [np.asarray(mask_boxes(np.asarray(stack.masks[k])) if label[k] else [], np.float32).reshape(-1, 4)
                  for k in range(len(rows))]
         return LesionSet(ids=stack.ids, images=stack.images, masks=stack.masks, boxes=boxes, labels=label,
                          source=source, fingerprint=_fingerprint(st, split, stack, size))

@@ -22,7 +22,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
+from benchmark.data.real.mgca import split_table
+from benchmark.data.real.mimic import pretrain_splits
+from benchmark.data.real.splittable import RECIPE_VERSION, SplitTable
 from benchmark.data.splits import draw_subset
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_write, cache_dir, writable_dir
@@ -64,12 +66,11 @@ def dataset_name(name: str) -> str:
     raise UserError(f"no split recipe for {name!r}; data sets: {', '.join(VARIANTS)} (or a task name)")
 
 
-def _table(dataset: str, variant: str, root: Path) -> SplitTable:
+def variant_table(dataset: str, variant: str, root: Path) -> SplitTable:
+    """The split table of one of ``VARIANTS``' (data set, variant) pairs."""
     if dataset == "rsna":
         return split_table("rsna", root, "detection" if variant == "det" else "classification")
     if dataset == "mimic":
-        from benchmark.data.real.mimic import pretrain_splits
-
         return pretrain_splits(root)
     return split_table(dataset, root)
 
@@ -84,7 +85,7 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
     planned: dict[str, list[str]] = {}
     sources = set()
     for key, variant in VARIANTS[dataset]:
-        st = _table(key, variant, root)
+        st = variant_table(key, variant, root)
         sources.add(st.source)
         prefix = f"{variant}-" if variant else ""
         for split in st.rows:

@@ -45,7 +45,6 @@ draws them from a split's train ids, the same call the runner makes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,47 +52,17 @@ import pandas as pd
 
 from benchmark.data.real import labels as L
 from benchmark.data.real.layout import find_file, label_files, layout
+from benchmark.data.real.mimic import mimic5x200
+from benchmark.data.real.splittable import (
+    FIVE_PER_CLASS,
+    SplitTable,
+    TooFewRows,
+    five_by_200,
+)
 from benchmark.errors import UserError
 
-#: Bump when a recipe changes: part of every real-data cache key and store key.
-RECIPE_VERSION = "mgca-1"
 RSNA_PATIENTS = 26684
 CHEXPERT_VAL = 5000
-FIVE_PER_CLASS = 200
-
-
-@dataclass
-class SplitTable:
-    """A data set's table (one row per id) and each split's row positions, in recipe order."""
-
-    dataset: str
-    variant: str
-    folder: Path
-    table: pd.DataFrame  # column "id" plus what the loader needs
-    rows: dict[str, np.ndarray]
-    strata: str | None  # column that stratifies fraction subsets (None: multi-label)
-    source: str
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        dup = self.table["id"].duplicated()
-        if dup.any():
-            first = self.table["id"][dup].iloc[0]
-            raise UserError(f"{self.source}: image {first!r} is listed {int((self.table['id'] == first).sum())} times "
-                            "in the label files; expected one row per image")
-
-    def ids(self, split: str) -> list[str]:
-        return self.table["id"].iloc[self.rows[split]].astype(str).tolist()
-
-    def labels(self, split: str) -> np.ndarray | None:
-        return None if self.strata is None else self.table[self.strata].iloc[self.rows[split]].to_numpy(np.int64)
-
-    def part(self, split: str) -> pd.DataFrame:
-        return self.table.iloc[self.rows[split]].reset_index(drop=True)
-
-
-class TooFewRows(UserError):
-    """A label table too short for a recipe's split sizes (``split_table`` names the files)."""
 
 
 def _tts(n_or_rows, test_size=None, random_state: int = 0, train_size=None) -> tuple[np.ndarray, np.ndarray]:
@@ -151,27 +120,6 @@ def chexpert_5x200(train: pd.DataFrame) -> pd.DataFrame:
     df[list(L.CHEXPERT_LABELS)] = df[list(L.CHEXPERT_LABELS)].fillna(0)
     df = df[df["Frontal/Lateral"] == "Frontal"]
     return five_by_200(df, [c for c in L.CHEXPERT_LABELS if c != "No Finding"], "CheXpert train.csv")
-
-
-def five_by_200(df: pd.DataFrame, others: list[str], what: str) -> pd.DataFrame:
-    """The 5x200 rule on a table whose label NaNs are already 0; adds column ``y``."""
-    from benchmark.data.real.labels import subset_allowed
-
-    parts = []
-    for k, name in enumerate(L.CHEXPERT_COMPETITION):
-        keep = df[name] == 1
-        for other in others:
-            if other != name:
-                keep &= df[other] == 0
-        pool = df[keep]
-        n = FIVE_PER_CLASS
-        if len(pool) < n:
-            if not subset_allowed():
-                raise UserError(f"{what}: only {len(pool)} images qualify for the 5x200 class {name} (200 needed); "
-                                "not the official file?")
-            n = len(pool)
-        parts.append(pool.sample(n=n, random_state=0).assign(y=k))
-    return pd.concat(parts)
 
 
 def chexpert(root: Path) -> SplitTable:
@@ -267,8 +215,6 @@ def _split_table(dataset: str, root: Path, kind: str) -> SplitTable:
     if dataset == "rsna":
         return rsna(root, "det" if kind in ("detection", "segmentation") else "cls")
     if dataset == "mimic5x200":
-        from benchmark.data.real.mimic import mimic5x200
-
         return mimic5x200(root)
     recipes = {"siim": siim, "chexpert": chexpert, "chexpert5x200": chexpert5x200, "covidx": covidx,
                "object_cxr": object_cxr, "nih": nih}

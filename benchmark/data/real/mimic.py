@@ -11,7 +11,8 @@ A section is the text after its header line (``FINDINGS:``) up to the next
 upper-case header; when a report repeats a header, the last one wins (as
 MGCA's and IMITATE's preprocessing keep it). The studies of the MIMIC 5x200
 zero-shot set are left out of the pre-training rows, so zero-shot never scores
-images the encoder was trained on.
+images the encoder was trained on. ``data prepare mimic`` (table, image cache and
+the 5x200 lists at once) is ``prepare.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from benchmark.data.integrity import Damaged, discard, read_sidecar
 from benchmark.data.real import labels as L
 from benchmark.data.real.fingerprint import dataset_fingerprint, file_sha256
 from benchmark.data.real.layout import find_folder, label_files, mimic_report_dirs
+from benchmark.data.real.splittable import RECIPE_VERSION, SplitTable, five_by_200
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_write, cache_dir
 from benchmark.progress import Progress
@@ -92,18 +94,14 @@ def tables(root: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
 def fivex200_rows(frontal: pd.DataFrame, chex: pd.DataFrame) -> pd.DataFrame:
     """The MIMIC 5x200 set: the CheXpert 5x200 rule on frontal images joined with
     mimic-cxr-2.0.0-chexpert.csv (NaN -> 0), ``sample(n=200, random_state=0)`` per class."""
-    from benchmark.data.real.mgca import five_by_200
-
     labels = chex.copy()
     labels[list(L.CHEXPERT_LABELS)] = labels[list(L.CHEXPERT_LABELS)].fillna(0)
     df = frontal.merge(labels, on=["subject_id", "study_id"], how="inner")
     return five_by_200(df, [c for c in L.CHEXPERT_LABELS if c != "No Finding"], "mimic-cxr-2.0.0-chexpert.csv")
 
 
-def mimic5x200(root: Path):
+def mimic5x200(root: Path) -> SplitTable:
     """The MIMIC 5x200 zero-shot set as a split table (test only), with report text when present."""
-    from benchmark.data.real.mgca import SplitTable
-
     folder, frontal, chex = tables(root)
     five = fivex200_rows(frontal, chex).reset_index(drop=True)
     five["id"] = five["dicom_id"]
@@ -116,10 +114,8 @@ def mimic5x200(root: Path):
     return SplitTable("mimic5x200", "", folder, five, {"test": np.arange(len(five))}, "y", f"{TITLE} 5x200")
 
 
-def pretrain_splits(root: Path):
+def pretrain_splits(root: Path) -> SplitTable:
     """The pre-training table's rows per official split (train / val = "validate" / test), as a split table."""
-    from benchmark.data.real.mgca import SplitTable
-
     _, df = prepare_table(root)
     df = df.assign(id=df["dicom_id"].astype(str))
     rows = {name: np.flatnonzero((df["split"] == official).to_numpy())
@@ -138,9 +134,8 @@ def prepare_table(root: Path) -> tuple[Path, pd.DataFrame]:
     if not dirs:
         raise UserError(f"no MIMIC-CXR report text under {folder}: expected files/pXX/pXXXXXXXX/sXXXXXXXX.txt there "
                         f"or in {folder.parent / 'mimic-cxr-reports'} (the mimic-cxr-reports.zip download)")
-    from benchmark.data.real.mgca import RECIPE_VERSION  # the held-out 5x200 rows follow the recipe
-
     labels_fp = dataset_fingerprint("mimic", root)  # the CSVs' content, not where the root is
+    # the held-out 5x200 rows follow the recipe: its version keys the table
     key = hashlib.sha256(f"{TABLE_VERSION}|{RECIPE_VERSION}|{labels_fp}|{len(frontal)}".encode()).hexdigest()[:10]
     path = table_path()
     stamp = path.with_suffix(".key")
@@ -189,31 +184,6 @@ def _cached_table(path: Path, stamp: Path, key: str) -> pd.DataFrame | None:
                 [path, stamp])
         return None
     return pd.read_csv(path, dtype={"dicom_id": str}, keep_default_na=False)
-
-
-def prepare(root: Path, size: int = 256, split: str = "train", limit: int = 0) -> dict:
-    """The table, the image cache of ``split`` at ``size`` and the 5x200 id lists (CLI ``data prepare mimic``)."""
-    from benchmark.data.real.images import cached_stack
-    from benchmark.data.real.manifests import write_ids
-
-    path, df = prepare_table(root)
-    folder = find_folder(root, "mimic")
-    rows = df[df["split"] == split]
-    if limit:
-        rows = rows.iloc[:limit]
-    stack = cached_stack("mimic", rows["dicom_id"].tolist(),
-                         [jpg_path(folder, a, b, c) for a, b, c in rows[["subject_id", "study_id", "dicom_id"]]
-                          .itertuples(index=False)], size, folder)
-    out = cache_dir("real", "5x200")
-    lists = {"mimic5x200": write_ids(out / "mimic5x200.txt", mimic5x200(root).ids("test"))}
-    try:
-        from benchmark.data.real.mgca import chexpert5x200
-
-        lists["chexpert5x200"] = write_ids(out / "chexpert5x200.txt", chexpert5x200(root).ids("test"))
-    except UserError as exc:
-        log.warning("CheXpert 5x200 list not written: %s", exc)
-    return {"table": path, "rows": len(df), "split_rows": len(rows), "images": len(stack.ids), "bad": stack.bad,
-            "size": size, "lists": lists}
 
 
 def real_corpus(cfg, root: Path):

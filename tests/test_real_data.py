@@ -201,10 +201,9 @@ def test_resize_pad_keeps_aspect_and_maps_boxes():
 
 
 def test_rsna_fixture_loads_lesion_sets_with_box_masks_and_reuses_the_cache(tmp_path, subset, monkeypatch):
-    from benchmark.data.phantom.datasets import LesionSet
-    from benchmark.data.phantom.sets import LabelSet
     from benchmark.data.real import images, real_task_splits
     from benchmark.data.real.mgca import rsna
+    from benchmark.data.types import LabelSet, LesionSet
 
     truth = F.rsna(tmp_path)
     det = real_task_splits(cfg_for("rsna_det", image_size=32), tmp_path)
@@ -256,10 +255,9 @@ def test_siim_masks_follow_the_column_major_relative_rle(tmp_path, subset):
 
 
 def test_label_sets_for_each_classification_data_set(tmp_path, subset):
-    from benchmark.data.phantom.fivex200 import TextLabelSet
-    from benchmark.data.phantom.sets import LabelSet
     from benchmark.data.real import real_task_splits
     from benchmark.data.real.labels import chexpert_targets
+    from benchmark.data.types import LabelSet, TextLabelSet
 
     F.chexpert(tmp_path)
     F.covidx(tmp_path)

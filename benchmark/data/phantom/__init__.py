@@ -8,15 +8,10 @@ the name ``render`` keeps meaning the submodule).
 """
 
 from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
-from benchmark.data.phantom.datasets import (
-    PHANTOM_VERSION,
-    LesionSet,
-    PairCorpus,
-    phantom_corpus,
-    phantom_rsna,
-)
+from benchmark.data.phantom.datasets import PHANTOM_VERSION, phantom_corpus, phantom_rsna
 from benchmark.data.phantom.render import Rendered
 from benchmark.data.phantom.reports import Report, load_reports
+from benchmark.data.types import LesionSet, PairCorpus
 
 __all__ = [
     "PHANTOM_VERSION",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.phantom.stack import render_stack
+from benchmark.data.types import LesionSet, PairCorpus
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -41,62 +41,6 @@ PHANTOM_VERSION = "v2"
 SPLITS = ("train", "val", "test")
 #: Share of RSNA-like images drawn with pneumonia opacities.
 RSNA_POSITIVE_RATE = 0.3
-
-
-@dataclass
-class PairCorpus:
-    """Image-report pairs.  images: (N, H, W) uint8, usually a read-only memmap."""
-
-    ids: list[str]
-    images: np.ndarray
-    findings: list[str]
-    impressions: list[str]
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getstate__(self) -> dict:
-        """A memory-mapped image cache travels to DDP workers as its path, not its bytes."""
-        state = dict(self.__dict__)
-        images = self.images
-        if isinstance(images, np.memmap) and images.filename and images.flags.c_contiguous and len(images):
-            ref = ("memmap", str(images.filename), images.dtype.str, images.shape, images.offset)
-            again = _open_memmap(ref)
-            if np.array_equal(again[0], images[0]) and np.array_equal(again[-1], images[-1]):  # not a shifted view
-                state["images"] = ref
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state["images"], tuple):
-            state["images"] = _open_memmap(state["images"])
-        self.__dict__.update(state)
-
-
-def _open_memmap(ref: tuple) -> np.memmap:
-    _, path, dtype, shape, offset = ref
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=tuple(shape), offset=offset)
-
-
-@dataclass
-class LesionSet:
-    """Opacity detection / segmentation set (RSNA-like).
-
-    images, masks: (N, H, W) uint8 (masks are 0/1, filled boxes); boxes[i]:
-    (k, 4) float32 x, y, w, h in pixels; labels: (N,) int64, 1 = has an opacity.
-    """
-
-    ids: list[str]
-    images: np.ndarray
-    masks: np.ndarray
-    boxes: list[np.ndarray]
-    labels: np.ndarray
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # ------------------------------------------------------------------ helpers

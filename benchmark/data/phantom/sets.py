@@ -16,7 +16,6 @@ damaged entry is rendered again after one warning line).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +24,6 @@ from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
     SPLITS,
-    LesionSet,
     check_size,
     distractor,
     open_cached,
@@ -35,6 +33,7 @@ from benchmark.data.phantom.datasets import (
 )
 from benchmark.data.phantom.render import Rendered, render
 from benchmark.data.phantom.stack import render_stack
+from benchmark.data.types import LabelSet, LesionSet
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -46,22 +45,6 @@ NIH_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass"
 SIIM_POSITIVE_RATE = 0.25
 #: Share of Object-CXR-like images with at least one foreign object (real: about half).
 OBJECT_POSITIVE_RATE = 0.5
-
-
-@dataclass
-class LabelSet:
-    """Classification set.  images: (N, H, W) uint8 memmap; labels: (N,) int64 (binary /
-    multi-class) or (N, K) int64 0/1 (multi-label); classes: the label names."""
-
-    ids: list[str]
-    images: np.ndarray
-    labels: np.ndarray
-    classes: tuple[str, ...] = field(default_factory=tuple)
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # ------------------------------------------------------------------ helpers

@@ -94,9 +94,9 @@ def _stored_boxes(name: str, stack: Stack, rows: np.ndarray, boxes: list) -> lis
 
 def load_split(st: SplitTable, split: str, cfg) -> object:
     """One split of a recipe as a LabelSet / LesionSet / TextLabelSet for ``cfg``'s kind."""
-    from benchmark.data.phantom.datasets import LesionSet
-    from benchmark.data.phantom.fivex200 import CLASSES, TextLabelSet
-    from benchmark.data.phantom.sets import LabelSet, mask_boxes
+    from benchmark.data.phantom.sets import mask_boxes
+    from benchmark.data.types import FIVE_FINDINGS as CLASSES
+    from benchmark.data.types import LabelSet, LesionSet, TextLabelSet
 
     part, ids, size = st.part(split), st.ids(split), int(cfg.image_size)
     paths = image_paths(st, ids)

@@ -188,7 +188,7 @@ def _cached_table(path: Path, stamp: Path, key: str) -> pd.DataFrame | None:
 
 def real_corpus(cfg, root: Path):
     """PairCorpus of the official train split for a method config (first ``corpus_size`` pairs)."""
-    from benchmark.data.phantom.datasets import PairCorpus
+    from benchmark.data.types import PairCorpus
     from benchmark.data.real.images import cached_stack
 
     _, df = prepare_table(root)

@@ -172,9 +172,11 @@ def data(args: argparse.Namespace) -> int:
             print(f"{entry['file']:36s} {entry['count']:8d}  {entry['sha256'][:16]}")
         print(f"wrote {len(summary['lists'])} lists and summary.json to {out}")
         return 0
-    if args.name != "mimic":
-        raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
+    from benchmark.data.catalog import corpus
     from benchmark.data.real.prepare import prepare
+
+    if args.name != corpus().name:
+        raise UserError(f"data prepare is for {corpus().name} (the pre-training corpus), not {args.name!r}")
 
     info = prepare(root, args.size, limit=args.limit)
     print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "

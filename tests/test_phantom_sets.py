@@ -12,7 +12,8 @@ from benchmark.data.phantom import sets as S
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import PHANTOM_VERSION, seeded_rng
 from benchmark.data.phantom.render import render
-from benchmark.data.sources import PHANTOM_SETS, task_splits
+from benchmark.data.catalog import PHANTOMS as PHANTOM_SETS
+from benchmark.data.sources import task_splits
 from benchmark.errors import UserError
 
 SIZE = 32

@@ -15,6 +15,13 @@ import numpy as np
 
 #: The five competition findings of the zero-shot "5x200" sets, in label order.
 FIVE_FINDINGS = ("atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion")
+#: The 14 observations of the Stanford labeler, in file order: the label columns of two
+#: downloads (the chest radiograph competition's tables and the MIMIC-CXR-JPG label table).
+LABELER_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+                        "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                        "Pleural Other", "Fracture", "Support Devices")
+#: Their five competition findings, as the label files spell them (``FIVE_FINDINGS`` order).
+COMPETITION_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 
 @dataclass

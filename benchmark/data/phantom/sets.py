@@ -33,6 +33,7 @@ from benchmark.data.phantom.datasets import (
 )
 from benchmark.data.phantom.render import Rendered, render
 from benchmark.data.phantom.stack import render_stack
+from benchmark.data.masks import mask_boxes
 from benchmark.data.types import LabelSet, LesionSet
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
@@ -112,18 +113,6 @@ def _cached(name: str, split: str, n: int, size: int, spec: Spec, with_masks: st
         entry = (meta, [np.load(p, mmap_mode="r") for p in paths])
     meta, arrays = entry
     return arrays[0], (arrays[1] if with_masks else None), meta, short_sha(PHANTOM_VERSION, name, split, size, n)
-
-
-def mask_boxes(mask: np.ndarray) -> list[list[float]]:
-    """One bounding box per lung half holding mask pixels (x, y, w, h)."""
-    out = []
-    half = mask.shape[1] // 2
-    for c0, part in ((0, mask[:, :half]), (half, mask[:, half:])):
-        if part.any():
-            rows, cols = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
-            out.append([float(c0 + cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1),
-                        float(rows[-1] - rows[0] + 1)])
-    return out
 
 
 def _label_set(name: str, split: str, n: int, size: int, spec: Spec, classes: tuple[str, ...]) -> LabelSet:

@@ -159,6 +159,15 @@ def includes_gone_wrong(tmp, monkeypatch):
     (tmp / "of_list.yaml").write_text("include: [items.yaml]\n" + grid)
 
 
+def user_dataset_modules(tmp, monkeypatch):
+    (tmp / "cfg" / "datasets").mkdir(parents=True)
+    (tmp / "cfg" / "datasets" / "broken.py").write_text("import nonexistent_module_xyz\n")
+    (tmp / "twice" / "datasets").mkdir(parents=True)
+    (tmp / "twice" / "datasets" / "again.py").write_text(
+        "from benchmark.data.dataset import DataSet\nfrom benchmark.registry import DATASETS\n"
+        "DATASETS.register('rsna')(DataSet())\n")
+
+
 def disk_full(tmp, monkeypatch):
     """Every temporary file the caches write through (atomic writes) fails as on a full disk."""
     import errno
@@ -619,6 +628,14 @@ CASES = [
     ("config path from env missing", ["list", "tasks"], ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH"],
      lambda tmp, mp: mp.setenv("BENCHMARK_CONFIG_PATH", f"{tmp}/nope")),
     ("config path empty", ["--config-path", " ", "list", "tasks"], ["argument --config-path: must not be empty"], None),
+    # issue 16: data sets as a registry
+    ("data set module fails to import", ["--config-path", "{tmp}/cfg", "data", "check", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/cfg/datasets/broken.py failed to import: ModuleNotFoundError"], user_dataset_modules),
+    ("data set module reuses a name", ["--config-path", "{tmp}/twice", "data", "split", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/twice/datasets/again.py failed to import: ValueError: data set 'rsna' registered twice"],
+     user_dataset_modules),
+    ("prepare an unknown data set", ["data", "prepare", "mimc", "--data-root", "{tmp}"],
+     ["data prepare is for mimic (the pre-training corpus), not 'mimc'"], None),
 ]
 
 

@@ -23,12 +23,13 @@ import pandas as pd
 
 from benchmark.data.dataset import DataSet
 from benchmark.data.phantom.fivex200 import phantom_5x200
-from benchmark.data.phantom.sets import phantom_chexpert
+from benchmark.data.phantom.anatomy import Lesion
+from benchmark.data.phantom.sets import extras, rendered_labels, sev, side, zone
 from benchmark.data.real import labels as L
 from benchmark.data.real.layout import Layout, label_files
 from benchmark.data.real.loaders import label_set, text_set
 from benchmark.data.real.splittable import FIVE_PER_CLASS, SplitTable, five_by_200
-from benchmark.data.types import COMPETITION_FINDINGS, LABELER_OBSERVATIONS
+from benchmark.data.types import COMPETITION_FINDINGS, LABELER_OBSERVATIONS, LabelSet
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -97,6 +98,52 @@ def recipe_5x200(root: Path) -> SplitTable:
     five["id"] = five["Path"].map(relative_image_path)
     return SplitTable(FiveBy200.name, "", folder, five, {"test": np.arange(len(five))}, "y",
                       f"{LAYOUT.title} 5x200 ({folder.name})", files)
+
+
+# ------------------------------------------------------- phantom stand-in
+
+#: The stand-in's labels, ``COMPETITION_FINDINGS`` order.
+CHEXPERT_CLASSES = COMPETITION_FINDINGS
+
+def chexpert_lesions(rng: np.random.Generator) -> tuple[list[Lesion], list[int]]:
+    """Lesions and 5 labels of one CheXpert-like image.
+
+    A latent "heart failure" state (20 %) drives cardiomegaly, oedema and
+    effusion together; atelectasis and consolidation are likelier next to an
+    effusion.  Prevalences: atelectasis ~24 %, cardiomegaly ~20 %,
+    consolidation ~12 %, oedema ~15 %, effusion ~21 %; ~45 % have none.
+    """
+    chf = rng.random() < 0.2
+    card = rng.random() < (0.6 if chf else 0.1)
+    edema = rng.random() < (0.55 if chf else 0.05)
+    eff = rng.random() < (0.55 if chf else 0.12)
+    atel = rng.random() < (0.4 if eff else 0.2)
+    cons = rng.random() < (0.2 if eff else 0.1)
+    lesions: list[Lesion] = []
+    if atel:
+        lesions.append(Lesion("atelectasis", side(rng, 0.25), zone(rng, (0.15, 0.3, 0.55)), sev(rng)))
+    if card:
+        lesions.append(Lesion("cardiomegaly", "center", "middle", sev(rng, 0.2, 0.9)))
+    if cons:
+        for _ in range(int(rng.integers(1, 3))):
+            lesions.append(Lesion("opacity", side(rng), zone(rng, (0.2, 0.35, 0.45)), sev(rng, 0.3, 1.0)))
+    if edema:
+        lesions.append(Lesion("edema", "bilateral", "middle", sev(rng, 0.3, 1.0)))
+    if eff:
+        lesions.append(Lesion("effusion", side(rng, 0.35), "lower", sev(rng, 0.15, 0.8)))
+    lesions += extras(rng, 0.3)
+    return lesions, [int(atel), int(card), int(cons), int(edema), int(eff)]
+
+
+def phantom_chexpert(split: str, n: int, size: int) -> LabelSet:
+    """CheXpert-like multi-label set: labels (n, 5) int64 0/1 in ``CHEXPERT_CLASSES`` order.
+
+    Atelectasis -> renderer kind ``atelectasis`` (band), Cardiomegaly ->
+    ``cardiomegaly``, Consolidation -> ``opacity`` (1-2 blobs), Edema ->
+    ``edema`` (perihilar haze), Pleural Effusion -> ``effusion``; plus
+    nodules / devices / inflation changes on ~30 % of images as distractors.
+    """
+    return rendered_labels(LAYOUT.key, split, n, size, chexpert_lesions, CHEXPERT_CLASSES)
 
 
 class Competition(DataSet):

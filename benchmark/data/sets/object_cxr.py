@@ -17,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import DataSet
-from benchmark.data.phantom.sets import phantom_object_cxr
+from benchmark.data.phantom.anatomy import Lesion
+from benchmark.data.phantom.datasets import distractor
+from benchmark.data.phantom.sets import extras, rendered_lesions, sev, side, zone
 from benchmark.data.real import labels as L
 from benchmark.data.real.layout import Layout, label_files
 from benchmark.data.real.loaders import boxes_set
 from benchmark.data.real.mgca import tts
 from benchmark.data.real.splittable import SplitTable
+from benchmark.data.types import LesionSet
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -67,6 +70,33 @@ def recipe(root: Path) -> SplitTable:
     tr, va = tts(len(train), 0.1)
     rows = {"train": tr, "val": va, "test": np.arange(len(train), len(both))}
     return SplitTable(LAYOUT.key, "", folder, both, rows, "Label", LAYOUT.title, files)
+
+
+# ------------------------------------------------------- phantom stand-in
+
+#: Share of stand-in images with at least one foreign object (real: about half).
+OBJECT_POSITIVE_RATE = 0.5
+
+def object_cxr_lesions(rng: np.random.Generator) -> tuple[list[Lesion], int]:
+    """One Object-CXR-like image: ~50 % with 1-3 foreign objects; all images may carry devices / findings."""
+    lesions: list[Lesion] = []
+    positive = rng.random() < OBJECT_POSITIVE_RATE
+    if positive:
+        for _ in range(int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))):
+            kind = str(rng.choice(["coin", "button", "wire"], p=[0.35, 0.35, 0.3]))
+            lesions.append(Lesion(kind, side(rng), zone(rng, (0.3, 0.4, 0.3)), sev(rng, 0.1, 1.0)))
+    if rng.random() < 0.35:
+        lesions.append(distractor(rng))
+    lesions += extras(rng, 0.35)
+    return lesions, int(positive)
+
+
+def phantom_object_cxr(split: str, n: int, size: int) -> LesionSet:
+    """Object-CXR-like foreign-object set: labels (n,) int64 1 = any object; boxes (k, 4) per
+    object (coins: bright discs, buttons: discs with two holes, wires: curved bright lines);
+    masks: filled object boxes.  Medical devices (catheters, pacemakers) appear on both
+    classes and are not foreign objects here."""
+    return rendered_lesions(LAYOUT.key, split, n, size, object_cxr_lesions, "objects")
 
 
 class ObjectCxr(DataSet):

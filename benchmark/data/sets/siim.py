@@ -20,12 +20,15 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import DataSet
-from benchmark.data.phantom.sets import phantom_siim
+from benchmark.data.phantom.anatomy import Lesion
+from benchmark.data.phantom.datasets import distractor
+from benchmark.data.phantom.sets import extras, rendered_lesions, sev, side
 from benchmark.data.real import labels as L
 from benchmark.data.real.layout import Layout, index_files, label_files
 from benchmark.data.real.loaders import masks_set
 from benchmark.data.real.mgca import three_way
 from benchmark.data.real.splittable import SplitTable
+from benchmark.data.types import LesionSet
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -77,6 +80,39 @@ def recipe(root: Path) -> SplitTable:
     chosen = set(np.random.RandomState(0).choice(negatives, size=min(n_pos, len(negatives)), replace=False).tolist())
     rows["train"] = np.asarray([r for r, p in zip(train, positive) if p or r in chosen], np.int64)
     return SplitTable(LAYOUT.key, "", folder, df, rows, "Label", f"{LAYOUT.title} ({len(df)} images)", files)
+
+
+# ------------------------------------------------------- phantom stand-in
+
+#: Share of stand-in images with a pneumothorax (real SIIM-ACR: 2,669 / 12,047 = 22 %).
+SIIM_POSITIVE_RATE = 0.25
+
+def siim_lesions(rng: np.random.Generator) -> tuple[list[Lesion], int]:
+    """One SIIM-like image: ~25 % with a pneumothorax (one side, rarely both), others normal or distractors."""
+    lesions: list[Lesion] = []
+    positive = rng.random() < SIIM_POSITIVE_RATE
+    if positive:
+        zone = str(rng.choice(["upper", "middle", "lower"], p=[0.55, 0.3, 0.15]))
+        lesions.append(Lesion("pneumothorax", side(rng, 0.05), zone, sev(rng, 0.3, 1.0)))
+        if rng.random() < 0.3:
+            lesions.append(distractor(rng))
+    elif rng.random() < 0.5:
+        les = distractor(rng)
+        while les.kind == "pneumothorax":
+            les = distractor(rng)
+        lesions.append(les)
+    lesions += [e for e in extras(rng, 0.3) if e.kind != "hyperinflation"]
+    return lesions, int(positive)
+
+
+def phantom_siim(split: str, n: int, size: int) -> LesionSet:
+    """SIIM-ACR-like pneumothorax segmentation set.
+
+    masks: (n, size, size) uint8, 1 inside the pneumothorax (the air between
+    chest wall and collapsed lung, not a box), empty for negatives; labels:
+    (n,) int64 1 = pneumothorax; boxes: the bounding box of the mask per side.
+    """
+    return rendered_lesions(LAYOUT.key, split, n, size, siim_lesions, "ptx")
 
 
 class Siim(DataSet):

@@ -197,6 +197,14 @@ def list_registered(args: argparse.Namespace) -> int:
             desc = named_yaml("methods", name).get("description", "") if name in available("methods") else ""
             print(f"{name:12s} {desc}")
         return 0
+    if args.what == "datasets":
+        from benchmark.data import catalog
+
+        for ds in catalog.everything():
+            title = ds.layout.title if ds.layout is not None else "phantom only"
+            where = type(ds).__module__
+            print(f"{ds.name:14s} {title:44s} {where}")
+        return 0
     rows = []
     for name in available("tasks"):
         cfg = named_yaml("tasks", name)

@@ -50,6 +50,10 @@ def test_a_data_set_from_a_config_folder_runs_check_split_and_run(tmp_path, caps
     assert main(["data", "check", "toy_cxr", *root]) == 2
     assert "no split recipe for 'toy_cxr'" in capsys.readouterr().err
 
+    assert main([*user, "list", "datasets"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "Toy CXR 1.0" in listed["toy_cxr"] and "RSNA Pneumonia" in listed["rsna"]
+
     (tmp_path / "data" / "toy-cxr" / "images" / "t005.png").unlink()
     assert main([*user, "data", "check", "toy_cxr", *root]) == 0
     out = capsys.readouterr().out

@@ -1,11 +1,15 @@
-"""Phantom stand-ins for the downstream sets: CheXpert, COVIDx, SIIM-ACR, NIH ChestX-ray14, Object-CXR.
+"""Rendering and caching a downstream phantom stand-in from a data set's lesion spec.
 
-Why: every task config must run without credentialed data.  Each set has the
-real set's label space and task type; the findings are drawn by the phantom
-renderer, and every image also gets anatomy, exposure and (often) findings
-outside its label space, so no label is readable from overall brightness.
+Why: every task config must run without credentialed data.  A data set module
+(``benchmark.data.sets``) states its stand-in as a spec, ``spec(rng) -> (lesions,
+label)`` with the real set's label space, and calls :func:`rendered_labels`
+(classification) or :func:`rendered_lesions` (masks and boxes); ``side``,
+``zone``, ``sev`` and ``extras`` are the shared drawing vocabulary.  The findings
+are drawn by the phantom renderer, and every image also gets anatomy, exposure
+and (often) findings outside its label space, so no label is readable from
+overall brightness.
 
-Like ``phantom_rsna``: image i of a split depends only on
+Image i of a split depends only on
 (``PHANTOM_VERSION``, set name, split, i) (disjoint seed streams per split;
 a smaller set is a prefix of a larger one), and renders are cached under
 ``$BENCHMARK_HOME/phantom/<version>/`` (``.npy`` memmaps plus a JSON sidecar
@@ -41,16 +45,19 @@ from benchmark.paths import atomic_json, cache_dir
 
 
 def side(rng: np.random.Generator, p_bilateral: float = 0.0) -> str:
+    """Right or left, or bilateral with probability ``p_bilateral``."""
     if p_bilateral and rng.random() < p_bilateral:
         return "bilateral"
     return str(rng.choice(["right", "left"]))
 
 
 def zone(rng: np.random.Generator, p=(0.25, 0.3, 0.45)) -> str:
+    """Upper, middle or lower lung zone with probabilities ``p``."""
     return str(rng.choice(["upper", "middle", "lower"], p=list(p)))
 
 
 def sev(rng: np.random.Generator, lo: float = 0.25, hi: float = 0.95) -> float:
+    """A severity drawn uniformly from [lo, hi]."""
     return float(rng.uniform(lo, hi))
 
 

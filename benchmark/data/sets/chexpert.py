@@ -10,7 +10,7 @@ filtering leaves val images in train); then frontal views only, in train, val
 and test (test = the official valid.csv). The 5x200 set: frontal train rows
 positive for exactly one competition finding (``splittable.five_by_200``).
 Images: the Path column (less its first folder). Phantom stand-ins:
-``benchmark.data.phantom.sets.phantom_chexpert`` and the 5x200 renderer
+``phantom_chexpert`` below and the 5x200 renderer
 ``benchmark.data.phantom.fivex200.phantom_5x200``.
 """
 

@@ -4,7 +4,7 @@ Recipe (mgca): official train list ``train_test_split(train_size=0.8,
 random_state=0)`` -> train/val; test = the official test list. The lists may
 carry their version in the name (``train_COVIDx9A.txt``). Images:
 ``train/<file>``, ``test/<file>``. Phantom stand-in:
-``benchmark.data.phantom.sets.phantom_covidx``.
+``phantom_covidx`` below.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ here test = the official test_list.txt and val = 10 % of the
 train_val_list.txt *patients* (``train_test_split(random_state=0)`` on the
 patient ids in file order), so no patient is in two splits. Images: any
 ``*.png`` below the folder (``images*/``, any depth). Phantom stand-in:
-``benchmark.data.phantom.sets.phantom_nih``.
+``phantom_nih`` below.
 """
 
 from __future__ import annotations

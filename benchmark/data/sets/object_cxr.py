@@ -6,7 +6,7 @@ the min/max of their points. Polygons (type 2): MGCA centres a box on the
 shapely ``polylabel`` of the 100 px-buffered outline, sized to cover the
 outline; here the polygon's tight enclosing box (no shapely dependency; it
 differs only in how far the box overshoots the object). Images: ``train/<name>``,
-``dev/<name>``. Phantom stand-in: ``benchmark.data.phantom.sets.phantom_object_cxr``.
+``dev/<name>``. Phantom stand-in: ``phantom_object_cxr`` below.
 """
 
 from __future__ import annotations

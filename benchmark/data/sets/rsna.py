@@ -5,7 +5,8 @@ classification ``test_size=0.3`` then halves (18,678 / 4,003 / 4,003);
 detection and segmentation ``test_size=5337*2`` then halves (16,010 / 5,337 /
 5,337). The second call's first part is test, its second val, as in MGCA.
 Images: ``stage_2_train_images/<patientId>.dcm``. Phantom stand-in:
-``benchmark.data.phantom.datasets.phantom_rsna`` (opacity boxes, box masks).
+``phantom_rsna`` below (about 30 % images with 1-3 pneumonia opacities,
+box-filled masks; negatives carry other findings).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.data.dataset import DataSet
 from benchmark.data import integrity
+from benchmark.data.dataset import DataSet
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
@@ -120,15 +121,16 @@ def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
     img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
                                       folder / f"{stem}.json")
     fingerprint = short_sha(PHANTOM_VERSION, LAYOUT.key, split, size, n)
-    entry = open_cached(f"phantom {LAYOUT.key}-{split}", meta_path, [img_path, mask_path], lambda m: same_length(m, "boxes"),
-                        size, ("boxes",))
+    entry = open_cached(f"phantom {LAYOUT.key}-{split}", meta_path, [img_path, mask_path],
+                        lambda m: same_length(m, "boxes"), size, ("boxes",))
     if entry is None:
         def draw(i: int) -> tuple[tuple[np.ndarray, np.ndarray], list[list[float]]]:
             rng = seeded_rng(PHANTOM_VERSION, LAYOUT.key, split, i)
             out = render(rsna_lesions(rng), rng, size)
             return (out.image, out.mask), out.boxes.tolist()
 
-        checks, boxes = render_stack([img_path, mask_path], n, size, draw, desc=f"phantom {LAYOUT.key}-{split} {size}px")
+        checks, boxes = render_stack([img_path, mask_path], n, size, draw,
+                                     desc=f"phantom {LAYOUT.key}-{split} {size}px")
         atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes, integrity.KEY: checks})
         entry = ({"boxes": boxes}, [np.load(p, mmap_mode="r") for p in (img_path, mask_path)])
     meta, (images, masks) = entry

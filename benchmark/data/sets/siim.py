@@ -9,7 +9,7 @@ dataset class compares with "-1", the other way round). Train balance (all
 positives + as many negatives) is drawn with ``RandomState(0)``; MGCA draws it
 at load time from the global RNG, whose state depends on what ran before. Train
 keeps its split order. Images: ``dicom-images-train/**/<ImageId>.dcm``.
-Phantom stand-in: ``benchmark.data.phantom.sets.phantom_siim`` (pneumothorax masks).
+Phantom stand-in: ``phantom_siim`` below (pneumothorax masks).
 """
 
 from __future__ import annotations

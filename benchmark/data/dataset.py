@@ -82,7 +82,8 @@ class DataSet:
 
     def phantom(self, split: str, n: int, size: int) -> object:
         """The phantom stand-in: ``n`` images of ``split`` at ``size`` px."""
-        raise UserError(f"no phantom stand-in for data set {self.name!r}")
+        raise UserError(f"no phantom stand-in for data set {self.name!r}: it runs on real data only; "
+                        "pass --data-root DIR (or set BENCHMARK_DATA) with its download")
 
     def fingerprint(self, root: Path) -> str:
         """The content fingerprint of the label files (store keys, mask caches)."""

@@ -3,10 +3,10 @@
 Why: a first run should not decode for an hour before failing on a missing
 folder. This reads the label files, runs the split recipe and looks for every
 image file (existence only, no decoding), then reports counts and the first
-few missing paths. Boxes (the data sets whose tables carry them) are checked too: zero or negative
-width or height, or reaching outside the image (its size read from the file's
-header), are counted and the first few listed; the loaders clip such boxes to
-the image and drop those left without area. A data set may add lines of its own
+few missing paths. Boxes (of the data sets whose tables carry them) are checked
+too: zero or negative width or height, or reaching outside the image (its size
+read from the file's header), are counted and the first few listed; the loaders
+clip such boxes to the image and drop those left without area. A data set may add lines of its own
 (``DataSet.check_lines``) or check itself entirely (``DataSet.check``: the
 pre-training corpus, whose table is not a split recipe's).
 """
@@ -32,6 +32,9 @@ def check(name: str, root: Path) -> Report:
     if own is not None:
         return own
     rep = Report(dataset, ok=False)
+    if ds.layout is None:
+        rep.lines.append(f"{dataset}: no real-data layout (it runs on the phantom data only)")
+        return rep
     try:
         folder = find_folder(root, ds.layout)
     except UserError as exc:

@@ -140,8 +140,7 @@ def build_parser() -> Parser:
     data = _command(sub, "data", "data sets: phantom preview; real data check, split manifests, MIMIC preparation")
     data.add_argument("what", choices=["phantom", "check", "split", "prepare"],
                       help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
-    data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
-                      "chexpert5x200, mimic5x200) or a task name; see docs/DATA.md")
+    data.add_argument("name", nargs="?", help="data set (`list datasets`) or a task name; see docs/DATA.md")
     data.add_argument("--preview", type=_nonempty, metavar="FILE", help="phantom: write a labelled grid of samples (.png, .pdf, .jpg or .svg)")
     data.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
@@ -154,7 +153,9 @@ def build_parser() -> Parser:
     _speed_parser(sub)
 
     lst = _command(sub, "list", "what is registered")
-    lst.add_argument("what", choices=["methods", "tasks"], help="methods (registered) or tasks (configs/tasks/*.yaml)")
+    lst.add_argument("what", choices=["methods", "tasks", "datasets"],
+                     help="methods (registered), tasks (configs/tasks/*.yaml) or datasets (benchmark/data/sets/, "
+                          "a config folder's datasets/*.py)")
     lst.set_defaults(handler="list_registered")
     return parser
 

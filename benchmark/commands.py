@@ -172,9 +172,11 @@ def data(args: argparse.Namespace) -> int:
             print(f"{entry['file']:36s} {entry['count']:8d}  {entry['sha256'][:16]}")
         print(f"wrote {len(summary['lists'])} lists and summary.json to {out}")
         return 0
-    if args.name != "mimic":
-        raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
+    from benchmark.data.catalog import corpus
     from benchmark.data.real.prepare import prepare
+
+    if args.name != corpus().name:
+        raise UserError(f"data prepare is for {corpus().name} (the pre-training corpus), not {args.name!r}")
 
     info = prepare(root, args.size, limit=args.limit)
     print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "
@@ -194,6 +196,14 @@ def list_registered(args: argparse.Namespace) -> int:
         for name in METHODS.names():
             desc = named_yaml("methods", name).get("description", "") if name in available("methods") else ""
             print(f"{name:12s} {desc}")
+        return 0
+    if args.what == "datasets":
+        from benchmark.data import catalog
+
+        for ds in catalog.everything():
+            title = ds.layout.title if ds.layout is not None else "phantom only"
+            where = type(ds).__module__
+            print(f"{ds.name:14s} {title:44s} {where}")
         return 0
     rows = []
     for name in available("tasks"):

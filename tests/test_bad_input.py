@@ -8,6 +8,8 @@ may return more {placeholders} for the argv).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -157,6 +159,18 @@ def includes_gone_wrong(tmp, monkeypatch):
     (tmp / "gone.yaml").write_text("include: nowhere.yaml\n" + grid)
     (tmp / "items.yaml").write_text("- random\n- imitate\n")
     (tmp / "of_list.yaml").write_text("include: [items.yaml]\n" + grid)
+
+
+def user_dataset_modules(tmp, monkeypatch):
+    (tmp / "cfg" / "datasets").mkdir(parents=True)
+    (tmp / "cfg" / "datasets" / "broken.py").write_text("import nonexistent_module_xyz\n")
+    (tmp / "twice" / "datasets").mkdir(parents=True)
+    (tmp / "twice" / "datasets" / "again.py").write_text(
+        "from benchmark.data.dataset import DataSet\nfrom benchmark.registry import DATASETS\n"
+        "DATASETS.register('rsna')(DataSet())\n")
+    (tmp / "tasks_cfg" / "tasks").mkdir(parents=True)
+    (tmp / "tasks_cfg" / "tasks" / "bad_ds.yaml").write_text("kind: classification\ndataset: nosuch\nmetric: auroc\n")
+    return {"{userdata}": str(Path(__file__).parent / "userdata")}
 
 
 def disk_full(tmp, monkeypatch):
@@ -619,6 +633,19 @@ CASES = [
     ("config path from env missing", ["list", "tasks"], ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH"],
      lambda tmp, mp: mp.setenv("BENCHMARK_CONFIG_PATH", f"{tmp}/nope")),
     ("config path empty", ["--config-path", " ", "list", "tasks"], ["argument --config-path: must not be empty"], None),
+    # issue 16: data sets as a registry
+    ("data set module fails to import", ["--config-path", "{tmp}/cfg", "data", "check", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/cfg/datasets/broken.py failed to import: ModuleNotFoundError"], user_dataset_modules),
+    ("data set module reuses a name", ["--config-path", "{tmp}/twice", "data", "split", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/twice/datasets/again.py failed to import: ValueError: data set 'rsna' registered twice"],
+     user_dataset_modules),
+    ("task on an unknown data set", ["--config-path", "{tmp}/tasks_cfg", "run", "--method", "random", "--task", "bad_ds", "--profile", "smoke"],
+     ["unknown data set 'nosuch'; valid: ", "rsna"], user_dataset_modules),
+    ("data set without a phantom stand-in", ["--config-path", "{userdata}", "run", "--method", "random", "--task", "toy_cxr_cls", "--profile", "smoke"],
+     ["no phantom stand-in for data set 'toy_cxr': it runs on real data only; pass --data-root DIR"],
+     user_dataset_modules),
+    ("prepare an unknown data set", ["data", "prepare", "mimc", "--data-root", "{tmp}"],
+     ["data prepare is for mimic (the pre-training corpus), not 'mimc'"], None),
 ]
 
 

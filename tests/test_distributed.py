@@ -164,7 +164,7 @@ def test_global_batches_do_not_depend_on_the_process_count():
 def test_memmapped_corpus_pickles_as_its_path(tmp_path, monkeypatch):
     import pickle
 
-    from benchmark.data.phantom.datasets import PairCorpus
+    from benchmark.data.types import PairCorpus
 
     monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path))
     arr = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(50, 64, 64))

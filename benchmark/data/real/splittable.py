@@ -1,7 +1,7 @@
 """What the real-data split recipes share: the split table a recipe returns, the
-recipe version every real-data key carries, and the 5x200 rule (CheXpert's and
-MIMIC's zero-shot sets). Below ``mgca`` (the recipes), ``mimic`` (the MIMIC tables)
-and ``manifests`` (the published lists), so that each imports it and none of them
+recipe version every real-data key carries, and the 5x200 rule (the zero-shot
+sets carved out of two downloads). Below the data set modules (the recipes) and
+``manifests`` (the published lists), so that each imports it and none of them
 needs another's internals.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.real import labels as L
+from benchmark.data.types import COMPETITION_FINDINGS, LABELER_OBSERVATIONS
 from benchmark.errors import UserError
 
 #: Bump when a recipe changes: part of every real-data cache key and store key.
@@ -55,10 +56,16 @@ class TooFewRows(UserError):
     """A label table too short for a recipe's split sizes (``split_table`` names the files)."""
 
 
-def five_by_200(df: pd.DataFrame, others: list[str], what: str) -> pd.DataFrame:
-    """The 5x200 rule on a table whose label NaNs are already 0; adds column ``y``."""
+def five_by_200(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The 5x200 rule on a table of labeler observations: rows positive (1) for exactly one
+    competition finding and 0 (NaN counts as 0) for the other 12 non-"No Finding"
+    observations, ``sample(n=200, random_state=0)`` per class, classes in competition order;
+    adds column ``y``."""
+    df = df.copy()
+    df[list(LABELER_OBSERVATIONS)] = df[list(LABELER_OBSERVATIONS)].fillna(0)
+    others = [c for c in LABELER_OBSERVATIONS if c != "No Finding"]
     parts = []
-    for k, name in enumerate(L.CHEXPERT_COMPETITION):
+    for k, name in enumerate(COMPETITION_FINDINGS):
         keep = df[name] == 1
         for other in others:
             if other != name:

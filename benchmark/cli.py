@@ -17,9 +17,9 @@ import signal
 import sys
 import threading
 
-from benchmark import __version__
-from benchmark.config import SEED_RANGE
+from benchmark.config import CONFIG_PATH_ENV, SEED_RANGE, config_path
 from benchmark.errors import TrialFailed, UserError
+from benchmark.version import __version__
 
 
 class Parser(argparse.ArgumentParser):
@@ -91,8 +91,16 @@ EXAMPLES = {
 def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A sub-command whose --help repeats its one-line summary and ends with examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
-    return sub.add_parser(name, help=help, description=help, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_path_arg(p, "sub_config_path")  # also after the command: `run ... --config-path DIR`
+    return p
+
+
+def _config_path_arg(p: argparse.ArgumentParser, dest: str) -> None:
+    p.add_argument("--config-path", dest=dest, action="append", default=[], type=_nonempty, metavar="DIR",
+                   help="a folder of your own configs (DIR/tasks/NAME.yaml, DIR/experiments/NAME.yaml, methods/, profiles/, "
+                   f"sweeps/), searched before the shipped ones; repeatable or '{os.pathsep}'-separated "
+                   f"(also ${CONFIG_PATH_ENV})")
 
 
 def _trial_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +118,7 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="python -m benchmark", description="medvlp-bench: medical VLP pre-training and transfer benchmark")
     parser.add_argument("--version", action="version", version=f"medvlp-bench {__version__}")
+    _config_path_arg(parser, "config_path")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser,
                                 help="one of the commands below; `COMMAND --help` for its options and examples")
 
@@ -131,8 +140,7 @@ def build_parser() -> Parser:
     data = _command(sub, "data", "data sets: phantom preview; real data check, split manifests, MIMIC preparation")
     data.add_argument("what", choices=["phantom", "check", "split", "prepare"],
                       help="phantom (--preview FILE), check NAME, split NAME, prepare mimic")
-    data.add_argument("name", nargs="?", help="data set (rsna, siim, chexpert, covidx, object_cxr, nih, mimic, "
-                      "chexpert5x200, mimic5x200) or a task name; see docs/DATA.md")
+    data.add_argument("name", nargs="?", help="data set (`list datasets`) or a task name; see docs/DATA.md")
     data.add_argument("--preview", type=_nonempty, metavar="FILE", help="phantom: write a labelled grid of samples (.png, .pdf, .jpg or .svg)")
     data.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA)")
     data.add_argument("--protocol", default="mgca", help="split: the split recipe (default mgca)")
@@ -145,7 +153,9 @@ def build_parser() -> Parser:
     _speed_parser(sub)
 
     lst = _command(sub, "list", "what is registered")
-    lst.add_argument("what", choices=["methods", "tasks"], help="methods (registered) or tasks (configs/tasks/*.yaml)")
+    lst.add_argument("what", choices=["methods", "tasks", "datasets"],
+                     help="methods (registered), tasks (configs/tasks/*.yaml) or datasets (benchmark/data/sets/, "
+                          "a config folder's datasets/*.py)")
     lst.set_defaults(handler="list_registered")
     return parser
 
@@ -261,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()
         from benchmark import commands
 
-        return getattr(commands, args.handler)(args)
+        with config_path([*args.config_path, *args.sub_config_path]):
+            return getattr(commands, args.handler)(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -285,10 +296,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:  # None: a handler not set from Python
             signal.signal(signal.SIGTERM, previous)
-
-
-def emit_json(obj: dict) -> None:
-    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
-    from benchmark.store import to_json
-
-    print(to_json(obj, sort_keys=True))

@@ -6,9 +6,15 @@ import argparse
 import math
 from pathlib import Path
 
-from benchmark.cli import emit_json
 from benchmark.config import available, named_yaml, parse_sets
 from benchmark.errors import UserError
+
+
+def emit_json(obj: dict) -> None:
+    """One line of valid JSON: NaN and infinities are null (Python's json would print a bare NaN)."""
+    from benchmark.store import to_json
+
+    print(to_json(obj, sort_keys=True))
 
 
 def _is_phantom(source: str) -> bool:
@@ -42,9 +48,10 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
     """The same task's trial for the untrained ``random`` encoder: same profile, task config, fraction,
     seed (hence the same training subset), protocol and backbone, through the same runner and store (so
     it is stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
+    from benchmark import api
     from benchmark.config import route_sets
     from benchmark.errors import TrialFailed
-    from benchmark.runner import resolve, run_trial
+    from benchmark.runner import resolve
 
     if args.method == BASELINE or not _is_phantom(main.data_source):
         return None
@@ -55,8 +62,8 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
     task_sets = [(f"task.{key}", value) for key, value in routed["task"].items()]
     task_sets += [(f"method.{key}", value) for key, value in routed["method"].items() if key in ENCODER_KEYS]
     try:
-        out = run_trial(BASELINE, args.task, args.fraction, args.seed, args.profile, task_sets, args.data_root,
-                        args.device)
+        out = api.run(BASELINE, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
+                      device=args.device, overrides=task_sets)
     except TrialFailed as exc:
         return f"failed: {exc}"
     if (out.trial.task_hash, out.trial.data_source) != (main.task_hash, main.data_source):
@@ -73,15 +80,13 @@ def _interval(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_trial
+    from benchmark import api
 
     sets = _sets(args)
     if args.protocol is not None:
         sets.append(("task.protocol", args.protocol))
-    out = run_trial(
-        args.method, args.task, args.fraction, args.seed, args.profile, sets,
-        args.data_root, args.device, args.force,
-    )
+    out = api.run(args.method, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
+                  device=args.device, force=args.force, overrides=sets)
     t = out.trial
     base = _baseline_beside(args, sets, t)
     if out.reused:
@@ -105,16 +110,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  data {t.data_source}{note}")
     pre = f" (pre-training {t.pretrain_seconds:.1f}s)" if t.pretrain_seconds else " (cached encoder)"
     print(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
-    print(f"  store {out.store_path}")
+    print(f"  store {out.store}")
     if args.json:
-        emit_json(
-            {
-                "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
-                "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
-                "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
-                "seconds": t.seconds, "reused": out.reused, BASELINE: _baseline_json(base),
-            }
-        )
+        emit_json({**out.as_dict(), BASELINE: _baseline_json(base)})
     return 0
 
 
@@ -129,14 +127,10 @@ def _baseline_json(base) -> dict | None:
 
 
 def pretrain(args: argparse.Namespace) -> int:
-    from benchmark.data.sources import data_root
-    from benchmark.runner import get_encoder, resolve
+    from benchmark import api
 
-    sets = _sets(args)
-    if args.max_steps is not None:
-        sets.append(("max_steps", args.max_steps))
-    resolved = resolve(args.method, None, args.profile, sets)
-    pre = get_encoder(resolved, data_root(args.data_root), args.device, args.force)
+    pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
+                       max_steps=args.max_steps, overrides=_sets(args))
     m = pre.meta
     state = "cached" if pre.reused else "pre-trained"
     print(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
@@ -178,9 +172,11 @@ def data(args: argparse.Namespace) -> int:
             print(f"{entry['file']:36s} {entry['count']:8d}  {entry['sha256'][:16]}")
         print(f"wrote {len(summary['lists'])} lists and summary.json to {out}")
         return 0
-    if args.name != "mimic":
-        raise UserError(f"data prepare is for mimic (the pre-training corpus), not {args.name!r}")
-    from benchmark.data.real.mimic import prepare
+    from benchmark.data.catalog import corpus
+    from benchmark.data.real.prepare import prepare
+
+    if args.name != corpus().name:
+        raise UserError(f"data prepare is for {corpus().name} (the pre-training corpus), not {args.name!r}")
 
     info = prepare(root, args.size, limit=args.limit)
     print(f"pre-training table {info['table']}: {info['rows']} frontal images with FINDINGS or IMPRESSION "
@@ -200,6 +196,14 @@ def list_registered(args: argparse.Namespace) -> int:
         for name in METHODS.names():
             desc = named_yaml("methods", name).get("description", "") if name in available("methods") else ""
             print(f"{name:12s} {desc}")
+        return 0
+    if args.what == "datasets":
+        from benchmark.data import catalog
+
+        for ds in catalog.everything():
+            title = ds.layout.title if ds.layout is not None else "phantom only"
+            where = type(ds).__module__
+            print(f"{ds.name:14s} {title:44s} {where}")
         return 0
     rows = []
     for name in available("tasks"):
@@ -236,7 +240,7 @@ def grid(args: argparse.Namespace) -> int:
         parse_seeds,
         split_list,
     )
-    from benchmark.grid import expand, run_plan, summary_lines
+    from benchmark.orchestrate.grid import expand, run_plan, summary_lines
 
     if args.experiment:
         if args.methods or args.tasks:
@@ -275,7 +279,7 @@ def _check_device_name(device: str) -> None:
 
 
 def tune(args: argparse.Namespace) -> int:
-    from benchmark.tune import run_search, search_lines
+    from benchmark.orchestrate.tune import run_search, search_lines
 
     _check_device_name(args.device)
     result = run_search(
@@ -287,7 +291,7 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def results(args: argparse.Namespace) -> int:
-    from benchmark.tables import format_results
+    from benchmark.report.results import format_results
 
     store = _store(args, readonly=True)
     print(format_results(store.all(), args.format, where=str(store.path)))
@@ -295,7 +299,7 @@ def results(args: argparse.Namespace) -> int:
 
 
 def table(args: argparse.Namespace) -> int:
-    from benchmark.tables import (
+    from benchmark.report.tables import (
         build_tables,
         load_reference,
         nothing_to_show,
@@ -317,7 +321,7 @@ def table(args: argparse.Namespace) -> int:
 
 
 def plot(args: argparse.Namespace) -> int:
-    from benchmark.plots import write_plots
+    from benchmark.report.plots import write_plots
 
     store = _store(args, readonly=True)
     for path in write_plots(store.all(), store.variants(), args.out, args.data):

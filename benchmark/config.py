@@ -7,8 +7,8 @@ the key, never a silent default, a loss that climbs, or a traceback deep inside
 a training loop. Ranges are declared once, on the field's type
 (``lr: Positive``), and read by :func:`build`.
 
-Config names are names, never paths, and a config file is bounded in size and
-in what its aliases expand to, so a YAML "billion laughs" fails in one line.
+Config names are names, never paths; files are read by :mod:`benchmark.yamlfile`
+(bounded in size and alias expansion, with ``include:``).
 
 Layers, later wins: class defaults < ``configs/<kind>/<name>.yaml`` (the paper's
 values) < ``configs/profiles/<profile>.yaml`` < ``--set``.
@@ -20,10 +20,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -32,6 +34,7 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
+from benchmark.yamlfile import MAX_CONFIG_BYTES, MAX_NODES, load_yaml, safe_yaml  # noqa: F401  (part of this module's interface)
 
 #: the largest seed: SQLite's INTEGER and torch's generators hold 64-bit signed integers
 SEED_MAX = 2**63 - 1
@@ -106,10 +109,6 @@ Seed = Annotated[int, SEED_RANGE]
 
 #: a config name: letters, digits, ``_ . -``, never a path (no separators, no leading dot)
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: what one config file may hold: its size, and the nodes its aliases expand to
-MAX_CONFIG_BYTES = 1 << 20
-MAX_NODES = 100_000
-
 
 def is_name(name: object) -> bool:
     return isinstance(name, str) and NAME.fullmatch(name) is not None
@@ -118,74 +117,6 @@ def is_name(name: object) -> bool:
 def check_seed(value: Any, what: str = "seed") -> int:
     """A seed from the command line or an experiment file: an int in [0, 2**63 - 1]."""
     return SEED_RANGE.check(value, what)
-
-
-def _expanded_nodes(root: yaml.Node, what: str) -> int:
-    """Nodes of ``root`` with every alias expanded (counted once per node, so
-    this is linear in the file), refusing more than MAX_NODES or a cycle."""
-    sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    open_: set[int] = set()
-    while stack:
-        node, done = stack.pop()
-        key = id(node)
-        kids = node.value if isinstance(node, yaml.SequenceNode) else (
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
-        if done:
-            open_.discard(key)
-            sizes[key] = 1 + sum(sizes[id(k)] for k in kids)
-            if sizes[key] > MAX_NODES:
-                raise UserError(f"{what} expands to more than {MAX_NODES:,} values through its aliases (&/*): "
-                                "write the values out")
-            continue
-        if key in sizes:
-            continue
-        if key in open_:
-            raise UserError(f"{what} has an alias (*) inside its own anchor (&): a config cannot contain itself")
-        open_.add(key)
-        stack.append((node, True))
-        stack.extend((k, False) for k in kids if id(k) not in sizes)
-    return sizes[id(root)]
-
-
-def safe_yaml(text: str, what: str) -> Any:
-    """``yaml.safe_load`` with the expansion bounded: a 500-byte "billion laughs"
-    of nested aliases is refused in one line instead of hanging whatever walks it."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _expanded_nodes(node, what)
-        return loader.construct_document(node)
-    except RecursionError:
-        raise UserError(f"{what} is nested too deeply") from None
-    finally:
-        loader.dispose()
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable, oversized or malformed file is a UserError."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config")
-    try:
-        data = safe_yaml(raw.decode("utf-8"), f"config file {path}")
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"config file {path} is not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of key: value")
-    return data
 
 
 def type_name(tp: Any) -> str:
@@ -349,18 +280,75 @@ def route_sets(
     return routed
 
 
+#: user config folders, os.pathsep-separated, searched before the shipped configs
+CONFIG_PATH_ENV = "BENCHMARK_CONFIG_PATH"
+#: the kinds of named config a folder may hold, one sub-folder each
+KINDS = ("methods", "tasks", "profiles", "sweeps", "experiments")
+
+
+def user_config_dirs() -> list[Path]:
+    """The folders in ``$BENCHMARK_CONFIG_PATH`` (``--config-path`` puts its folders
+    there, first), each laid out like the shipped configs: ``DIR/tasks/<name>.yaml``,
+    ``DIR/experiments/<name>.yaml``, ... A folder that does not exist is a UserError:
+    a typo would otherwise quietly run the shipped config of the same name."""
+    dirs = []
+    for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        folder = Path(entry).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"config folder {entry} ({CONFIG_PATH_ENV} or --config-path) is not a folder: "
+                            "give folders holding tasks/, methods/, experiments/, ... sub-folders")
+        dirs.append(folder)
+    return dirs
+
+
+@contextmanager
+def config_path(dirs: Iterable[str]) -> Iterator[None]:
+    """``--config-path``: ``dirs`` (each may hold several, os.pathsep-separated) go before
+    ``$BENCHMARK_CONFIG_PATH`` while the block runs, and are checked at once. They travel
+    through the environment, as absolute paths, so the processes a command starts (Ray's
+    local workers, DDP workers) search them too; the old value comes back after."""
+    given = [e for d in dirs for e in d.split(os.pathsep) if e.strip()]
+    old = os.environ.get(CONFIG_PATH_ENV)
+    if given:
+        absolute = [str(Path(e).expanduser().absolute()) if Path(e).expanduser().is_dir() else e for e in given]
+        os.environ[CONFIG_PATH_ENV] = os.pathsep.join([*absolute, *([old] if old else [])])
+    try:
+        user_config_dirs()  # a missing folder is said before any work starts
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CONFIG_PATH_ENV, None)
+        else:
+            os.environ[CONFIG_PATH_ENV] = old
+
+
+def config_dirs() -> list[Path]:
+    """Where named configs are looked up, first match wins: the user's folders, then the shipped ones."""
+    return [*user_config_dirs(), config_dir()]
+
+
+def find_config(kind: str, name: str) -> Path | None:
+    """``<dir>/<kind>/<name>.yaml`` in the first folder of :func:`config_dirs` that has it; None
+    for an unknown name. A name is a name: a path (``../x``, ``/abs/file``) never reaches outside."""
+    if not is_name(name):
+        return None
+    return next((p for d in config_dirs() if (p := d / kind / f"{name}.yaml").is_file()), None)
+
+
 def named_yaml(kind: str, name: str) -> dict[str, Any]:
-    """``configs/<kind>/<name>.yaml``; an unknown name lists what exists. A name is
-    a name: a path (``../x``, ``/abs/file``) never reaches outside the folder."""
-    folder = config_dir() / kind
-    path = folder / f"{name}.yaml"
-    if not is_name(name) or not path.is_file():
+    """The named config of ``kind`` (a user's before the shipped one); an unknown name lists what exists."""
+    path = find_config(kind, name)
+    if path is None:
         raise unknown_name(kind.rstrip("s"), str(name), available(kind))
     return load_yaml(path)
 
 
 def available(kind: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
+    """The names of ``kind``: the user's folders' and the shipped ones (files that configs
+    include live in ``includes/``, so they are never listed as tasks or sweeps)."""
+    return sorted({p.stem for d in config_dirs() for p in (d / kind).glob("*.yaml") if is_name(p.stem)})
 
 
 def profile_overrides(profile: str, method: str, kind: str | None = None) -> dict[str, dict[str, Any]]:

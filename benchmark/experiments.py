@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import available, check_seed, is_name, load_yaml
+from benchmark.config import available, check_seed, find_config, load_yaml
 from benchmark.errors import UserError
-from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
 
 KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set", "blocks"}
@@ -163,13 +162,13 @@ def _block(item: Any, spec: GridSpec, where: str) -> Block:
 
 
 def experiment_path(name: str) -> Path:
-    """A file path, or the name of ``configs/experiments/<name>.yaml`` (a name is a
+    """A file path, or the name of ``experiments/<name>.yaml`` in a config folder (a name is a
     name: ``../x`` never resolves outside that folder)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    named = config_dir() / "experiments" / f"{name}.yaml"
-    if is_name(name) and named.is_file():
+    named = find_config("experiments", name)
+    if named is not None:
         return named
     choices = ", ".join(available("experiments")) or "none"
     raise UserError(f"experiment file {name} not found (named experiments: {choices})")

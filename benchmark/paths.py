@@ -166,17 +166,20 @@ def atomic_torch_save(obj: object, path: Path) -> None:
 
 @contextmanager
 def exclusive(lock: Path, what: str) -> Iterator[None]:
-    """Hold an advisory lock on ``lock`` (created if needed): a second process doing
-    the same work waits, says so, and then finds the first one's result."""
-    import fcntl
+    """Hold an exclusive lock on ``lock`` (created if needed): a second process doing
+    the same work waits, says so, and then finds the first one's result. ``filelock``
+    locks the open file itself (``flock`` on Unix, ``msvcrt`` on Windows), so the
+    system frees it when the holder dies, even by SIGKILL, while a stopped holder
+    (SIGSTOP) keeps it."""
+    from filelock import FileLock, Timeout
 
-    with open(lock, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process %s (lock %s)", what, lock)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    held = FileLock(lock, thread_local=False)  # acquired and released by whichever thread runs the block
+    try:
+        held.acquire(timeout=0)  # one attempt first, so that a wait is said once
+    except Timeout:
+        log.info("waiting for another process %s (lock %s)", what, lock)
+        held.acquire()
+    try:
+        yield
+    finally:
+        held.release()

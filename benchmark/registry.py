@@ -1,4 +1,4 @@
-"""Name -> class registries for methods and task kinds, in the spirit of timm's
+"""Name -> object registries for methods, task kinds and data sets, in the spirit of timm's
 ``register_model`` / ``create_model``.
 
 A bad name is a :class:`UserError` that lists the valid names, closest first.
@@ -55,3 +55,5 @@ class Registry(Generic[T]):
 
 METHODS: Registry = Registry("method")
 TASK_KINDS: Registry = Registry("task kind")
+#: data set name -> its :class:`benchmark.data.dataset.DataSet` (one module each under benchmark/data/sets/)
+DATASETS: Registry = Registry("data set")

@@ -12,7 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from benchmark import __version__
 from benchmark.config import (
     build,
     check_seed,
@@ -34,7 +33,8 @@ from benchmark.errors import TrialFailed, UserError
 from benchmark.paths import REPO_ROOT
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
-from tasks.base import Fit
+from benchmark.version import __version__
+from tasks.base import EpochReport, Fit
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def check_source(resolved: Resolved, root) -> None:
 
 
 def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = False):
-    from benchmark.pretrain import export_baseline, pretrain
+    from benchmark.pretraining import export_baseline, pretrain
 
     check_source(resolved, root)
     if not resolved.method_cls.pretrains:
@@ -179,7 +179,10 @@ def run_trial(
     device: str = "auto",
     force: bool = False,
     store: Store | None = None,
+    on_epoch: EpochReport | None = None,
 ) -> Outcome:
+    """Run one trial (or find it finished in the store) and record it. ``on_epoch(epoch, score)``
+    hears every validation pass that may select the head (a search's scheduler)."""
     from benchmark.device import describe, pick_device
 
     trial, resolved, root = plan_trial(method, task, fraction, seed, profile, sets, data_root_arg)
@@ -192,7 +195,7 @@ def run_trial(
     started = time.monotonic()
     trial.device, trial.version, trial.git_rev = describe(dev), __version__, git_revision()
     try:
-        return _run(trial, resolved, root, dev, started, store)
+        return _run(trial, resolved, root, dev, started, store, on_epoch)
     except UserError:
         raise
     except Exception as exc:  # recorded as failed; a TrialFailed is one line, anything else keeps its traceback
@@ -208,7 +211,8 @@ def run_trial(
         raise
 
 
-def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Store) -> Outcome:
+def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Store,
+         on_epoch: EpochReport | None = None) -> Outcome:
     from benchmark.device import out_of_memory_as
 
     task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
@@ -222,7 +226,8 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
                  task, len(ids), len(train.ids), fraction, seed, manifest)
     encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
-              load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))))
+              load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
+              on_epoch=on_epoch)
     with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])
@@ -244,7 +249,7 @@ def load_method(resolved: Resolved, pre, rebuild=None):
     """The whole pre-trained method (heads, text tower) from its ``model.pt``; a damaged
     file is reported in one warning and rebuilt with ``rebuild()`` (which returns the new
     encoder), then loaded again."""
-    from benchmark.pretrain import DamagedCache, discard, load_model_weights
+    from benchmark.pretraining import DamagedCache, discard, load_model_weights
 
     model = resolved.method_cls(resolved.method_cfg)
     try:

@@ -9,7 +9,7 @@ median over the timed steps (CUDA events on a GPU, ``time.perf_counter`` on CPU)
   step sees, one pass per view (IMITATE: two views, 2 x batch images; ConVIRT,
   GLoRIA, PRIOR, ASG: one), with the loop's dtype, memory format and optimiser,
   through the loop's own ``train_step``;
-- step: the method's pre-training step exactly as ``benchmark.pretrain`` runs it
+- step: the method's pre-training step exactly as ``benchmark.pretraining`` runs it
   (``train_step``: autocast, ``training_step``, backward, clipping, AdamW) on
   batches from the loop's data pipeline; ``step_data`` also counts fetching the
   batch from the loader (augmentation), which the loop does between steps;
@@ -120,7 +120,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         seed_everything,
     )
     from benchmark.errors import UserError
-    from benchmark.pretrain import make_optimizer, to_device, train_step
+    from benchmark.pretraining import make_optimizer, to_device, train_step
     from benchmark.runner import resolve
     from methods.naive import naive_step_fn
 
@@ -197,7 +197,7 @@ def speed_lines(result: dict) -> list[str]:
             f"median of {result['steps']} steps after {result['warmup']} warm-up")
     lines = [head]
     lines += [f"  ceiling   {rate('ceiling')}   {backbone} fwd+bwd+AdamW on {result['views']} x batch images",
-              f"  step      {rate('step')}   the pre-training step (benchmark.pretrain.train_step)",
+              f"  step      {rate('step')}   the pre-training step (benchmark.pretraining.train_step)",
               f"  step+data {rate('step_data')}   the same plus fetching the batch (augmentation)",
               f"  naive     {rate('naive')}   the authors' per-step work (methods.naive)"]
     for key, label in (("step_over_ceiling", "step / ceiling"), ("step_data_over_ceiling", "step+data / ceiling"),

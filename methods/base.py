@@ -1,7 +1,7 @@
 """What every method shares: the pre-training config fields and the Method interface.
 
 A Method owns its model, its loss and its augmentations; the loop in
-``benchmark.pretrain`` owns everything else (optimiser, schedule, AMP,
+``benchmark.pretraining`` owns everything else (optimiser, schedule, AMP,
 checkpoints), so adding a method is one module plus one YAML.
 """
 

@@ -1,14 +1,69 @@
-"""Contrastive losses shared by every method (one module, like open_clip's loss.py)."""
+"""Contrastive losses shared by every method (one module, like open_clip's loss.py).
+
+One core, :func:`contrastive_loss` (cosine logits over a temperature, then
+cross-entropy along rows and columns with per-direction weights and hard or soft
+targets), expresses CICL, InfoNCE, CLIP, ConVIRT's asymmetric loss and the paired
+terms; the local losses (PRIOR, ASG, GLoRIA) build on the same pieces.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 
+class Directions(NamedTuple):
+    """A contrastive loss and its two directional terms: ``a_to_b`` along the rows
+    of the logits (each ``a`` picks its ``b``), ``b_to_a`` along the columns."""
+
+    loss: torch.Tensor
+    a_to_b: torch.Tensor
+    b_to_a: torch.Tensor
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a (not necessarily normalised) target matrix, mean over rows."""
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def cosine_logits(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """``cos(a_i, b_j) / temperature`` (B_a x B_b; batched: ... x N_a x N_b), in
+    float32 whatever the autocast dtype."""
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).transpose(-2, -1) / temperature
+
+
+def contrastive_from_logits(
+    logits: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
+) -> Directions:
+    """The contrastive core on given logits: cross-entropy along the rows against
+    ``targets`` and along the columns against ``targets.T``, weighted per direction.
+    ``targets=None`` means hard targets, the diagonal (the matched pairs); a
+    matrix gives soft targets (CICL's), used as given (not renormalised)."""
+    logits = logits.float()
+    if targets is None:
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        rows, cols = F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)
+    else:
+        rows, cols = soft_cross_entropy(logits, targets), soft_cross_entropy(logits.T, targets.T)
+    return Directions(weights[0] * rows + weights[1] * cols, rows, cols)
+
+
+def contrastive_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float | torch.Tensor,
+    targets: torch.Tensor | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
+) -> Directions:
+    """The one contrastive core every global loss below is written with: cosine
+    logits of the paired embeddings ``a``, ``b`` (B x D) over ``temperature``,
+    then :func:`contrastive_from_logits`. InfoNCE is weights (1, 1) (the two
+    directions summed), CLIP (0.5, 0.5), ConVIRT (w, 1 - w), CICL soft targets."""
+    return contrastive_from_logits(cosine_logits(a, b, temperature), targets, weights)
 
 
 def clinical_prior_targets(prior: torch.Tensor, temperature: float, ratio: float) -> torch.Tensor:
@@ -33,23 +88,19 @@ def cicl_loss(
     ``a``, ``b``: paired embeddings (B x D); ``prior``: raw text embeddings (B x E)
     whose correlations soften the targets; ``prior=None`` gives symmetric InfoNCE.
     """
-    logits = F.normalize(a.float(), dim=1) @ F.normalize(b.float(), dim=1).T / temperature
-    if prior is None:
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
-    target = clinical_prior_targets(prior, temperature, ratio)
-    return soft_cross_entropy(logits, target) + soft_cross_entropy(logits.T, target.T)
+    targets = None if prior is None else clinical_prior_targets(prior, temperature, ratio)
+    return contrastive_loss(a, b, temperature, targets).loss
 
 
 def infonce_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP): both directions summed."""
-    return cicl_loss(a, b, None, temperature)
+    """Symmetric InfoNCE: both directions summed (GLoRIA's and ASG's global loss)."""
+    return contrastive_loss(a, b, temperature).loss
 
 
 # -- PRIOR -------------------------------------------------------------------
 def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """CLIP loss with a (learnable) logit scale: mean of the two directions (PRIOR's global loss)."""
-    return 0.5 * infonce_loss(a, b, 1 / scale)
+    return contrastive_loss(a, b, 1 / scale, weights=(0.5, 0.5)).loss
 
 
 def simsiam_loss(x: torch.Tensor, y: torch.Tensor, predictor) -> torch.Tensor:
@@ -88,7 +139,7 @@ def region_alignment_loss(
     sentence (``mask`` False) are masked as rows and columns. CE over rows plus CE
     over columns, each a mean over every valid row of the batch (the reference's
     ignore_index); 0 when no region has a sentence."""
-    logits = F.normalize(regions.float(), dim=-1) @ F.normalize(texts.float(), dim=-1).transpose(1, 2) / temperature
+    logits = cosine_logits(regions, texts, temperature)
     n = mask.sum()
     if n == 0:
         return logits.sum() * 0
@@ -121,9 +172,8 @@ def symmetric_kl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 # -- ConVIRT / GLoRIA --------------------------------------------------------
 def paired_ce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of the matched (diagonal) pairs along rows (a -> b) and columns (b -> a)."""
-    logits = logits.float()
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels), F.cross_entropy(logits.T, labels)
+    _, rows, cols = contrastive_from_logits(logits)
+    return rows, cols
 
 
 def asymmetric_infonce(
@@ -131,8 +181,7 @@ def asymmetric_infonce(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ConVIRT: ``weight * CE(S, I) + (1 - weight) * CE(S.T, I)``, S = cosine / tau.
     Returns (loss, a -> b term, b -> a term)."""
-    rows, cols = paired_ce(F.normalize(a.float(), dim=1) @ F.normalize(b.float(), dim=1).T / temperature)
-    return weight * rows + (1 - weight) * cols, rows, cols
+    return contrastive_loss(a, b, temperature, weights=(weight, 1 - weight))
 
 
 def gloria_local_scores(
@@ -174,5 +223,4 @@ def gloria_local_loss(
 ) -> torch.Tensor:
     """GLoRIA's local loss: logits = logit_scale * R, CE + CE.T (summed, as in the code)."""
     r = gloria_local_scores(regions, words, word_mask, attention_temperature, word_temperature)
-    rows, cols = paired_ce(logit_scale * r)
-    return rows + cols
+    return contrastive_from_logits(logit_scale * r).loss

@@ -22,6 +22,12 @@ from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 
 PhantomSplit = Annotated[int, Range(1, 1_000_000)]
 
+#: ``on_epoch(epoch, score)``: called after every validation pass that may select the head
+#: (see ``train_head``: none before ``min_steps``, only finite scores) with the score as
+#: higher-is-better (the validation metric, or minus the validation loss); a search hands
+#: one per trial to report to its scheduler
+EpochReport = Callable[[int, float], None]
+
 
 @dataclass
 class TaskConfig:
@@ -70,6 +76,7 @@ class Fit:
     seed: int
     device: torch.device
     load_method: Callable[[], Any] | None = None  # the whole pre-trained method (joint-space tasks)
+    on_epoch: EpochReport | None = None  # per-epoch validation scores, for a search's scheduler
 
     def train_subset(self):
         from benchmark.data.splits import select
@@ -98,12 +105,6 @@ class Task:
         raise NotImplementedError
 
 
-#: called after every validation pass that may select the head (see ``train_head``: none
-#: before ``min_steps``) with (epoch, score: higher is better, i.e. the validation metric or
-#: minus the validation loss); searches report it to their scheduler
-EPOCH_HOOKS: list[Callable[[int, float], None]] = []
-
-
 def head_epochs(cfg: TaskConfig, n_train: int) -> int:
     """The epoch budget: ``cfg.epochs``, raised until it holds ``cfg.min_steps`` optimiser steps
     (a 1 % subset of 10 images in batches of 48 is one step per epoch)."""
@@ -116,6 +117,7 @@ def train_head(
     batch_loss: Callable[[str, np.ndarray], torch.Tensor],
     val_score: Callable[[], float] | None = None,
     encoder: nn.Module | None = None,
+    on_epoch: EpochReport | None = None,
 ) -> tuple[float, int]:
     """Head training for both protocols: AdamW, shuffled batches per (seed,
     epoch), early stopping on validation (models in eval mode), and the
@@ -127,7 +129,7 @@ def train_head(
     a head on a small subset trains at all: the epoch budget is raised to hold
     that many steps (``head_epochs``), and validation passes before the step
     count reaches it are neither candidates for the restored weights nor counted
-    by the patience counter (nor reported to ``EPOCH_HOOKS``); the first pass at or
+    by the patience counter (nor reported to ``on_epoch``); the first pass at or
     after ``min_steps`` is the first candidate. MGCA's and BenchX's loops have no
     such floor (``min_steps: 0`` is exactly their loop): there, a 10-image subset
     in batches of 48 takes one step per epoch and the validation loss can select
@@ -175,8 +177,8 @@ def train_head(
             else:
                 val = val_score()
         val = sign * val if math.isfinite(val) else math.inf
-        for hook in EPOCH_HOOKS if math.isfinite(val) else ():
-            hook(epochs_run, -val)
+        if on_epoch is not None and math.isfinite(val):
+            on_epoch(epochs_run, -val)
         if val < best or candidates == 1:
             best, best_state, stale = val, copy.deepcopy(trained.state_dict()), 0
         else:

@@ -237,7 +237,8 @@ class Classification(Task):
         # mgca selects on validation loss; finetune (BenchX) on the validation metric
         val_score = (lambda: self.metrics(predict("val"), target["val"])[c.metric]) if trained_encoder is not None else None
         best, epochs = train_head(
-            head, c, fit.seed, len(splits["train"].ids), len(fit.val.ids), batch_loss, val_score, encoder=trained_encoder
+            head, c, fit.seed, len(splits["train"].ids), len(fit.val.ids), batch_loss, val_score, encoder=trained_encoder,
+            on_epoch=fit.on_epoch,
         )
         selected = "val_loss" if val_score is None else f"val_{c.metric}"
         test = predict("test")

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import box_convert, box_iou, nms
 
 from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
@@ -89,9 +90,10 @@ def scaled_anchors(image_size: int) -> torch.Tensor:
 
 
 def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """IoU of a (w, h) box with each anchor when both are centred at the same point."""
-    inter = torch.minimum(wh[0], anchors[:, 0]) * torch.minimum(wh[1], anchors[:, 1])
-    return inter / (wh[0] * wh[1] + anchors[:, 0] * anchors[:, 1] - inter)
+    """IoU of a (w, h) box with each anchor when both are centred at the same point
+    (equal to the IoU of the two boxes placed at a shared corner)."""
+    corner = lambda sizes: torch.cat([torch.zeros_like(sizes), sizes], -1)
+    return box_iou(corner(wh.view(1, 2)), corner(anchors))[0]
 
 
 def assign_targets(
@@ -125,10 +127,10 @@ def assign_targets(
         return out[scale], a % ANCHORS_PER_SCALE, int(gx), int(gy), gx - int(gx), gy - int(gy)
 
     for i, image_boxes in enumerate(boxes):
-        for x, y, bw, bh in torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).tolist():
+        xywh = torch.as_tensor(image_boxes, dtype=torch.float32).reshape(-1, 4).double()  # float64: as Python floats
+        for cx, cy, bw, bh in box_convert(xywh, "xywh", "cxcywh").tolist():
             if bw <= 0 or bh <= 0:
                 continue
-            cx, cy = x + bw / 2, y + bh / 2
             ious = shape_iou(torch.tensor([bw, bh]), anchors)
             best = int(ious.argmax())
             for a in torch.nonzero(ious > ignore_iou).flatten().tolist():
@@ -179,7 +181,7 @@ def decode(outputs: list[torch.Tensor], anchors: torch.Tensor, strides: tuple[in
         cx = (torch.sigmoid(p[..., 0]) + gx) * strides[scale]
         cy = (torch.sigmoid(p[..., 1]) + gy) * strides[scale]
         wh = torch.exp(p[..., 2:4].clamp(max=6.0)) * a  # clamp: no overflow from an untrained head
-        boxes = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], -1)
+        boxes = box_convert(torch.cat([torch.stack([cx, cy], -1), wh], -1), "cxcywh", "xyxy")
         all_boxes.append(boxes.flatten(1, 3))
         all_scores.append((torch.sigmoid(p[..., 4]) * torch.sigmoid(p[..., 5])).flatten(1))
     return torch.cat(all_boxes, 1), torch.cat(all_scores, 1)
@@ -191,8 +193,6 @@ def postprocess(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image: scores >= threshold, boxes clipped to the image, NMS, the top
     ``max_detections``. Returns (boxes k x 4, scores k) per image."""
-    from torchvision.ops import nms
-
     result = []
     for b, s in zip(boxes, scores):
         keep = s >= conf_threshold
@@ -241,10 +241,6 @@ def pixel_boxes(split, image_size: int) -> list[torch.Tensor]:
     return [torch.as_tensor(np.asarray(b, np.float32)).reshape(-1, 4) * scale for b in split.boxes]
 
 
-def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
-
-
 @TASK_KINDS.register("detection")
 class Detection(Task):
     config_class = DetectionConfig
@@ -279,7 +275,7 @@ class Detection(Task):
                     for b, s in postprocess(*raw, c.conf_threshold, c.nms_iou, c.image_size, c.max_detections):
                         pred_boxes.append(b.cpu().numpy())
                         pred_scores.append(s.cpu().numpy())
-            return pred_boxes, pred_scores, [xywh_to_xyxy(b).numpy() for b in boxes[name]]
+            return pred_boxes, pred_scores, [box_convert(b, "xywh", "xyxy").numpy() for b in boxes[name]]
 
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
             idx = np.sort(idx)  # FrozenFeatures reads the rows in sorted order
@@ -290,6 +286,7 @@ class Detection(Task):
         best, epochs_run = train_head(
             head, c, seed, len(train.ids), len(val.ids), batch_loss,
             lambda: detection_map(*predictions("val"), MAP_IOU_THRESHOLDS, c.count_negatives), encoder=trained_encoder,
+            on_epoch=fit.on_epoch,
         )
         test = predictions("test")
         test_map = DetectionAP(*test, MAP_IOU_THRESHOLDS, c.count_negatives)  # matched once, resampled by weights

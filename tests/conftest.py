@@ -14,4 +14,5 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("BENCHMARK_STORE", str(tmp_path / "store.sqlite"))
     monkeypatch.delenv("BENCHMARK_DATA", raising=False)
+    monkeypatch.delenv("BENCHMARK_CONFIG_PATH", raising=False)  # a user's own config folders
     return tmp_path

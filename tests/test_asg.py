@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from benchmark.config import build
-from benchmark.data.phantom.datasets import PairCorpus
+from benchmark.data.types import PairCorpus
 from methods.anatomy_rules import (
     REGION_NAMES,
     REGIONS,

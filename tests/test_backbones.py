@@ -160,7 +160,7 @@ def test_linear_probe_on_resnet18_and_feature_caches_differ_between_backbones(ca
 
 def test_backbone_lr_puts_the_image_encoder_in_its_own_group():
     """backbone_lr: the ResNet at its rate, the text tower and heads at the method's lr; 0: one group."""
-    from benchmark.pretrain import make_optimizer
+    from benchmark.pretraining import make_optimizer
     from benchmark.runner import resolve
 
     r = resolve("convirt", None, "smoke", [("backbone", "resnet18"), ("backbone_lr", 1e-3)])

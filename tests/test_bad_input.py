@@ -8,6 +8,8 @@ may return more {placeholders} for the argv).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -147,6 +149,28 @@ def planted_configs(tmp, monkeypatch):
     """YAML files outside the configs folder that a name used as a path would load."""
     (tmp / "evil.yaml").write_text("kind: classification\ndataset: rsna\nmetric: auroc\nepochs: 0\n")
     (tmp / "evil_profile.yaml").write_text("method: {epochs: 0}\n")
+
+
+def includes_gone_wrong(tmp, monkeypatch):
+    """Experiment files whose include: loops, names a missing file or a file that holds no mapping."""
+    grid = "methods: [random]\ntasks: [rsna_cls]\nfractions: [1]\nseeds: [0]\n"
+    (tmp / "loop_a.yaml").write_text("include: loop_b.yaml\n" + grid)
+    (tmp / "loop_b.yaml").write_text("include: loop_a.yaml\n")
+    (tmp / "gone.yaml").write_text("include: nowhere.yaml\n" + grid)
+    (tmp / "items.yaml").write_text("- random\n- imitate\n")
+    (tmp / "of_list.yaml").write_text("include: [items.yaml]\n" + grid)
+
+
+def user_dataset_modules(tmp, monkeypatch):
+    (tmp / "cfg" / "datasets").mkdir(parents=True)
+    (tmp / "cfg" / "datasets" / "broken.py").write_text("import nonexistent_module_xyz\n")
+    (tmp / "twice" / "datasets").mkdir(parents=True)
+    (tmp / "twice" / "datasets" / "again.py").write_text(
+        "from benchmark.data.dataset import DataSet\nfrom benchmark.registry import DATASETS\n"
+        "DATASETS.register('rsna')(DataSet())\n")
+    (tmp / "tasks_cfg" / "tasks").mkdir(parents=True)
+    (tmp / "tasks_cfg" / "tasks" / "bad_ds.yaml").write_text("kind: classification\ndataset: nosuch\nmetric: auroc\n")
+    return {"{userdata}": str(Path(__file__).parent / "userdata")}
 
 
 def disk_full(tmp, monkeypatch):
@@ -595,6 +619,33 @@ CASES = [
      ["'supervised' is a phantom-only positive control"], lambda tmp, mp: mp.setenv("BENCHMARK_DATA", str(tmp))),
     ("supervised on zero-shot", ["run", "--method", "supervised", "--task", "rsna_zs", "--profile", "smoke"],
      ["needs a method with a text tower", "'supervised' has none"], None),
+    # issue 16: config files (include:, --config-path)
+    ("include cycle", ["grid", "--experiment", "{tmp}/loop_a.yaml", "--dry-run"],
+     ["config file {tmp}/loop_b.yaml includes itself: {tmp}/loop_a.yaml -> {tmp}/loop_b.yaml -> {tmp}/loop_a.yaml"],
+     includes_gone_wrong),
+    ("include of a missing file", ["grid", "--experiment", "{tmp}/gone.yaml", "--dry-run"],
+     ["config file {tmp}/gone.yaml includes {tmp}/nowhere.yaml, which is not a file"], includes_gone_wrong),
+    ("include of a list", ["grid", "--experiment", "{tmp}/of_list.yaml", "--dry-run"],
+     ["config file {tmp}/items.yaml must hold a mapping of key: value"], includes_gone_wrong),
+    ("config path missing", ["--config-path", "{tmp}/nope", "list", "tasks"],
+     ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH or --config-path) is not a folder"], None),
+    ("config path missing after the command", [*SMOKE, "--config-path", "{tmp}/nope"], ["config folder {tmp}/nope"], None),
+    ("config path from env missing", ["list", "tasks"], ["config folder {tmp}/nope (BENCHMARK_CONFIG_PATH"],
+     lambda tmp, mp: mp.setenv("BENCHMARK_CONFIG_PATH", f"{tmp}/nope")),
+    ("config path empty", ["--config-path", " ", "list", "tasks"], ["argument --config-path: must not be empty"], None),
+    # issue 16: data sets as a registry
+    ("data set module fails to import", ["--config-path", "{tmp}/cfg", "data", "check", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/cfg/datasets/broken.py failed to import: ModuleNotFoundError"], user_dataset_modules),
+    ("data set module reuses a name", ["--config-path", "{tmp}/twice", "data", "split", "rsna", "--data-root", "{tmp}"],
+     ["data set module {tmp}/twice/datasets/again.py failed to import: ValueError: data set 'rsna' registered twice"],
+     user_dataset_modules),
+    ("task on an unknown data set", ["--config-path", "{tmp}/tasks_cfg", "run", "--method", "random", "--task", "bad_ds", "--profile", "smoke"],
+     ["unknown data set 'nosuch'; valid: ", "rsna"], user_dataset_modules),
+    ("data set without a phantom stand-in", ["--config-path", "{userdata}", "run", "--method", "random", "--task", "toy_cxr_cls", "--profile", "smoke"],
+     ["no phantom stand-in for data set 'toy_cxr': it runs on real data only; pass --data-root DIR"],
+     user_dataset_modules),
+    ("prepare an unknown data set", ["data", "prepare", "mimc", "--data-root", "{tmp}"],
+     ["data prepare is for mimic (the pre-training corpus), not 'mimc'"], None),
 ]
 
 

@@ -114,7 +114,7 @@ def test_random_is_seeded_and_untrained(capsys):
     assert main(["run", "--method", "random", "--task", "rsna_seg", "--profile", "smoke", "--fraction", "0.5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["method"] == "random" and 0 <= out["value"] <= 1
-    from benchmark.pretrain import export_baseline
+    from benchmark.pretraining import export_baseline
     from benchmark.runner import resolve
     from methods.baselines import RandomInit
 

@@ -25,7 +25,7 @@ def test_run_stores_then_reuses_then_forces(capsys, monkeypatch):
     first = last_json(capsys.readouterr().out)
     assert first["metric"] == "dice" and 0 <= first["value"] <= 1
     assert first["data_source"] == PHANTOM_TAG and first["reused"] is False
-    from benchmark.data.phantom.datasets import phantom_rsna
+    from benchmark.data.sets.rsna import phantom_rsna
 
     counts = np.bincount(phantom_rsna("train", 20, 32).labels)
     assert first["metrics"]["train_images"] == sum(max(1, round(0.1 * c)) for c in counts)  # stratified
@@ -80,7 +80,7 @@ def test_module_entry_point_exit_status():
 
 
 def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
-    from benchmark.pretrain import cached_encoder
+    from benchmark.pretraining import cached_encoder
     from benchmark.runner import get_encoder, resolve
     from methods.imitate import Imitate
 

@@ -140,7 +140,7 @@ def test_loss_goes_down_on_a_fixed_batch():
 
 def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretrain import read_weights
+    from benchmark.pretraining import read_weights
     from methods.encoders import ResNetStages
 
     assert main(["pretrain", "--method", "supervised", "--profile", "smoke", "--set", "backbone=resnet18", "--json"]) == 0
@@ -189,9 +189,9 @@ def test_supervised_has_no_joint_space_and_is_listed(capsys):
 # ------------------------------------------------------------------ the negative control
 def test_two_random_inits_are_two_encoders_and_two_table_rows(tmp_path):
     from benchmark.experiments import load_experiment, trial_sets
-    from benchmark.grid import expand
-    from benchmark.pretrain import export_baseline
-    from benchmark.tables import build_tables
+    from benchmark.orchestrate.grid import expand
+    from benchmark.pretraining import export_baseline
+    from benchmark.report.tables import build_tables
 
     (tmp_path / "controls.yaml").write_text(
         "methods:\n  - random\n  - {method: random, variant: random-init1, set: {seed: 1}}\n"

@@ -98,7 +98,7 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretrain import encoder_dir, train_loop
+    from benchmark.pretraining import encoder_dir, train_loop
     from benchmark.runner import resolve
     from methods.imitate import Imitate
 
@@ -164,7 +164,7 @@ def test_global_batches_do_not_depend_on_the_process_count():
 def test_memmapped_corpus_pickles_as_its_path(tmp_path, monkeypatch):
     import pickle
 
-    from benchmark.data.phantom.datasets import PairCorpus
+    from benchmark.data.types import PairCorpus
 
     monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path))
     arr = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(50, 64, 64))

@@ -160,6 +160,52 @@ def test_a_second_pretraining_of_the_same_encoder_waits_for_the_first(tmp_path, 
         assert out.startswith("imitate pre-trained: 12 steps"), out
 
 
+LOCK_HOLDER = """
+import logging, sys, time
+from pathlib import Path
+from benchmark.paths import exclusive
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+with exclusive(Path(sys.argv[1]), "doing the same work"):
+    print("in", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("out", flush=True)
+"""
+
+
+def _lock_holder(lock: Path, seconds: float, **streams) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock), str(seconds)], text=True,
+                            stdout=subprocess.PIPE, **streams)
+
+
+# issue 16: the encoder lock is filelock's; the same behaviour as the fcntl one, in seconds
+@pytest.mark.parametrize("first", ["finishes", "is killed"])
+def test_the_encoder_lock_waits_for_a_stopped_holder_and_is_freed_when_it_ends(tmp_path, first):
+    lock = tmp_path / ".lock"
+    one = _lock_holder(lock, 60 if first == "is killed" else 1.0)
+    assert one.stdout.readline().strip() == "in"
+    one.send_signal(signal.SIGSTOP)  # holds the lock without running
+    log = tmp_path / "two.log"
+    with log.open("w") as fh:
+        two = _lock_holder(lock, 0, stderr=fh)
+    deadline = time.monotonic() + 60
+    try:
+        while "waiting for another process doing the same work" not in log.read_text():
+            assert two.poll() is None, log.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert two.poll() is None  # still waiting: the stopped holder keeps the lock
+    finally:
+        one.send_signal(signal.SIGKILL if first == "is killed" else signal.SIGCONT)
+    assert two.communicate(timeout=60)[0].split() == ["in", "out"]
+    assert one.wait(timeout=60) == (-signal.SIGKILL if first == "is killed" else 0)
+    assert log.read_text().count("waiting for another process") == 1
+    assert lock.exists()
+    three = _lock_holder(lock, 0, stderr=subprocess.PIPE)  # nobody holds it: no wait, no message
+    out, err = three.communicate(timeout=60)
+    assert out.split() == ["in", "out"] and "waiting" not in err
+
+
 WRITER = """
 import sys
 from benchmark.store import Store, Trial
@@ -231,7 +277,7 @@ class Command:
 
 def encoder_folder(method: str, sets: list | None = None) -> Path:
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretrain import encoder_dir
+    from benchmark.pretraining import encoder_dir
     from benchmark.runner import resolve
 
     cfg = resolve(method, None, "smoke", sets or []).method_cfg
@@ -276,7 +322,7 @@ def test_a_resume_checkpoint_loads_weights_only(tmp_path):
     import io
 
     import methods  # noqa: F401
-    from benchmark.pretrain import RESUME_KEYS, make_optimizer, read_resume
+    from benchmark.pretraining import RESUME_KEYS, make_optimizer, read_resume
     from benchmark.registry import METHODS
     from benchmark.runner import resolve
 

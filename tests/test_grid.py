@@ -17,7 +17,7 @@ GRID = ["grid", "--methods", "random,imitate", "--tasks", "rsna_cls", "--fractio
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance for the module (grid and tune join it instead of starting their own)."""
-    from benchmark.raycluster import connect
+    from benchmark.orchestrate.raycluster import connect
 
     session = connect(None, num_cpus=2)
     yield session
@@ -71,9 +71,9 @@ def test_grid_interrupted_by_ctrl_c_resumes_with_the_same_command(ray_session, c
     import os
     import signal
 
-    import benchmark.grid
+    import benchmark.orchestrate.grid
 
-    say = benchmark.grid.say
+    say = benchmark.orchestrate.grid.say
 
     def say_then_interrupt(line):
         say(line)
@@ -83,7 +83,7 @@ def test_grid_interrupted_by_ctrl_c_resumes_with_the_same_command(ray_session, c
     argv = ["grid", "--methods", "random", "--tasks", "rsna_cls", "--fractions", "0.1,0.2,0.5", "--seeds", "42",
             "--profile", "smoke"]
     with monkeypatch.context() as patch:
-        patch.setattr(benchmark.grid, "say", say_then_interrupt)
+        patch.setattr(benchmark.orchestrate.grid, "say", say_then_interrupt)
         assert main(argv) == 1
     out = capsys.readouterr().out
     assert "not run (interrupted)" in out
@@ -122,7 +122,7 @@ def test_tune_selects_on_validation_with_per_epoch_reports(ray_session, capsys, 
 
 def test_ablation_experiment_expands_to_named_variants():
     from benchmark.experiments import load_experiment
-    from benchmark.grid import expand
+    from benchmark.orchestrate.grid import expand
 
     spec = load_experiment("imitate_ablations")
     store = Store()
@@ -139,7 +139,7 @@ def test_ablation_experiment_expands_to_named_variants():
 def test_phantom_power_blocks_add_100_percent_with_fewer_seeds(capsys):
     """The main grid (11 entries x 2 tasks x 1 % x 5 seeds) plus its block (rsna_cls x 100 % x 2 seeds)."""
     from benchmark.experiments import load_experiment
-    from benchmark.grid import expand
+    from benchmark.orchestrate.grid import expand
 
     spec = load_experiment("phantom_power")
     assert spec.profile == "phantom"
@@ -170,7 +170,7 @@ def test_experiment_blocks_bad_keys_and_labels(tmp_path, capsys):
 
 
 def test_running_a_plan_names_its_variants_in_the_store():
-    from benchmark.grid import Plan, run_plan
+    from benchmark.orchestrate.grid import Plan, run_plan
 
     store = Store()
     summary = run_plan(Plan("smoke", None, variants=[("imitate", "abc123", "imitate-flat")]), store)

@@ -58,12 +58,9 @@ def test_min_steps_counts_optimiser_steps_not_epochs(steps):
 
 def test_min_steps_never_restores_the_head_near_its_initialisation(steps):
     seen = []
-    base.EPOCH_HOOKS[:] = [lambda epoch, score: seen.append(epoch)]
-    try:
-        head = Scalar()
-        best, _ = train_head(head, cfg(min_steps=50), 0, 10, 4, pulled_away(head))
-    finally:
-        base.EPOCH_HOOKS.clear()
+    head = Scalar()
+    best, _ = train_head(head, cfg(min_steps=50), 0, 10, 4, pulled_away(head),
+                         on_epoch=lambda epoch, score: seen.append(epoch))
     # AdamW moves w by about lr per step towards 10: after 50 steps w is near 5, far
     # from the first-epoch head (w = 0.1) that the validation loss prefers
     assert head.w.item() > 4.0
@@ -96,3 +93,19 @@ def test_finetune_schedule_spans_the_raised_budget(steps):
     assert len(steps) == 50
     assert steps == pytest.approx([0.1 * factor(k) for k in range(50)])
     assert all(lr > 0 for lr in steps)
+
+
+def test_a_trial_reports_each_selectable_epoch_to_its_own_callback():
+    """``on_epoch`` goes through the runner and the task's fit: every validation pass of the
+    trial (minus its loss: higher is better), the best of them the stored val_loss; a second
+    trial's callback hears only its own trial, and a trial with none runs as before."""
+    from benchmark.runner import run_trial
+
+    first, second = [], []
+    out = run_trial("random", "rsna_cls", 0.5, 42, "smoke", on_epoch=lambda epoch, score: first.append((epoch, score)))
+    metrics = out.trial.metrics
+    assert [e for e, _ in first] == list(range(1, metrics["epochs"] + 1))
+    assert max(s for _, s in first) == pytest.approx(-metrics["val_loss"])
+    run_trial("random", "rsna_cls", 0.5, 7, "smoke", on_epoch=lambda epoch, score: second.append((epoch, score)))
+    assert len(first) == metrics["epochs"] and second and second != first
+    assert run_trial("random", "rsna_cls", 0.2, 42, "smoke").trial.status == "finished"

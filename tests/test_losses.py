@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.losses import cicl_loss, clinical_prior_targets
+from methods.losses import (
+    cicl_loss,
+    clinical_prior_targets,
+    contrastive_from_logits,
+    contrastive_loss,
+)
 
 
 def test_cicl_matches_hand_computed_value():
@@ -55,3 +60,47 @@ def test_uncorrelated_prior_reduces_to_infonce_and_correlated_prior_changes_loss
     assert cicl_loss(a, b, anti, 0.07).item() == pytest.approx(base.item(), rel=1e-6)
     same = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.1], [3.0, 1.0, 2.0]])
     assert cicl_loss(a, b, same, 0.07).item() > base.item()  # extra positive mass adds CE
+
+
+# -- the contrastive core (issue 16) ------------------------------------------
+# cosines S = [[1, 1], [0, 0]] (b rescaled: only directions count), tau 0.1 -> logits 10 S;
+# rows (a -> b): [10, 10] label 0 and [0, 0] label 1 -> log 2 each;
+# columns (b -> a), rows of 10 S.T = [[10, 0], [10, 0]]: log(1 + e^-10) and log(1 + e^10).
+A, B = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[3.0, 0.0], [0.5, 0.0]])
+ROWS = math.log(2)
+COLS = (math.log(1 + math.exp(-10)) + math.log(1 + math.exp(10))) / 2
+
+
+def test_core_direction_weights_pick_one_direction():
+    rows_only = contrastive_loss(A, B, 0.1, weights=(1.0, 0.0))
+    cols_only = contrastive_loss(A, B, 0.1, weights=(0.0, 1.0))
+    assert rows_only.loss.item() == pytest.approx(ROWS, rel=1e-6)
+    assert cols_only.loss.item() == pytest.approx(COLS, rel=1e-6)  # 5.0000227, far from log 2
+    assert rows_only.a_to_b.item() == pytest.approx(ROWS, rel=1e-6)
+    assert rows_only.b_to_a.item() == pytest.approx(COLS, rel=1e-6)
+    assert contrastive_loss(A, B, 0.1).loss.item() == pytest.approx(ROWS + COLS, rel=1e-6)
+
+
+def test_core_identity_soft_targets_equal_the_hard_path():
+    torch.manual_seed(3)
+    a, b = torch.randn(7, 5, requires_grad=True), torch.randn(7, 5)
+    hard = contrastive_loss(a, b, 0.07, weights=(0.75, 0.25))
+    soft = contrastive_loss(a, b, 0.07, targets=torch.eye(7), weights=(0.75, 0.25))
+    for h, s in zip(hard, soft):
+        assert s.item() == pytest.approx(h.item(), rel=1e-6)
+    (g_hard,), (g_soft,) = torch.autograd.grad(hard.loss, a), torch.autograd.grad(soft.loss, a)
+    assert torch.allclose(g_hard, g_soft, rtol=1e-5, atol=1e-7)
+    assert hard.a_to_b.item() != pytest.approx(hard.b_to_a.item(), rel=1e-3)  # the two directions differ
+
+
+def test_core_soft_targets_are_transposed_for_the_columns():
+    # logits 10 S as above; targets T = [[1, 0], [0.5, 1]] (not symmetric, not normalised).
+    # rows: row 0 -> log 2; row 1 -> (0.5 + 1) log 2. columns use T.T = [[1, 0.5], [0, 1]] on
+    # 10 S.T with L = log(e^10 + 1): row 0 -> (L - 10) + 0.5 L; row 1 -> L.
+    logits = 10 * torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.5, 1.0]])
+    big = math.log(math.exp(10) + 1)
+    out = contrastive_from_logits(logits, target)
+    assert out.a_to_b.item() == pytest.approx(1.25 * math.log(2), rel=1e-6)
+    assert out.b_to_a.item() == pytest.approx((2.5 * big - 10) / 2, rel=1e-6)
+    assert out.loss.item() == pytest.approx(out.a_to_b.item() + out.b_to_a.item(), rel=1e-6)

@@ -10,15 +10,10 @@ import pytest
 
 from benchmark.data.phantom import reports as reports_mod
 from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
-from benchmark.data.phantom.datasets import (
-    PHANTOM_VERSION,
-    phantom_corpus,
-    phantom_rsna,
-    rsna_lesions,
-    seeded_rng,
-)
+from benchmark.data.phantom.datasets import PHANTOM_VERSION, phantom_corpus, seeded_rng
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import Report, load_reports
+from benchmark.data.sets.rsna import phantom_rsna, rsna_lesions
 from benchmark.errors import UserError
 
 

@@ -12,13 +12,11 @@ import pytest
 
 from benchmark.data.integrity import KEY
 from benchmark.data.phantom import reports as reports_mod
-from benchmark.data.phantom.datasets import (
-    PHANTOM_VERSION,
-    phantom_corpus,
-    phantom_rsna,
-)
+from benchmark.data.phantom.datasets import PHANTOM_VERSION, phantom_corpus
 from benchmark.data.phantom.fivex200 import phantom_5x200
-from benchmark.data.phantom.sets import phantom_chexpert, phantom_siim
+from benchmark.data.sets.chexpert import phantom_chexpert
+from benchmark.data.sets.rsna import phantom_rsna
+from benchmark.data.sets.siim import phantom_siim
 from benchmark.paths import cache_dir
 
 

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmark.data.phantom import sets as S
+from benchmark.data.sets import chexpert, covidx, nih, object_cxr, siim
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import PHANTOM_VERSION, seeded_rng
 from benchmark.data.phantom.render import render
-from benchmark.data.sources import PHANTOM_SETS, task_splits
+from benchmark.data.catalog import PHANTOMS as PHANTOM_SETS
+from benchmark.data.sources import task_splits
 from benchmark.errors import UserError
 
 SIZE = 32
@@ -37,7 +38,7 @@ def _specs(fn, n: int, tag: str = "t"):
 
 
 def test_chexpert_label_rates_and_cooccurrence():
-    y = np.asarray([lab for _, lab in _specs(S.chexpert_lesions, 3000)])
+    y = np.asarray([lab for _, lab in _specs(chexpert.chexpert_lesions, 3000)])
     assert y.shape == (3000, 5)
     rates = y.mean(0)
     assert ((rates > 0.08) & (rates < 0.32)).all(), rates
@@ -51,13 +52,13 @@ def test_chexpert_label_rates_and_cooccurrence():
 
 def test_chexpert_labels_match_drawn_kinds():
     kind_of = ("atelectasis", "cardiomegaly", "opacity", "edema", "effusion")
-    for lesions, lab in _specs(S.chexpert_lesions, 400):
+    for lesions, lab in _specs(chexpert.chexpert_lesions, 400):
         kinds = {les.kind for les in lesions}
         assert [int(k in kinds) for k in kind_of] == lab
 
 
 def test_covidx_classes_and_kinds():
-    specs = _specs(S.covidx_lesions, 3000)
+    specs = _specs(covidx.covidx_lesions, 3000)
     cls = np.asarray([c for _, c in specs])
     rates = np.bincount(cls, minlength=3) / len(cls)
     assert 0.38 < rates[0] < 0.52 and 0.24 < rates[1] < 0.36 and 0.19 < rates[2] < 0.31
@@ -73,9 +74,9 @@ def test_covidx_classes_and_kinds():
 
 
 def test_siim_and_object_rates():
-    ptx = np.asarray([lab for _, lab in _specs(S.siim_lesions, 3000)])
+    ptx = np.asarray([lab for _, lab in _specs(siim.siim_lesions, 3000)])
     assert 0.22 < ptx.mean() < 0.28
-    specs = _specs(S.object_cxr_lesions, 2000)
+    specs = _specs(object_cxr.object_cxr_lesions, 2000)
     obj = np.asarray([lab for _, lab in specs])
     assert 0.45 < obj.mean() < 0.55
     for lesions, lab in specs[:300]:
@@ -83,9 +84,9 @@ def test_siim_and_object_rates():
 
 
 def test_nih_labels_and_mapping():
-    specs = _specs(S.nih_lesions, 3000)
+    specs = _specs(nih.nih_lesions, 3000)
     y = np.asarray([lab for _, lab in specs])
-    assert y.shape == (3000, 14) and len(S.NIH_CLASSES) == 14
+    assert y.shape == (3000, 14) and len(nih.NIH_CLASSES) == 14
     rates = y.mean(0)
     assert (rates > 0.02).all() and (rates < 0.25).all(), rates
     assert 0.35 < (y.sum(1) == 0).mean() < 0.7
@@ -94,9 +95,9 @@ def test_nih_labels_and_mapping():
     for lesions, lab in specs[:500]:
         kinds = {les.kind for les in lesions}
         for name, kind in need.items():
-            if lab[S.NIH_CLASSES.index(name)]:
+            if lab[nih.NIH_CLASSES.index(name)]:
                 assert kind in kinds, name
-        if lab[S.NIH_CLASSES.index("Mass")]:
+        if lab[nih.NIH_CLASSES.index("Mass")]:
             assert max(les.severity for les in lesions if les.kind == "nodule") >= 0.85
         if not any(lab):
             assert kinds <= {"catheter", "pacemaker"}
@@ -147,35 +148,35 @@ def test_foreign_objects_bright_with_boxes():
 
 
 def test_chexpert_set_cached_deterministic_prefix(tmp_path, monkeypatch):
-    data = S.phantom_chexpert("train", 40, SIZE)
+    data = chexpert.phantom_chexpert("train", 40, SIZE)
     assert len(data) == 40 and data.images.shape == (40, SIZE, SIZE) and data.images.dtype == np.uint8
     assert isinstance(data.images, np.memmap)
     assert data.labels.shape == (40, 5) and data.labels.dtype == np.int64
-    assert set(np.unique(data.labels)) <= {0, 1} and data.classes == S.CHEXPERT_CLASSES
+    assert set(np.unique(data.labels)) <= {0, 1} and data.classes == chexpert.CHEXPERT_CLASSES
     assert data.ids[3] == "chexpert-train-000003" and len(data.fingerprint) == 12
     # Image i is drawn from seed (version, "chexpert", split, i).
     rng = seeded_rng(PHANTOM_VERSION, "chexpert", "train", 7)
-    lesions, lab = S.chexpert_lesions(rng)
+    lesions, lab = chexpert.chexpert_lesions(rng)
     assert np.array_equal(data.images[7], render(lesions, rng, SIZE).image) and list(data.labels[7]) == lab
     t0 = time.perf_counter()
-    again = S.phantom_chexpert("train", 40, SIZE)
+    again = chexpert.phantom_chexpert("train", 40, SIZE)
     assert time.perf_counter() - t0 < 0.5
     assert np.array_equal(np.asarray(again.images), np.asarray(data.images))
     monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path / "fresh"))
-    prefix = S.phantom_chexpert("train", 15, SIZE)
+    prefix = chexpert.phantom_chexpert("train", 15, SIZE)
     assert np.array_equal(np.asarray(prefix.images), np.asarray(data.images[:15]))
     assert np.array_equal(prefix.labels, data.labels[:15]) and prefix.fingerprint != data.fingerprint
-    val = S.phantom_chexpert("val", 15, SIZE)
+    val = chexpert.phantom_chexpert("val", 15, SIZE)
     assert not any(np.array_equal(val.images[i], prefix.images[i]) for i in range(15))
     with pytest.raises(UserError):
-        S.phantom_chexpert("dev", 10, SIZE)
+        chexpert.phantom_chexpert("dev", 10, SIZE)
     with pytest.raises(UserError):
-        S.phantom_nih("train", 0, SIZE)
+        nih.phantom_nih("train", 0, SIZE)
 
 
 def test_siim_masks_are_pneumothorax_regions_inside_lungs():
     size = 64  # at <= 32 px the (>= 1 px wide) pleural line outweighs the darker air
-    data = S.phantom_siim("train", 48, size)
+    data = siim.phantom_siim("train", 48, size)
     assert data.masks.shape == data.images.shape == (48, size, size) and data.masks.dtype == np.uint8
     assert data.labels.dtype == np.int64 and 5 <= data.labels.sum() <= 25
     for i in range(len(data)):
@@ -183,7 +184,7 @@ def test_siim_masks_are_pneumothorax_regions_inside_lungs():
         assert set(np.unique(m)) <= {0, 1}
         assert bool(m.any()) == bool(data.labels[i]) == (len(data.boxes[i]) > 0)
         rng = seeded_rng(PHANTOM_VERSION, "siim", "train", i)
-        lesions, _ = S.siim_lesions(rng)
+        lesions, _ = siim.siim_lesions(rng)
         out = render(lesions, rng, size)
         assert np.array_equal(out.image, data.images[i])
         assert not (m & (1 - out.lungs)).any(), "pneumothorax mask outside the lungs"
@@ -193,7 +194,7 @@ def test_siim_masks_are_pneumothorax_regions_inside_lungs():
             assert m[y:y + h, x:x + w].mean() < 0.9
             # The drawn air is darker than the same image without the pneumothorax.
             rng = seeded_rng(PHANTOM_VERSION, "siim", "train", i)
-            lesions, _ = S.siim_lesions(rng)
+            lesions, _ = siim.siim_lesions(rng)
             well = render([les for les in lesions if les.kind != "pneumothorax"], rng, size).image
             assert data.images[i][m == 1].astype(float).mean() < well[m == 1].astype(float).mean()
 
@@ -207,7 +208,7 @@ def test_covidx_images_differ_by_class():
     both, peripheral, peak = {1: [], 2: []}, {1: [], 2: []}, {1: [], 2: []}
     for i in range(80):
         rng = seeded_rng(PHANTOM_VERSION, "covidx", "test", i)
-        lesions, c = S.covidx_lesions(rng)
+        lesions, c = covidx.covidx_lesions(rng)
         if c == 0:
             continue
         state = rng.bit_generator.state
@@ -228,7 +229,7 @@ def test_covidx_images_differ_by_class():
 
 @pytest.mark.parametrize("name", ["chexpert", "covidx", "nih"])
 def test_not_separable_by_brightness(name):
-    lesions_fn = {"chexpert": S.chexpert_lesions, "covidx": S.covidx_lesions, "nih": S.nih_lesions}[name]
+    lesions_fn = {"chexpert": chexpert.chexpert_lesions, "covidx": covidx.covidx_lesions, "nih": nih.nih_lesions}[name]
     n = 240
     means, labels = [], []
     for i in range(n):
@@ -246,7 +247,7 @@ def test_not_separable_by_brightness(name):
 
 
 def test_siim_and_object_not_separable_by_brightness():
-    for fn in (S.siim_lesions, S.object_cxr_lesions):
+    for fn in (siim.siim_lesions, object_cxr.object_cxr_lesions):
         means, labels = [], []
         for i in range(200):
             rng = seeded_rng("bright2", fn.__name__, i)
@@ -258,7 +259,7 @@ def test_siim_and_object_not_separable_by_brightness():
 
 
 def test_object_cxr_set_boxes_and_masks():
-    data = S.phantom_object_cxr("val", 30, SIZE)
+    data = object_cxr.phantom_object_cxr("val", 30, SIZE)
     assert data.labels.dtype == np.int64 and 0 < data.labels.sum() < 30
     for i in range(len(data)):
         assert data.labels[i] == (len(data.boxes[i]) > 0) == bool(data.masks[i].any())

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from benchmark.config import build
-from benchmark.data.phantom.datasets import PairCorpus
+from benchmark.data.types import PairCorpus
 from benchmark.errors import UserError
 from methods.encoders import spatial_patches
 from methods.losses import clip_loss, simsiam_loss, within_report_infonce

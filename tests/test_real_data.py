@@ -68,7 +68,7 @@ def official(tmp_path_factory) -> Path:
 
 
 def test_rsna_mgca_split_counts_from_the_official_label_file(official):
-    from benchmark.data.real.mgca import rsna
+    from benchmark.data.sets.rsna import recipe as rsna
 
     with zipfile.ZipFile(official / "rsna" / "stage_2_train_labels.csv.zip") as z:
         raw = pd.read_csv(z.open("stage_2_train_labels.csv"))
@@ -107,7 +107,7 @@ def test_data_split_writes_nested_stratified_lists_with_hashes(official, tmp_pat
         data = (out / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
         assert len(data.decode().split()) == entry["count"]
-    from benchmark.data.real.mgca import rsna
+    from benchmark.data.sets.rsna import recipe as rsna
 
     st = rsna(official, "cls")
     train = (out / "cls-train.txt").read_text().split()
@@ -126,7 +126,7 @@ def test_data_split_writes_nested_stratified_lists_with_hashes(official, tmp_pat
 
 
 def test_siim_split_groups_rows_by_image_and_balances_train(official):
-    from benchmark.data.real.mgca import siim
+    from benchmark.data.sets.siim import recipe as siim
 
     st = siim(official)
     assert len(st.table) == 12047 and int(st.table["Label"].sum()) == 2669
@@ -140,7 +140,8 @@ def test_siim_split_groups_rows_by_image_and_balances_train(official):
 
 
 def test_chexpert_5x200_rule_and_splits(official):
-    from benchmark.data.real.mgca import chexpert, chexpert5x200
+    from benchmark.data.sets.chexpert import recipe as chexpert
+    from benchmark.data.sets.chexpert import recipe_5x200 as chexpert5x200
 
     five = chexpert5x200(official)
     assert len(five.rows["test"]) == 1000 and np.bincount(five.labels("test")).tolist() == [200] * 5
@@ -201,10 +202,9 @@ def test_resize_pad_keeps_aspect_and_maps_boxes():
 
 
 def test_rsna_fixture_loads_lesion_sets_with_box_masks_and_reuses_the_cache(tmp_path, subset, monkeypatch):
-    from benchmark.data.phantom.datasets import LesionSet
-    from benchmark.data.phantom.sets import LabelSet
     from benchmark.data.real import images, real_task_splits
-    from benchmark.data.real.mgca import rsna
+    from benchmark.data.sets.rsna import recipe as rsna
+    from benchmark.data.types import LabelSet, LesionSet
 
     truth = F.rsna(tmp_path)
     det = real_task_splits(cfg_for("rsna_det", image_size=32), tmp_path)
@@ -256,10 +256,9 @@ def test_siim_masks_follow_the_column_major_relative_rle(tmp_path, subset):
 
 
 def test_label_sets_for_each_classification_data_set(tmp_path, subset):
-    from benchmark.data.phantom.fivex200 import TextLabelSet
-    from benchmark.data.phantom.sets import LabelSet
     from benchmark.data.real import real_task_splits
-    from benchmark.data.real.labels import chexpert_targets
+    from benchmark.data.sets.chexpert import targets as chexpert_targets
+    from benchmark.data.types import LabelSet, TextLabelSet
 
     F.chexpert(tmp_path)
     F.covidx(tmp_path)
@@ -302,7 +301,7 @@ def test_unreadable_images_warn_with_ids_or_fail(tmp_path, subset, caplog, capsy
     from benchmark.data.real import real_task_splits
 
     truth = F.rsna(tmp_path)
-    from benchmark.data.real.mgca import rsna
+    from benchmark.data.sets.rsna import recipe as rsna
 
     victim = rsna(tmp_path, "cls").ids("test")[0]
     (tmp_path / "rsna-pneumonia" / "stage_2_train_images" / f"{victim}.dcm").write_bytes(b"not a dicom")
@@ -334,7 +333,7 @@ def test_data_check_reports_found_missing_and_counts(tmp_path, subset, capsys):
 
 
 def test_report_sections_last_of_each_name():
-    from benchmark.data.real.mimic import findings_impression
+    from benchmark.data.sets.mimic import findings_impression
 
     text = F.REPORT.format(findings="Old.\n\n FINDINGS:\n Lungs are\n clear.", impression="No acute process.\n")
     assert findings_impression(text) == ("Lungs are clear.", "No acute process.")
@@ -351,7 +350,7 @@ def test_prepare_mimic_table_cache_and_5x200_lists(tmp_path, subset, capsys):
     F.chexpert(tmp_path)
     assert main(["data", "prepare", "mimic", "--data-root", str(tmp_path), "--size", "32"]) == 0
     out = capsys.readouterr().out
-    from benchmark.data.real.mimic import table_path
+    from benchmark.data.sets.mimic import table_path
 
     table = pd.read_csv(table_path(), dtype={"dicom_id": str}, keep_default_na=False)
     # 24 frontal images; the 5 single-finding (5x200) studies and the report without sections are left out
@@ -414,7 +413,7 @@ def test_gzip_and_zip_label_variants_are_found(tmp_path):
 
 def test_layout_table_matches_the_docs_and_the_package_docstring():
     from benchmark.data import real
-    from benchmark.data.real.layout import LAYOUTS
+    from benchmark.data.catalog import LAYOUTS
     from benchmark.paths import REPO_ROOT
 
     docs = (REPO_ROOT / "docs" / "DATA.md").read_text()
@@ -455,7 +454,7 @@ def test_every_data_set_runs_through_the_runner(task, dataset, tmp_path, subset,
     out = tmp_path / "lists"
     assert main(["data", "split", task, "--data-root", str(tmp_path), "--out", str(out)]) == 0
     train = (out / "train.txt").read_text().split()
-    from benchmark.data.real.mgca import split_table
+    from benchmark.data.catalog import split_table
 
     st = split_table(dataset.__name__, tmp_path)
     assert st.ids("train") == train
@@ -548,7 +547,7 @@ def test_results_and_mask_caches_follow_the_label_content_not_the_root(tmp_path,
 
 def test_invalid_boxes_are_listed_by_data_check_and_clipped_by_the_loaders(tmp_path, subset, capsys, caplog):
     from benchmark.data.real import real_task_splits
-    from benchmark.data.real.mgca import rsna
+    from benchmark.data.sets.rsna import recipe as rsna
 
     truth = F.rsna(tmp_path)
     labels = tmp_path / "rsna-pneumonia" / "stage_2_train_labels.csv"
@@ -590,7 +589,7 @@ def test_data_split_never_overwrites_published_lists_silently(tmp_path, subset, 
 
 
 def test_damaged_mimic_table_is_rebuilt_with_one_warning(tmp_path, subset, caplog, capsys):
-    from benchmark.data.real.mimic import prepare_table, table_path
+    from benchmark.data.sets.mimic import prepare_table, table_path
 
     F.mimic(tmp_path)
     _, table = prepare_table(tmp_path)

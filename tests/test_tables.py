@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.store import Store, Trial
-from benchmark.tables import build_tables, load_reference, render
+from benchmark.report.tables import build_tables, load_reference, render
 
 
 def trial(method, value, *, task="rsna_cls", fraction=0.1, seed=42, source="phantom-v1", mhash=None, metric="auroc",
@@ -288,7 +288,7 @@ def test_json_flag_and_format_conflict(paired_store, capsys):
 
 
 def test_plot_intervals_are_the_table_intervals(paired_store):
-    from benchmark.plots import summary
+    from benchmark.report.plots import summary
 
     df, data = summary(paired_store.all(), paired_store.variants(), None)
     assert data == "phantom" and set(df["source"]) == {"phantom-v1"}

@@ -25,12 +25,13 @@ import tempfile
 from pathlib import Path
 
 from benchmark.experiments import load_experiment
-from benchmark.grid import expand
+from benchmark.orchestrate.grid import expand
 from benchmark.paths import cache_dir
-from benchmark.plots import write_plots
+from benchmark.report.plots import write_plots
+from benchmark.report.results import Cell, difference
+from benchmark.report.tables import Table, build_tables, render
 from benchmark.stats import PairedDifference
 from benchmark.store import Store, Trial
-from benchmark.tables import Cell, Table, build_tables, difference, render
 
 CHECKS = (  # (row, baseline, task, fraction, the difference it must reach in points; None: the interval must hold 0)
     ("supervised", "random", "rsna_cls", 0.01, 10.0),

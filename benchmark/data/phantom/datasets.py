@@ -1,13 +1,13 @@
-"""Phantom stand-ins for MIMIC-CXR (image-report pairs) and RSNA pneumonia (opacity boxes).
+"""Phantom pre-training pairs, and the helpers every phantom stand-in renders and caches with.
 
 Why: every method and task in the benchmark must run without credentialed
 data.  ``phantom_corpus`` pairs real Open-i report text with a procedural
-radiograph drawn from that report's MeSH tags; ``phantom_rsna`` is an
-RSNA-like detection/segmentation set (about 30 % images with 1-3 pneumonia
-opacities, box-filled masks) whose negatives carry other findings, so
-"bright somewhere" is not the answer.
+radiograph drawn from that report's MeSH tags.  The downstream stand-ins live
+in their data set modules (``benchmark.data.sets``) and share ``seeded_rng``,
+``open_cached``, ``distractor`` (findings outside a set's label space, so
+"bright somewhere" is not the answer) and the rest from here.
 
-Both are deterministic functions of (``PHANTOM_VERSION``, parameters) and are
+All are deterministic functions of (``PHANTOM_VERSION``, parameters) and are
 cached under ``$BENCHMARK_HOME/phantom/<version>/`` as ``.npy`` files opened
 with ``mmap_mode="r"`` plus a JSON sidecar; files are written to a temporary
 name and renamed, so an interrupted render never leaves a half file behind.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from benchmark.data.phantom.anatomy import Lesion, lesions_from_report
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.phantom.stack import render_stack
+from benchmark.data.types import PairCorpus
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
@@ -39,64 +39,6 @@ log = logging.getLogger(__name__)
 #: Bump whenever rendering or lesion mapping changes: part of every cache key.
 PHANTOM_VERSION = "v2"
 SPLITS = ("train", "val", "test")
-#: Share of RSNA-like images drawn with pneumonia opacities.
-RSNA_POSITIVE_RATE = 0.3
-
-
-@dataclass
-class PairCorpus:
-    """Image-report pairs.  images: (N, H, W) uint8, usually a read-only memmap."""
-
-    ids: list[str]
-    images: np.ndarray
-    findings: list[str]
-    impressions: list[str]
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getstate__(self) -> dict:
-        """A memory-mapped image cache travels to DDP workers as its path, not its bytes."""
-        state = dict(self.__dict__)
-        images = self.images
-        if isinstance(images, np.memmap) and images.filename and images.flags.c_contiguous and len(images):
-            ref = ("memmap", str(images.filename), images.dtype.str, images.shape, images.offset)
-            again = _open_memmap(ref)
-            if np.array_equal(again[0], images[0]) and np.array_equal(again[-1], images[-1]):  # not a shifted view
-                state["images"] = ref
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state["images"], tuple):
-            state["images"] = _open_memmap(state["images"])
-        self.__dict__.update(state)
-
-
-def _open_memmap(ref: tuple) -> np.memmap:
-    _, path, dtype, shape, offset = ref
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=tuple(shape), offset=offset)
-
-
-@dataclass
-class LesionSet:
-    """Opacity detection / segmentation set (RSNA-like).
-
-    images, masks: (N, H, W) uint8 (masks are 0/1, filled boxes); boxes[i]:
-    (k, 4) float32 x, y, w, h in pixels; labels: (N,) int64, 1 = has an opacity.
-    """
-
-    ids: list[str]
-    images: np.ndarray
-    masks: np.ndarray
-    boxes: list[np.ndarray]
-    labels: np.ndarray
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # ------------------------------------------------------------------ helpers
@@ -108,11 +50,13 @@ def seeded_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _short_sha(*parts: object) -> str:
+def short_sha(*parts: object) -> str:
+    """A 12-hex-digit fingerprint of the parts (what keys a phantom set's cache)."""
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
+    """The image size of a phantom set, checked (a user's value: one error line)."""
     if not isinstance(size, (int, np.integer)) or size < 16 or size > 2048:
         raise UserError(f"phantom image size must be an integer in [16, 2048], got {size!r}")
     return int(size)
@@ -159,13 +103,13 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
     when that exists).  First call renders (progress bar; ~17 ms per 256 px
     image, about a minute for all 3.9k), later calls memory-map the cache.
     """
-    size = _check_size(size)
+    size = check_size(size)
     reports = load_reports()
     if n is None or n <= 0 or n > len(reports):
         n = len(reports)
     reports = reports[:n]
     ids = [f"phantom-{r.uid}" for r in reports]
-    fingerprint = _short_sha(PHANTOM_VERSION, size, n, ",".join(r.uid for r in reports))
+    fingerprint = short_sha(PHANTOM_VERSION, size, n, ",".join(r.uid for r in reports))
     folder = cache_dir("phantom", PHANTOM_VERSION)
 
     images = _find_cached_superset(folder, size, ids)
@@ -191,9 +135,9 @@ def phantom_corpus(n: int, size: int) -> PairCorpus:
     )
 
 
-# --------------------------------------------------------------------- RSNA
+# -------------------------------------------------------------- distractors
 
-#: Non-opacity findings on RSNA-like images (kind, weight).
+#: Findings that are not a downstream set's target (kind, weight): drawn on its negatives.
 _DISTRACTORS = (
     ("cardiomegaly", 3.0),
     ("effusion", 2.5),
@@ -205,7 +149,8 @@ _DISTRACTORS = (
 )
 
 
-def _distractor(rng: np.random.Generator) -> Lesion:
+def distractor(rng: np.random.Generator) -> Lesion:
+    """A finding that is not the task's target, drawn by its weight in ``_DISTRACTORS``."""
     kinds, weights = zip(*_DISTRACTORS)
     p = np.asarray(weights) / sum(weights)
     kind = str(rng.choice(kinds, p=p))
@@ -220,62 +165,3 @@ def _distractor(rng: np.random.Generator) -> Lesion:
     if kind == "pneumothorax":
         return Lesion(kind, side, "upper", sev)
     return Lesion(kind, side, str(rng.choice(["upper", "middle", "lower"])), sev)
-
-
-def rsna_lesions(rng: np.random.Generator) -> list[Lesion]:
-    """Lesions of one RSNA-like image: ~30 % with 1-3 pneumonia opacities, others normal or distractors."""
-    lesions: list[Lesion] = []
-    if rng.random() < RSNA_POSITIVE_RATE:
-        k = int(rng.choice([1, 2, 3], p=[0.5, 0.4, 0.1]))
-        for _ in range(k):
-            side = str(rng.choice(["right", "left"]))
-            zone = str(rng.choice(["upper", "middle", "lower"], p=[0.2, 0.35, 0.45]))
-            lesions.append(Lesion("opacity", side, zone, float(rng.uniform(0.3, 1.0))))
-        if rng.random() < 0.2:
-            lesions.append(_distractor(rng))
-    elif rng.random() < 0.5:
-        lesions.append(_distractor(rng))
-        if rng.random() < 0.25:
-            lesions.append(_distractor(rng))
-    return lesions
-
-
-def phantom_rsna(split: str, n: int, size: int) -> LesionSet:
-    """An RSNA-pneumonia-like set: ``n`` images of ``split`` (train/val/test).
-
-    Image i of a split depends only on (PHANTOM_VERSION, "rsna", split, i): the
-    splits use disjoint seed streams and a smaller set is a prefix of a larger
-    one.  Ids look like ``rsna-train-000123``.
-    """
-    if split not in SPLITS:
-        raise UserError(f"unknown phantom RSNA split {split!r}; expected one of {', '.join(SPLITS)}")
-    if not isinstance(n, (int, np.integer)) or n <= 0:
-        raise UserError(f"phantom RSNA needs a positive number of images, got {n!r}")
-    n, size = int(n), _check_size(size)
-    folder = cache_dir("phantom", PHANTOM_VERSION)
-    stem = f"rsna-{split}-{size}px-{n}"
-    img_path, mask_path, meta_path = (folder / f"{stem}.images.npy", folder / f"{stem}.masks.npy",
-                                      folder / f"{stem}.json")
-    fingerprint = _short_sha(PHANTOM_VERSION, "rsna", split, size, n)
-    entry = open_cached(f"phantom rsna-{split}", meta_path, [img_path, mask_path], lambda m: same_length(m, "boxes"),
-                        size, ("boxes",))
-    if entry is None:
-        def draw(i: int) -> tuple[tuple[np.ndarray, np.ndarray], list[list[float]]]:
-            rng = seeded_rng(PHANTOM_VERSION, "rsna", split, i)
-            out = render(rsna_lesions(rng), rng, size)
-            return (out.image, out.mask), out.boxes.tolist()
-
-        checks, boxes = render_stack([img_path, mask_path], n, size, draw, desc=f"phantom rsna-{split} {size}px")
-        atomic_json(meta_path, {"version": PHANTOM_VERSION, "size": size, "boxes": boxes, integrity.KEY: checks})
-        entry = ({"boxes": boxes}, [np.load(p, mmap_mode="r") for p in (img_path, mask_path)])
-    meta, (images, masks) = entry
-    box_arrays = [np.asarray(b, np.float32).reshape(-1, 4) for b in meta["boxes"]]
-    return LesionSet(
-        ids=[f"rsna-{split}-{i:06d}" for i in range(n)],
-        images=images,
-        masks=masks,
-        boxes=box_arrays,
-        labels=np.asarray([len(b) > 0 for b in box_arrays], np.int64),
-        source="phantom",
-        fingerprint=fingerprint,
-    )

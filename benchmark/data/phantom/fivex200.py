@@ -13,7 +13,6 @@ cyclically, each reuse a new render, so texts repeat but images do not.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,31 +27,16 @@ from benchmark.data.phantom.datasets import (
 from benchmark.data.phantom.render import render
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.phantom.stack import render_stack
+from benchmark.data.types import FIVE_FINDINGS, TextLabelSet
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 
 log = logging.getLogger(__name__)
 
 #: The five classes and the renderer kind that draws each.
-CLASSES = ("atelectasis", "cardiomegaly", "consolidation", "edema", "pleural effusion")
+CLASSES = FIVE_FINDINGS
 KIND_OF = {"atelectasis": "atelectasis", "cardiomegaly": "cardiomegaly", "consolidation": "opacity",
            "edema": "edema", "pleural effusion": "effusion"}
-
-
-@dataclass
-class TextLabelSet:
-    """Single-label images with their report text: labels (N,) index into ``classes``."""
-
-    ids: list[str]
-    images: np.ndarray
-    labels: np.ndarray
-    texts: list[str]
-    classes: tuple[str, ...] = CLASSES
-    source: str = "phantom"
-    fingerprint: str = ""
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def single_label_reports() -> dict[int, list]:

@@ -24,15 +24,11 @@ def _label_names(split, i: int) -> str:
 
 
 def _panels(per_row: int) -> list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None, str]]:
-    """(title, image, mask, boxes, caption) for each panel."""
-    from benchmark.data.phantom.datasets import phantom_corpus, phantom_rsna
-    from benchmark.data.phantom.sets import (
-        phantom_chexpert,
-        phantom_covidx,
-        phantom_nih,
-        phantom_object_cxr,
-        phantom_siim,
-    )
+    """(title, image, mask, boxes, caption) for each panel: pre-training pairs, then every
+    data set's stand-in with lesions (the most positive first, one negative last), then the
+    classification stand-ins (the held-out zero-shot sets are left out)."""
+    from benchmark.data import catalog
+    from benchmark.data.phantom.datasets import phantom_corpus
 
     panels = []
     corpus = phantom_corpus(per_row * 8, SIZE)
@@ -40,15 +36,18 @@ def _panels(per_row: int) -> list[tuple[str, np.ndarray, np.ndarray | None, np.n
     for i in picks:
         text = f"FINDINGS: {corpus.findings[i]}\nIMPRESSION: {corpus.impressions[i]}"
         panels.append((f"pre-training pair {corpus.ids[i]}", corpus.images[i], None, None, text))
-    for name, make in (("rsna", phantom_rsna), ("siim", phantom_siim), ("object_cxr", phantom_object_cxr)):
-        split = make("test", 40, SIZE)
+    sets = [(d.name, d.phantom("test", 40, SIZE)) for d in catalog.everything() if d.name in catalog.PHANTOMS
+            and not d.held_out]
+    for name, split in sets:
+        if getattr(split, "masks", None) is None:
+            continue
         order = np.argsort(-np.asarray(split.labels), kind="stable")[: per_row - 1].tolist() + [int(np.argmin(split.labels))]
         for i in order:
             panels.append((f"{name} {split.ids[i]}", split.images[i], split.masks[i], split.boxes[i], _label_names(split, i)))
-    for name, make in (("chexpert", phantom_chexpert), ("covidx", phantom_covidx), ("nih", phantom_nih)):
-        split = make("test", 40, SIZE)
-        for i in range(per_row):
-            panels.append((f"{name} {split.ids[i]}", split.images[i], None, None, _label_names(split, i)))
+    for name, split in sets:
+        if getattr(split, "masks", None) is None:
+            for i in range(per_row):
+                panels.append((f"{name} {split.ids[i]}", split.images[i], None, None, _label_names(split, i)))
     return panels
 
 

@@ -673,7 +673,7 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
         "markings": _unit(markings + _F(0.5) * (np.roll(markings, 1, 1) + np.roll(markings, -1, 1))),
         "lesion": np.tanh(r_tex.standard_normal((24, 24), dtype=_F)),
         "low": r_tex.standard_normal((4, 4), dtype=_F),
-        "mimic": np.tanh(r_tex.standard_normal((24, 24), dtype=_F)),
+        "overlap": np.tanh(r_tex.standard_normal((24, 24), dtype=_F)),
     }
     sc = _Scene(anat, size)
     ptx = None
@@ -697,7 +697,7 @@ def render(lesions: list[Lesion], rng: np.random.Generator, size: int) -> Render
         object_boxes = _foreign(sc, A, lesions, r_les)
 
     nuis = Nuisance.sample(r_nuis)
-    _overlap(sc, A, nuis, r_nuis, _resize(tex["mimic"], size))
+    _overlap(sc, A, nuis, r_nuis, _resize(tex["overlap"], size))
 
     # Smooth low-frequency exposure variation (heel effect, body habitus).
     A *= 1 + _F(nuis.exposure) * _resize(tex["low"], size)

@@ -23,12 +23,16 @@ nih         ChestX-ray14, chestx-ray14, nih-chest-xrays, nih             Data_En
                                                                          images*/**/*.png (any depth)
 ==========  ==========================================================  ==============================================
 
-Modules, one job each: ``layout`` (finding folders and label files),
-``labels`` (reading and checking label files), ``mgca`` (the split recipes),
-``images`` (decoding, resize-pad, memmap cache), ``loaders`` (task splits as
-the phantom's dataclasses), ``mimic`` (report sections, pre-training table,
-corpus), ``manifests`` (published lists + summary.json), ``check`` (``data
-check``). docs/DATA.md holds the same table for users.
+Modules, one job each, each importing only those before it: ``layout``
+(finding folders and label files), ``labels`` (reading and checking label
+files), ``splittable`` (the split table, the recipe version, the 5x200 rule),
+``mgca`` (the recipes' shared ``train_test_split`` steps), ``images`` (decoding,
+resize-pad, memmap cache), ``loaders`` (builders of task splits as
+``benchmark.data.types`` containers), ``manifests`` (published lists +
+summary.json), ``prepare`` (``data prepare``), ``check`` (``data check``).
+What is specific to a data set (its layout row above, label reader, recipe,
+image paths) is its module under ``benchmark.data.sets``. docs/DATA.md holds
+the same table for users.
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ from __future__ import annotations
 
 def real_task_splits(cfg, root, splits=("train", "val", "test")) -> dict:
     """{split: data set} of a task config from the downloads under ``root``."""
-    from benchmark.data.real.loaders import real_task_splits as load
+    from benchmark.data.sources import task_splits
 
-    return load(cfg, root, splits)
+    return task_splits(cfg, root, splits)[0]
 
 
 def real_corpus(cfg, root):
-    """The MIMIC-CXR pre-training corpus (PairCorpus) for a method config."""
-    from benchmark.data.real.mimic import real_corpus as load
+    """The pre-training corpus (PairCorpus) for a method config from the downloads under ``root``."""
+    from benchmark.data.sources import pretrain_corpus
 
-    return load(cfg, root)
+    return pretrain_corpus(cfg, root)

@@ -3,48 +3,46 @@
 Why: a first run should not decode for an hour before failing on a missing
 folder. This reads the label files, runs the split recipe and looks for every
 image file (existence only, no decoding), then reports counts and the first
-few missing paths. Boxes (RSNA, Object-CXR) are checked too: zero or negative
-width or height, or reaching outside the image (its size read from the file's
-header), are counted and the first few listed; the loaders clip such boxes to
-the image and drop those left without area.
+few missing paths. Boxes (of the data sets whose tables carry them) are checked
+too: zero or negative width or height, or reaching outside the image (its size
+read from the file's header), are counted and the first few listed; the loaders
+clip such boxes to the image and drop those left without area. A data set may add lines of its own
+(``DataSet.check_lines``) or check itself entirely (``DataSet.check``: the
+pre-training corpus, whose table is not a split recipe's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.data import catalog
+from benchmark.data.dataset import Report
 from benchmark.data.real.images import MAX_BAD
-from benchmark.data.real.layout import LAYOUTS, find_folder, layout, mimic_report_dirs
+from benchmark.data.real.layout import find_folder
+from benchmark.data.real.manifests import dataset_name
 from benchmark.errors import UserError
 
 SHOW = 5
 
 
-@dataclass
-class Report:
-    dataset: str
-    ok: bool
-    lines: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-
 def check(name: str, root: Path) -> Report:
-    from benchmark.data.real.loaders import image_paths
-    from benchmark.data.real.manifests import VARIANTS, _table, dataset_name
-
     dataset = dataset_name(name)
-    key = {"chexpert5x200": "chexpert", "mimic5x200": "mimic"}.get(dataset, dataset)
+    ds = catalog.dataset(dataset)
+    own = ds.check(root)
+    if own is not None:
+        return own
     rep = Report(dataset, ok=False)
+    if ds.layout is None:
+        rep.lines.append(f"{dataset}: no real-data layout (it runs on the phantom data only)")
+        return rep
     try:
-        folder = find_folder(root, key)
+        folder = find_folder(root, ds.layout)
     except UserError as exc:
         rep.lines.append(f"not found: {exc}")
         return rep
-    rep.lines.append(f"{layout(key).title}: {folder}")
+    rep.lines.append(f"{ds.layout.title}: {folder}")
     try:
-        tables = [(variant, _table(k, variant, root)) for k, variant in VARIANTS[dataset]]
+        tables = [(variant, ds.split_table(root, variant=variant)) for variant in ds.variants]
     except UserError as exc:
         rep.lines.append(f"label files: {exc}")
         return rep
@@ -55,7 +53,7 @@ def check(name: str, root: Path) -> Report:
         for split, rows in st.rows.items():
             rep.counts[f"{variant + '-' if variant else ''}{split}"] = len(rows)
             part = st.ids(split)
-            ids.update(zip(part, image_paths(st, part)))
+            ids.update(zip(part, ds.image_paths(st, part)))
     rep.lines.append("  splits: " + ", ".join(f"{k} {v}" for k, v in rep.counts.items()))
     rep.missing = [str(p) for p in ids.values() if not p.is_file()]
     present = len(ids) - len(rep.missing)
@@ -65,8 +63,7 @@ def check(name: str, root: Path) -> Report:
     if len(rep.missing) > SHOW:
         rep.lines.append(f"    ... and {len(rep.missing) - SHOW} more")
     rep.lines += box_lines([st for _, st in tables], ids)
-    if dataset == "mimic5x200" and not mimic_report_dirs(folder):
-        rep.lines.append("  reports: none found (zero-shot runs without them; pre-training needs them)")
+    rep.lines += ds.check_lines(tables[0][1])
     rep.ok = len(rep.missing) <= max(MAX_BAD, len(ids) // 100) and present > 0
     rep.lines.append("can run: yes" + (" (missing images are left out with a warning)" if rep.missing else "")
                      if rep.ok else "can run: no (too many images missing)")
@@ -98,30 +95,5 @@ def box_lines(tables: list, paths: dict[str, Path]) -> list[str]:
             *bad[:SHOW]] + ([f"    ... and {len(bad) - SHOW} more"] if len(bad) > SHOW else [])
 
 
-def check_mimic(root: Path) -> Report:
-    """The pre-training corpus: CSVs, reports and the train split's images."""
-    from benchmark.data.real.mimic import jpg_path, tables
-
-    rep = Report("mimic", ok=False)
-    try:
-        folder, frontal, _ = tables(root)
-    except UserError as exc:
-        rep.lines.append(f"not usable: {exc}")
-        return rep
-    rep.lines.append(f"{LAYOUTS['mimic'].title}: {folder}")
-    dirs = mimic_report_dirs(folder)
-    rep.lines.append(f"  report folders: {', '.join(map(str, dirs)) or 'none found'}")
-    rep.counts = {str(k): int(v) for k, v in frontal["split"].value_counts().items()}
-    rep.lines.append("  frontal images per split: " + ", ".join(f"{k} {v}" for k, v in rep.counts.items()))
-    paths = [jpg_path(folder, a, b, c) for a, b, c in frontal[["subject_id", "study_id", "dicom_id"]].itertuples(index=False)]
-    rep.missing = [str(p) for p in paths if not p.is_file()]
-    rep.lines.append(f"  images: {len(paths) - len(rep.missing)} of {len(paths)} found")
-    for p in rep.missing[:SHOW]:
-        rep.lines.append(f"    missing {p}")
-    rep.ok = bool(dirs) and len(rep.missing) <= max(MAX_BAD, len(paths) // 100)
-    rep.lines.append("can run: yes" if rep.ok else "can run: no" + ("" if dirs else " (no report text)"))
-    return rep
-
-
 def run_check(name: str, root: Path) -> Report:
-    return check_mimic(root) if name == "mimic" else check(name, root)
+    return check(name, root)

@@ -7,7 +7,8 @@ gives a new trial and new masks, and a copy of the same downloads under another
 data root reuses both. Each file is hashed whole (SHA-256, a fraction of a
 second for the largest, MIMIC's CSVs), once per process for a given size and
 modification time. The content alone: a key that also depends on the split
-recipe adds its version (``mgca.RECIPE_VERSION``) itself. Image files are not
+recipe adds its version (``splittable.RECIPE_VERSION``) itself. A data set's
+fingerprint is ``DataSet.fingerprint`` (its label files through :func:`files_fingerprint`). Image files are not
 hashed (hundreds of GB): the image caches key them by id, path inside the data
 set folder and a sample of file sizes.
 """
@@ -18,7 +19,6 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from benchmark.data.real.layout import ALIASES, label_files
 from benchmark.errors import UserError
 
 _MEMO: dict[tuple[str, int, int], str] = {}
@@ -44,10 +44,3 @@ def files_fingerprint(files: Iterable[Path]) -> str:
     """12 hex digits over the files' names (without the .gz/.zip variant) and contents."""
     parts = sorted(f"{Path(p).name.removesuffix('.gz').removesuffix('.zip')}={file_sha256(Path(p))}" for p in files)
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
-
-
-def dataset_fingerprint(dataset: str, root: Path) -> str:
-    """The fingerprint of a task data set's label files under ``root`` (a UserError if absent)."""
-    _, files = label_files(root, ALIASES.get(dataset, dataset))
-    return files_fingerprint(files.values())
-

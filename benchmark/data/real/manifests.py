@@ -1,8 +1,9 @@
 """Published split manifests: one text file of ids per split and per fraction subset.
 
 Why: papers differ by which images they trained and tested on; lists that
-anyone can diff settle it. ``write_manifests`` writes, for every split of a
-data set's recipe, ``<variant->train.txt`` etc., and for the train split
+anyone can diff settle it. ``write_manifests`` writes, for every split of each
+of a data set's recipe variants (``DataSet.variants``), ``<variant->train.txt``
+etc., and for the train split
 the 1 % and 10 % subsets for seeds 42, 0 and 1 exactly as the runner draws
 them (``benchmark.data.splits.draw_subset`` on the same ids and strata), plus
 ``summary.json`` with each list's file, count and SHA-256. Only label files
@@ -22,27 +23,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.data.real.mgca import RECIPE_VERSION, SplitTable, split_table
+from benchmark.data import catalog
+from benchmark.data.real.splittable import RECIPE_VERSION
 from benchmark.data.splits import draw_subset
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_write, cache_dir, writable_dir
 
 FRACTIONS = (0.01, 0.1)
 SEEDS = (42, 0, 1)
-#: Data set names ``data split`` accepts -> the recipe variants it writes.
-VARIANTS = {
-    "rsna": (("rsna", "cls"), ("rsna", "det")),
-    "siim": (("siim", ""),),
-    "chexpert": (("chexpert", ""),),
-    "covidx": (("covidx", ""),),
-    "object_cxr": (("object_cxr", ""),),
-    "nih": (("nih", ""),),
-    "chexpert5x200": (("chexpert5x200", ""),),
-    "mimic5x200": (("mimic5x200", ""),),
-    "mimic": (("mimic", ""),),  # the pre-training table's official splits (needs the reports; no fractions)
-}
-
-
 def write_ids(path: Path, ids: Sequence[str]) -> Path:
     atomic_write(path, lambda p: p.write_text("".join(f"{i}\n" for i in ids)))
     return path
@@ -55,23 +43,14 @@ def sha256(path: Path) -> str:
 def dataset_name(name: str) -> str:
     """A data set name, or a task name mapped to its data set."""
     name = name.replace("-", "_")
-    if name in VARIANTS:
+    known = catalog.names()
+    if name in known:
         return name
     from benchmark.config import available, named_yaml
 
     if name in available("tasks"):
         return named_yaml("tasks", name).get("dataset", name)
-    raise UserError(f"no split recipe for {name!r}; data sets: {', '.join(VARIANTS)} (or a task name)")
-
-
-def _table(dataset: str, variant: str, root: Path) -> SplitTable:
-    if dataset == "rsna":
-        return split_table("rsna", root, "detection" if variant == "det" else "classification")
-    if dataset == "mimic":
-        from benchmark.data.real.mimic import pretrain_splits
-
-        return pretrain_splits(root)
-    return split_table(dataset, root)
+    raise UserError(f"no split recipe for {name!r}; data sets: {', '.join(known)} (or a task name)")
 
 
 def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | None = None) -> tuple[Path, dict]:
@@ -79,18 +58,19 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
     if protocol != "mgca":
         raise UserError(f"unknown split protocol {protocol!r}; available: mgca")
     dataset = dataset_name(name)
+    ds = catalog.dataset(dataset)
     out = Path(out) if out is not None else cache_dir("manifests", protocol, dataset)
     writable_dir(out, "the --out folder", "pass --out DIR with a folder you can write")
     planned: dict[str, list[str]] = {}
     sources = set()
-    for key, variant in VARIANTS[dataset]:
-        st = _table(key, variant, root)
+    for variant in ds.variants:
+        st = ds.split_table(root, variant=variant)
         sources.add(st.source)
         prefix = f"{variant}-" if variant else ""
         for split in st.rows:
             ids = st.ids(split)
             planned[f"{prefix}{split}"] = ids
-            if split != "train" or dataset == "mimic":
+            if split != "train" or not ds.fractions:
                 continue
             strata = st.labels(split)
             for fraction in FRACTIONS:

@@ -7,7 +7,7 @@ trial reports is higher-is-better: the task's ``val_<metric>`` when it selects
 on its validation metric (detection's val_map, finetune classification's
 val_auroc), else minus its validation loss (mgca classification and
 segmentation select on val_loss). ASHA sees that score after every head-training
-epoch (``tasks.base.EPOCH_HOOKS``) and once more at the end; pre-training inside
+epoch (the trial's ``on_epoch`` callback, handed to the task's fit) and once more at the end; pre-training inside
 a trial reports nothing, so ASHA only cuts trials during downstream training.
 
 Search trials go to their own store (``results/tune/<name>/trials.sqlite``), not
@@ -21,13 +21,26 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmark.config import available, named_yaml
 from benchmark.errors import UserError
+from benchmark.orchestrate.raycluster import (
+    check_address,
+    connect,
+    storage_dir,
+    trial_resources,
+)
+from benchmark.orchestrate.raytune import (
+    encoder_job,
+    pretrain_encoders,
+    reporter,
+    say,
+    worker_base,
+    worker_setup,
+)
 from benchmark.registry import unknown_name
 from benchmark.store import Store
 
@@ -100,21 +113,17 @@ def search_trainable(space: dict) -> None:
     validation score every epoch (for ASHA) and at the end with the test metrics."""
     from ray import tune
 
-    from benchmark.grid import worker_setup
-
     fixed = space["fixed"]
     worker_setup(fixed)
-    import tasks.base
     from benchmark.runner import run_trial
 
+    def on_epoch(epoch: int, score: float) -> None:
+        tune.report({"score": score, "epoch": epoch})
+
     sampled = [(p["key"], space[p["name"]]) for p in fixed["params"]]
-    tasks.base.EPOCH_HOOKS[:] = [lambda epoch, score: tune.report({"score": score, "epoch": epoch})]
-    try:
-        out = run_trial(fixed["method"], fixed["task"], fixed["fraction"], fixed["seed"], fixed["profile"],
-                        [*[tuple(s) for s in fixed["sets"]], *sampled], fixed["data_root"], fixed["device"],
-                        store=Store(fixed["store"]))
-    finally:
-        tasks.base.EPOCH_HOOKS.clear()
+    out = run_trial(fixed["method"], fixed["task"], fixed["fraction"], fixed["seed"], fixed["profile"],
+                    [*[tuple(s) for s in fixed["sets"]], *sampled], fixed["data_root"], fixed["device"],
+                    store=Store(fixed["store"]), on_epoch=on_epoch)
     t = out.trial
     selected, score = score_of(t.metrics)
     tune.report({"score": score, "final": 1, "selected_on": selected, "test_metric": t.metric, "test_value": t.value,
@@ -136,14 +145,6 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                sets: list[tuple[str, Any]], protocol: str | None, data_root_arg: str | None, device: str = "auto",
                address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                name: str | None = None) -> SearchResult:
-    from benchmark.experiments import MethodEntry
-    from benchmark.grid import GridTrial, Plan, Summary, pretrain_phase
-    from benchmark.raycluster import (
-        check_address,
-        connect,
-        storage_dir,
-        trial_resources,
-    )
     from benchmark.runner import plan_trial, resolve
 
     if n_trials < 1:
@@ -176,19 +177,16 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        from benchmark.grid import FORWARD_ENV, callback, say
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial comes from the callback
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
-        fixed = {"method": method, "task": task, "fraction": float(fraction), "seed": seed, "profile": profile,
-                 "sets": [list(s) for s in sets], "data_root": str(Path(data_root_arg).resolve()) if data_root_arg else None,
-                 "device": device, "store": str(search_store.path.resolve()),
-                 "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ},
-                 "params": [{"key": p.key, "name": p.name} for p in params]}
+        root = str(Path(data_root_arg).resolve()) if data_root_arg else None
+        worker = worker_base(profile, root, device, search_store.path)
+        fixed = {**worker, "method": method, "task": task, "fraction": float(fraction), "seed": seed,
+                 "sets": [list(s) for s in sets], "params": [{"key": p.key, "name": p.name} for p in params]}
         if not pretrains_in_trials:  # one encoder for every trial: pre-train it once, first
-            plan = Plan(profile, fixed["data_root"], todo=[GridTrial(MethodEntry(method), sets, base)])
-            if pretrain_phase(plan, {k: fixed[k] for k in ("profile", "data_root", "device", "store", "env")},
-                              resources, f"{name}-pretrain", folder, Summary(1, 0), search_store) != {f"{method}-{base.method_hash}"}:
+            job = encoder_job(base, sets, method, resolved.method_cls.pretrains)
+            outcome = pretrain_encoders([job], worker, resources, f"{name}-pretrain", folder)
+            if outcome.get(job.key, {}).get("status") != "ready":
                 raise UserError(f"pre-training {method} failed or was interrupted; see the line above")
         say(f"[tune] {name}: {n_trials} trials of {', '.join(p.key for p in params)} on {session.where}; "
             "selecting on the validation score (val_<metric>, or -val_loss where the task selects on its loss); "
@@ -214,7 +212,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                                         grace_period=min(3, epochs + 1), reduction_factor=3),
                 trial_dirname_creator=lambda t: t.trial_id,
             ),
-            run_config=tune.RunConfig(name="ray", storage_path=str(folder), verbose=0, callbacks=[callback(track)]),
+            run_config=tune.RunConfig(name="ray", storage_path=str(folder), verbose=0, callbacks=[reporter(track)]),
         )
         tuner.fit()
     finally:

@@ -1,12 +1,12 @@
-"""Tables from the results store: the trial list (``results``) and paper-style
-comparisons (``table``): rows = methods and ablation variants, columns = task x
+"""Paper-style tables from the results store (``table``): rows = methods and ablation variants, columns = task x
 fraction, cells = mean +- sample std over seeds with n, best per column in bold.
 
 A table only ever holds one data source (phantom numbers never sit beside real
 ones), one protocol and one metric; its title says which. Rows are method
 configs (method + config hash), so two configs of one method never average
 together; published numbers come from ``results/reference/*.csv`` as separate,
-marked rows.
+marked rows. The numbers (cells, labels, which trials count) come from
+:mod:`benchmark.report.results`.
 """
 
 from __future__ import annotations
@@ -15,164 +15,31 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import reference_dir
-from benchmark.stats import (
-    PairedDifference,
-    SeedInterval,
-    paired_difference,
-    seed_interval,
+from benchmark.report.results import (
+    BOOTSTRAP_MARK,
+    MISSING,
+    Cell,
+    cell_of,
+    data_kind,
+    describe_source,
+    difference,
+    display_labels,
+    finished,
+    method_labels,
+    row_order,
 )
+from benchmark.stats import PairedDifference
 from benchmark.store import Trial, to_json
 
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
-#: row order: the controls (lower bound, positive control) first, the proposed method last (as papers print them)
-METHOD_ORDER = ("random", "supervised", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
-MISSING = "-"
-BOOTSTRAP_MARK = "‡"  # a one-seed cell whose interval is over test images
 SIGNIFICANT_MARK = "*"  # a paired difference whose 95 % interval excludes 0
 
 
-def data_kind(source: str) -> str:
-    return "phantom" if source.startswith("phantom") else "real"
-
-
-def finished(trials: list[Trial]) -> list[Trial]:
-    """The trials that count in tables and plots: finished, with a finite value."""
-    return [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
-
-
-def method_labels(trials: list[Trial], variants: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
-    """(method, config hash) -> its row name: the variant's name, else the method's."""
-    return display_labels({(t.method, t.method_hash) for t in trials}, lambda k: variants.get(k) or k[0])
-
-
-# ---------------------------------------------------------------- results: one row per trial
-
-RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds",
-                  "error")
-ERROR_WIDTH = 60  # the table view cuts a failure's reason here (JSON and CSV keep it whole)
-
-
-def result_rows(trials: list[Trial]) -> list[dict]:
-    return [
-        {"method": t.method, "config": t.method_hash, "task": t.task, "protocol": t.protocol, "fraction": t.fraction,
-         "seed": t.seed, "data": t.data_source, "status": t.status, "metric": t.metric, "value": t.value,
-         "seconds": t.seconds, "error": t.error}
-        for t in trials
-    ]
-
-
-def format_results(trials: list[Trial], fmt: str = "table", where: str = "the store") -> str:
-    """The trial list; a value that is not a number (NaN, stored as null) is null in JSON and blank in CSV."""
-    rows = result_rows(trials)
-    if fmt == "json":
-        return to_json(rows, indent=1)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
-    from tabulate import tabulate
-
-    if not rows:
-        return f"no trials stored yet in {where} (run `python -m benchmark run ...` or `grid ...`)"
-    shown = [{**r, "fraction": f"{r['fraction']:g}", "value": MISSING if r["value"] is None else f"{r['value']:.4f}",
-              "seconds": MISSING if r["seconds"] is None else f"{r['seconds']:.1f}",
-              "error": _cut(r["error"] or "")} for r in rows]
-    if not any(r["error"] for r in rows):
-        shown = [{k: v for k, v in r.items() if k != "error"} for r in shown]
-    return tabulate(shown, headers="keys", tablefmt="simple", disable_numparse=True)
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 3] + "..."
-
-
 # ---------------------------------------------------------------- paper-style tables
-
-@dataclass
-class Cell:
-    """One method's result on one (task, fraction): the per-seed values (in %) and their interval.
-
-    The 95 % interval is over seeds (a t-interval of the mean) when there are two
-    or more; with one seed it is the trial's stored bootstrap interval over test
-    images (``ci_low``/``ci_high`` in its metrics), when the task stored one.
-    """
-
-    values: list[float]  # in %, one per seed
-    seeds: list[int] = field(default_factory=list)  # values[i] is seed seeds[i]'s
-    bootstrap: tuple[float, float] | None = None  # in %, from a one-seed trial's metrics
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @cached_property
-    def summary(self) -> SeedInterval:
-        return seed_interval(self.values)
-
-    @property
-    def mean(self) -> float:
-        return self.summary.mean
-
-    @property
-    def std(self) -> float | None:
-        return self.summary.std
-
-    @property
-    def ci(self) -> tuple[float, float] | None:
-        if self.summary.ci is not None:
-            return self.summary.ci
-        return self.bootstrap if self.n == 1 else None
-
-    @property
-    def ci_kind(self) -> str | None:
-        """"seeds" (t-interval over seeds), "bootstrap" (one seed, over test images) or None (no interval)."""
-        if self.summary.ci is not None:
-            return "seeds"
-        return "bootstrap" if self.ci is not None else None
-
-    def by_seed(self) -> dict[int, float]:
-        return dict(zip(self.seeds, self.values))
-
-    def text(self) -> str:
-        """``83.3 ± 3.1 [75.7, 90.9] n=3``; a bootstrap interval (n=1) is marked ‡."""
-        std = f" ± {self.std:.1f}" if self.std is not None else ""
-        ci = f" [{self.ci[0]:.1f}, {self.ci[1]:.1f}]{BOOTSTRAP_MARK if self.ci_kind == 'bootstrap' else ''}" \
-            if self.ci is not None else ""
-        return f"{self.mean:.1f}{std}{ci} n={self.n}"
-
-    def as_dict(self) -> dict:
-        low, high = self.ci if self.ci is not None else (None, None)
-        return {"mean": self.mean, "std": self.std, "n": self.n, "ci_low": low, "ci_high": high,
-                "ci_kind": self.ci_kind, "seeds": self.seeds, "values": self.values}
-
-
-def cell_of(trials: list[Trial]) -> Cell:
-    """The cell of one method's finished trials on one (task, fraction): values in %, by seed."""
-    ordered = sorted(trials, key=lambda t: t.seed)
-    boot = None
-    if len(ordered) == 1:
-        m = ordered[0].metrics or {}
-        low, high = m.get("ci_low"), m.get("ci_high")
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and math.isfinite(low) and math.isfinite(high):
-            boot = (100.0 * low, 100.0 * high)
-    return Cell([100.0 * t.value for t in ordered], [t.seed for t in ordered], boot)
-
-
-def difference(cell: Cell, baseline: Cell) -> PairedDifference | None:
-    """cell - baseline over the seeds both have (same seed: same training subset); None without a shared seed."""
-    mine, theirs = cell.by_seed(), baseline.by_seed()
-    shared = sorted(set(mine) & set(theirs))
-    if not shared:
-        return None
-    return paired_difference([mine[s] for s in shared], [theirs[s] for s in shared])
-
 
 @dataclass
 class Row:
@@ -207,18 +74,6 @@ class Table:
 
     def baseline(self) -> Row | None:
         return next((r for r in self.rows if r.label == self.vs), None)
-
-
-def row_order(label_method: tuple[str, str]) -> tuple:
-    label, method = label_method
-    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return rank, label != method, label
-
-
-def describe_source(source: str) -> str:
-    if data_kind(source) == "phantom":
-        return f"phantom data ({source}: synthetic stand-in, not real-data numbers)"
-    return "real data"
 
 
 def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None = None,
@@ -281,15 +136,6 @@ def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str 
         return (f"no finished {which}trials with protocol {protocol!r} (the finished ones have protocol "
                 f"{', '.join(sorted({t.protocol for t in done}))})")
     return f"no finished {which}trials"
-
-
-def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], str]:
-    """Display names; a name shared by two configs gets its config hash appended."""
-    base = {k: name(k) for k in keys}
-    counts: dict[str, int] = {}
-    for v in base.values():
-        counts[v] = counts.get(v, 0) + 1
-    return {k: v if counts[v] == 1 else f"{v} [{k[1][:6]}]" for k, v in base.items()}
 
 
 def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None) -> Table:

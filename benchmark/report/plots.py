@@ -2,7 +2,7 @@
 display needed): label-efficiency curves (metric vs label fraction, one line per
 method, with 95 % interval bars and bands) and an ablation chart (each method's
 variants beside it, with 95 % interval bars). The intervals are the tables'
-(benchmark.tables.cell_of): over seeds, or a one-seed trial's bootstrap over test
+(benchmark.report.results.cell_of): over seeds, or a one-seed trial's bootstrap over test
 images. One data source per figure, never phantom beside real.
 """
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
-from benchmark.store import Trial
-from benchmark.tables import (
+from benchmark.report.results import (
     cell_of,
     data_kind,
     describe_source,
@@ -22,6 +21,7 @@ from benchmark.tables import (
     method_labels,
     row_order,
 )
+from benchmark.store import Trial
 
 
 def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):

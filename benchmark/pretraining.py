@@ -5,7 +5,7 @@ AdamW, cosine warm restarts stepped per iteration with the period set from the
 real iteration count, bf16 autocast and channels_last on CUDA (plain fp32 on
 CPU), checkpoints that resume to the same result, progress, and a loss curve
 (``losses.csv``) with every loss term in its own column. The same loop runs in
-each process of a DDP run (``ddp_workers > 1``, ``benchmark.ddp``): rank 0
+each process of a DDP run (``ddp_workers > 1``, ``benchmark.orchestrate.ddp``): rank 0
 writes the files, the loss curve holds the terms averaged over processes.
 
 Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark import __version__
 from benchmark.config import config_hash, to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
 from benchmark.device import (
@@ -62,6 +61,7 @@ from benchmark.paths import (
 )
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
+from benchmark.version import __version__
 from methods.base import MethodConfig
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder.
 
     ``cfg.ddp_workers > 1`` runs the same loop in that many DDP processes through
-    Ray Train (``benchmark.ddp``); otherwise it runs here."""
+    Ray Train (``benchmark.orchestrate.ddp``); otherwise it runs here."""
     if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
         return hit
     out = encoder_dir(method, cfg, corpus.fingerprint)
@@ -212,9 +212,9 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
             "processes): lower batch_size or ddp_workers, or raise corpus_size"
         )
     if cfg.ddp_workers > 1:
-        from benchmark.ddp import run_ddp
+        from benchmark.orchestrate.ddp import run_ddp
 
-        run_ddp(method, cfg, corpus, device, out)
+        run_ddp(train_loop, method, cfg, corpus, device, out)
         return Pretrained(out / ENCODER, _read_meta(out), reused=False)
     return train_loop(method, cfg, corpus, pick_device(device), out)
 

@@ -10,29 +10,31 @@ Resume needs no Tune state: the store is the source of truth. Every finished
 trial is recorded by its worker the moment it finishes (and again by the driver
 from the reported result, idempotently), so re-running the same command after a
 Ctrl-C, a killed driver or a lost node runs exactly the trials still missing.
+
+The Ray glue searches share (worker set-up, the pre-training phase's encoders,
+the result callback) is in :mod:`benchmark.orchestrate.raytune`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import UserError
 from benchmark.experiments import GridSpec, MethodEntry, trial_sets
+from benchmark.orchestrate.raycluster import connect, storage_dir, trial_resources
+from benchmark.orchestrate.raytune import (
+    encoder_job,
+    fit_configs,
+    pretrain_encoders,
+    say,
+    worker_base,
+    worker_setup,
+)
 from benchmark.store import Store, Trial
-
-log = logging.getLogger(__name__)
-
-#: driver environment handed to every worker (a cluster node has its own environment)
-FORWARD_ENV = ("BENCHMARK_HOME", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
-               "TOKENIZERS_PARALLELISM", "BENCHMARK_TEXT_CACHE")
 
 
 @dataclass
@@ -46,6 +48,11 @@ class GridTrial:
     def name(self) -> str:
         t = self.trial
         return f"{self.entry.label} {t.task} fraction {t.fraction:g} seed {t.seed}"
+
+    @property
+    def encoder_key(self) -> str:
+        """The method config whose encoder this trial needs (its pre-training job's key)."""
+        return f"{self.trial.method}-{self.trial.method_hash}"
 
 
 @dataclass
@@ -106,42 +113,7 @@ def _expand_part(plan: Plan, seen: set[tuple], spec: GridSpec, entries: list, ta
                     (plan.finished if store.finished(trial) else plan.todo).append(item)
 
 
-# ---------------------------------------------------------------- Ray trainables (run in workers)
-
-def worker_setup(config: dict) -> None:
-    os.environ.update(config["env"])
-    os.environ.pop("BENCHMARK_DATA", None)  # the driver passes the data root it keyed the trials with
-    os.environ["BENCHMARK_STORE"] = config["store"]
-    logging.basicConfig(level=logging.WARNING)
-
-
-def pretrain_trainable(space: dict) -> None:
-    """Phase 1: the encoder of one method config (pre-trained once, then cached)."""
-    from ray import tune
-
-    config = space["spec"]
-    worker_setup(config)
-    tune.report(make_encoder(config, in_trial=True))
-
-
-def make_encoder(config: dict, in_trial: bool = False) -> dict:
-    """The encoder of one method config as a result row. Baselines (nothing to
-    train) and DDP pre-training (its Ray Train workers would wait behind a Tune
-    trial holding the CPUs) run in the driver, where a user's mistake stops the
-    grid; in a trial every error is reported, and the driver says which config
-    failed and why."""
-    from benchmark.data.sources import data_root
-    from benchmark.runner import get_encoder, resolve
-
-    try:
-        resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])
-        pre = get_encoder(resolved, data_root(config["data_root"]), config["device"])
-        return {"status": "ready", "reused": bool(pre.reused), "seconds": float(pre.meta.get("seconds") or 0.0)}
-    except Exception as exc:
-        if isinstance(exc, UserError) and not in_trial:
-            raise
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-
+# ---------------------------------------------------------------- the trials' phase (runs in workers)
 
 def trial_trainable(space: dict) -> None:
     """Phase 2: one downstream trial through the runner (which records it in the store)."""
@@ -179,55 +151,9 @@ class Summary:
         return not self.failed and not self.not_run
 
 
-def say(line: str) -> None:
-    print(line, file=sys.stdout, flush=True)
-
-
-def callback(on_result):
-    """A Tune callback handing each result (or a trial's crash, as status "failed") with its Ray trial to
-    ``on_result(trial, result)`` in the driver. Tune pickles its callbacks with the experiment state;
-    the pickled copy carries no hook (the hook may hold the store's connection)."""
-    from ray import tune
-
-    class Reporter(tune.Callback):
-        def __init__(self, hook) -> None:
-            self.hook = hook
-
-        def __getstate__(self) -> dict:
-            return {}
-
-        def __setstate__(self, state: dict) -> None:
-            self.hook = lambda trial, result: None
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.hook(trial, result)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.hook(trial, {"status": "failed", "error": f"Ray trial {trial.trial_id} errored (see {trial.local_path})"})
-
-    return Reporter(on_result)
-
-
-def _fit(trainable, configs: list[dict], resources: dict, name: str, storage: Path, on_result) -> None:
-    from ray import tune
-
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"spec": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),  # no new worker per trial
-        run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=[callback(lambda t, r: on_result(t.config["spec"], r))],
-            failure_config=tune.FailureConfig(max_failures=2),  # a lost node: the trial runs again elsewhere
-        ),
-    )
-    tuner.fit()
-
-
 def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_trial: float | None = None,
              gpus_per_trial: float | None = None, device: str = "auto", num_cpus: int | None = None) -> Summary:
     """Run the plan's missing trials on Ray; print a line per finished trial; return the tally."""
-    from benchmark.raycluster import connect, storage_dir, trial_resources
-
     summary = Summary(plan.total, len(plan.finished), not_applicable=list(plan.not_applicable))
     for variant in plan.variants:
         store.label_variant(*variant)
@@ -242,9 +168,8 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
         summary.storage = str(storage)
         say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
             f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
-        base = {"profile": plan.profile, "data_root": plan.data_root, "device": device,
-                "store": str(store.path.resolve()), "env": {k: os.environ[k] for k in FORWARD_ENV if k in os.environ}}
-        ready = pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary, store)
+        base = worker_base(plan.profile, plan.data_root, device, store.path)
+        ready = _pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary, store)
         if ready is not None:
             _trial_phase(plan, ready, base, resources, f"grid-{stamp}-trials", storage, store, summary)
     finally:
@@ -252,48 +177,22 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
     return summary
 
 
-def _config_key(item: GridTrial) -> str:
-    return f"{item.trial.method}-{item.trial.method_hash}"
-
-
-def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary,
+def _pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: Path, summary: Summary,
                    store: Store) -> set[str] | None:
-    """Pre-train each distinct method config once; returns the configs ready, or None when interrupted."""
-    first: dict[str, GridTrial] = {}
+    """Pre-train each distinct method config once; returns the configs ready, or None when interrupted.
+    A trial whose encoder failed is recorded as failed (the store says why; the next run tries again)."""
+    jobs = {}
     for item in plan.todo:
-        first.setdefault(_config_key(item), item)
-    configs = [{**base, "key": key, "method": it.trial.method, "task": it.trial.task, "sets": it.sets, "label": it.entry.label}
-               for key, it in first.items()]
-    outcome: dict[str, dict] = {}
-
-    def on_result(config: dict, result: dict) -> None:
-        if config["key"] in outcome:
-            return
-        outcome[config["key"]] = result
-        if result.get("status") == "ready":
-            how = "cached" if result.get("reused") else f"ready in {result.get('seconds', 0):.1f}s"
-            say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}): encoder {how}")
-        else:
-            say(f"[pretrain] {len(outcome)}/{len(configs)} {config['label']} ({config['key']}) FAILED: {result.get('error')}")
-
-    def in_driver(config: dict) -> bool:
-        item = first[config["key"]]
-        return not item.pretrains or int(item.trial.method_config.get("ddp_workers", 1)) > 1
-
-    for config in configs:
-        if in_driver(config):
-            on_result(config, make_encoder(config))
-    trained = [c for c in configs if not in_driver(c)]
-    if trained:
-        _fit(pretrain_trainable, trained, resources, name, storage, on_result)
+        jobs.setdefault(item.encoder_key, encoder_job(item.trial, item.sets, item.entry.label, item.pretrains))
+    outcome = pretrain_encoders(list(jobs.values()), base, resources, name, storage)
     ready = {k for k, r in outcome.items() if r.get("status") == "ready"}
-    interrupted = len(outcome) < len(configs)
+    interrupted = len(outcome) < len(jobs)
     for item in plan.todo:
-        key = _config_key(item)
+        key = item.encoder_key
         if key in outcome and key not in ready:
             summary.failed.append(f"{item.name}: pre-training failed: {outcome[key].get('error')}")
             item.trial.status, item.trial.error = "failed", f"pre-training failed: {outcome[key].get('error')}"
-            store.record(item.trial)  # the store says why; the next run of the grid tries it again
+            store.record(item.trial)
         elif interrupted or key not in outcome:
             summary.not_run.append(item.name)
     return None if interrupted else ready
@@ -301,7 +200,7 @@ def pretrain_phase(plan: Plan, base: dict, resources: dict, name: str, storage: 
 
 def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name: str, storage: Path,
                  store: Store, summary: Summary) -> None:
-    items = [it for it in plan.todo if _config_key(it) in ready]
+    items = [it for it in plan.todo if it.encoder_key in ready]
     if not items:
         return
     configs = [{**base, "index": i, "method": it.trial.method, "task": it.trial.task, "fraction": it.trial.fraction,
@@ -322,7 +221,7 @@ def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name:
             summary.failed.append(f"{item.name}: {result.get('error')}")
             say(f"[grid] {n} {item.name}: FAILED {result.get('error')}")
 
-    _fit(trial_trainable, configs, resources, name, storage, on_result)
+    fit_configs(trial_trainable, configs, resources, name, storage, on_result)
     summary.not_run.extend(it.name for i, it in enumerate(items) if i not in seen)
 
 

@@ -1,6 +1,8 @@
 """Multi-process (DDP) pre-training through Ray Train: ``ddp_workers: N``.
 
-Each Ray Train worker runs ``pretrain.train_loop`` in a torch process group
+Each Ray Train worker runs the pre-training loop it is given
+(``benchmark.pretraining.train_loop``, passed in by ``pretrain``: this module sits
+below it and never imports it) in a torch process group
 (gloo on CPU, NCCL on GPUs, set up by Ray Train), one GPU per worker when the
 run is on CUDA. ``batch_size`` is per process, as in the authors' runs (IMITATE:
 128 per GPU); a global batch is ``batch_size x N`` consecutive entries of the
@@ -28,6 +30,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.errors import TrialFailed, UserError
@@ -36,13 +39,14 @@ from benchmark.paths import cache_dir
 log = logging.getLogger(__name__)
 PROGRESS = "ddp.log"  # rank 0's log lines and progress, beside the checkpoint
 
+#: ``loop(method, cfg, corpus, device, out)``: the pre-training loop each process runs
+Loop = Callable[..., object]
+
 
 def _worker(config: dict) -> None:
     """One DDP process (runs inside a Ray Train worker)."""
     import ray.train.torch
     import torch
-
-    from benchmark.pretrain import train_loop
 
     os.environ.update(config["env"])
     if ray.train.get_context().get_world_rank() == 0:  # the driver echoes this file (Ray keeps worker output)
@@ -54,12 +58,13 @@ def _worker(config: dict) -> None:
     logging.getLogger("ray.train.v2._internal.util").setLevel(logging.CRITICAL)
     dev = ray.train.torch.get_device() if config["cuda"] else torch.device("cpu")
     torch.set_num_threads(max(1, int(config["threads"])))
-    train_loop(config["method"], config["cfg"], config["corpus"], dev, Path(config["out"]))
+    config["loop"](config["method"], config["cfg"], config["corpus"], dev, Path(config["out"]))
 
 
-def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
-    """Run ``cfg.ddp_workers`` processes of the pre-training loop; raises what a worker raised."""
-    from benchmark import raycluster
+def run_ddp(loop: Loop, method: str, cfg, corpus, device: str, out: Path) -> None:
+    """Run ``loop`` in ``cfg.ddp_workers`` processes; raises what a worker raised. ``loop`` is
+    pickled by reference (a module-level function), so every worker imports it itself."""
+    from benchmark.orchestrate import raycluster
 
     session = raycluster.connect(os.environ.get("BENCHMARK_RAY_ADDRESS") or None)
     try:
@@ -79,7 +84,7 @@ def run_ddp(method: str, cfg, corpus, device: str, out: Path) -> None:
         if free_cpus < workers:
             raise UserError(f"ddp_workers={workers} needs {workers} free CPUs; {session.where} has {free_cpus:g}")
         cpus = 1.0 if cuda else float(free_cpus // workers)  # on CPU the cores are the compute: share them out
-        _fit(method, cfg, corpus, out, workers, cuda, cpus)
+        _fit(loop, method, cfg, corpus, out, workers, cuda, cpus)
     finally:
         session.close()
 
@@ -97,14 +102,14 @@ def _free(workers: int, cuda: bool, wait: float = 30.0) -> tuple[float, float]:
         time.sleep(0.5)
 
 
-def _fit(method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: float) -> None:
+def _fit(loop: Loop, method: str, cfg, corpus, out: Path, workers: int, cuda: bool, cpus: float) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     env = {k: v for k, v in os.environ.items() if k.startswith(("BENCHMARK_", "HF_", "TQDM_", "TRANSFORMERS_"))}
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"method": method, "cfg": cfg, "corpus": corpus, "out": str(out), "cuda": cuda,
+        train_loop_config={"loop": loop, "method": method, "cfg": cfg, "corpus": corpus, "out": str(out), "cuda": cuda,
                            "threads": cpus, "env": env},
         torch_config=TorchConfig(backend="nccl" if cuda else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=cuda, resources_per_worker={"CPU": cpus}),

@@ -1,0 +1,168 @@
+"""The Python API: what the CLI's ``run`` and ``pretrain`` do, callable from a notebook.
+
+    import benchmark
+    r = benchmark.run("imitate", "rsna_cls", 0.01, seed=42, profile="smoke")
+    r.value, r.metrics                      # the trial's test metric, every metric
+    enc = benchmark.load_encoder("imitate", profile="smoke")   # images -> pooled features
+    df = benchmark.results(task="rsna_cls")                     # the store's trials
+
+Config overrides are keyword arguments, as ``--set`` takes them
+(``lr=1e-4``, ``hierarchical=False``); a key the method and the task share, or
+one that is not a Python name, goes in a dict: ``**{"task.lr": 1e-3}``.
+``overrides=[("seed", 3)]`` takes ``--set`` pairs as a list (for a config key
+that is also a parameter name here, such as the method's ``seed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from benchmark.pretraining import Pretrained
+    from benchmark.store import Store, Trial
+
+__all__ = ["RunResult", "load_encoder", "pretrain", "results", "run"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One trial's stored result: ``trial`` is the store's row, ``reused`` says whether it was
+    found finished in the store (not run again), ``store`` is the store's file."""
+
+    trial: Trial
+    reused: bool
+    store: str
+
+    @property
+    def value(self) -> float:
+        """The task's primary metric on the test split."""
+        return self.trial.value
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.trial.metrics
+
+    def as_dict(self) -> dict[str, Any]:
+        """The object ``run --json`` prints (less its ``random`` key: the CLI's baseline beside the run)."""
+        t = self.trial
+        return {
+            "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
+            "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
+            "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
+            "seconds": t.seconds, "reused": self.reused,
+        }
+
+
+def _sets(method: str, sets: dict[str, Any], overrides: Iterable[tuple[str, Any]], checkpoint: str | Path | None,
+          **extra: Any) -> list[tuple[str, Any]]:
+    """``--set`` pairs: the list first, then the keywords, then the named options (later wins)."""
+    out = [*overrides, *sets.items(), *((k, v) for k, v in extra.items() if v is not None)]
+    if checkpoint is not None:
+        if method != "checkpoint":
+            raise UserError(f"--checkpoint is for --method checkpoint, not {method!r}")
+        out.append(("checkpoint_path", str(Path(checkpoint).expanduser())))
+    return out
+
+
+def run(
+    method: str, task: str, fraction: float = 1.0, *, seed: int = 42, profile: str = "cpu", protocol: str | None = None,
+    checkpoint: str | Path | None = None, data_root: str | None = None, device: str = "auto", force: bool = False,
+    store: str | Path | Store | None = None, overrides: Iterable[tuple[str, Any]] = (), **sets: Any,
+) -> RunResult:
+    """One trial, as ``python -m benchmark run``: pre-train ``method`` (or reuse its cached
+    encoder), fit ``task`` on ``fraction`` of its training labels (the subset ``seed``
+    draws), store the test metrics. A trial the store has finished is returned, not
+    re-run (``force=True`` re-runs it). ``store``: a file or a :class:`~benchmark.store.Store`
+    (default ``$BENCHMARK_STORE`` or ``results/benchmark.sqlite``)."""
+    from benchmark.runner import run_trial
+    from benchmark.store import Store
+
+    pairs = _sets(method, sets, overrides, checkpoint, **{"task.protocol": protocol})
+    if store is not None and not isinstance(store, Store):
+        store = Store(store)
+    out = run_trial(method, task, fraction, seed, profile, pairs, data_root, device, force, store)
+    return RunResult(out.trial, out.reused, out.store_path)
+
+
+def pretrain(
+    method: str, *, profile: str = "cpu", checkpoint: str | Path | None = None, data_root: str | None = None,
+    device: str = "auto", force: bool = False, max_steps: int | None = None, overrides: Iterable[tuple[str, Any]] = (),
+    **sets: Any,
+) -> Pretrained:
+    """Pre-train ``method`` and cache its encoder, as ``python -m benchmark pretrain``; a
+    cached one is reused (``force=True`` re-trains). Returns the cache entry: ``path``
+    (``encoder.pt``), ``meta`` (steps, final loss, corpus, seconds), ``reused`` and
+    ``weights()`` (the encoder's state dict)."""
+    from benchmark.data.sources import data_root as root_of
+    from benchmark.runner import get_encoder, resolve
+
+    resolved = resolve(method, None, profile, _sets(method, sets, overrides, checkpoint, max_steps=max_steps))
+    return get_encoder(resolved, root_of(data_root), device, force)
+
+
+def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:
+    """(method, checkpoint file): a registered method's name, else a weights file for ``checkpoint``."""
+    import methods  # noqa: F401  (registers the methods)
+    from benchmark.registry import METHODS
+
+    if isinstance(method_or_path, str) and method_or_path in METHODS.names():
+        return method_or_path, None
+    if Path(method_or_path).expanduser().is_file():
+        return "checkpoint", method_or_path
+    raise UserError(f"{str(method_or_path)!r} is neither a method ({', '.join(METHODS.names())}) nor a weights file")
+
+
+def load_encoder(
+    method_or_path: str | Path, *, profile: str = "cpu", upsample_ratio: float = 1.0, data_root: str | None = None,
+    device: str = "auto", force: bool = False, overrides: Iterable[tuple[str, Any]] = (), **sets: Any,
+) -> nn.Module:
+    """The transferred image encoder as the classification task uses it: a module in eval
+    mode, frozen, that maps a batch of images (N x 3 x S x S, as
+    :func:`benchmark.data.transforms.downstream_batch` makes them from uint8 images) to
+    pooled last-stage features (N x ``.width``). ``method_or_path``: a method (pre-trained
+    first if it is not cached) or a released weights file (read as ``--method checkpoint``;
+    ``checkpoint_format=...`` picks the key mapping). ``upsample_ratio``: the task's input
+    scale (``rsna_cls``: 1.3348214, MGCA's 299 px from 224). ``device``: where it pre-trains
+    (if it must) and where the module is put (auto: CUDA if present)."""
+    import torch
+
+    from benchmark.device import pick_device
+    from tasks.classification import PooledEncoder
+
+    method, checkpoint = _method_of(method_or_path)
+    dev = pick_device(device)
+    pre = pretrain(method, profile=profile, checkpoint=checkpoint, data_root=data_root, device=str(dev), force=force,
+                   overrides=overrides, **sets)
+    encoder = PooledEncoder(pre.weights(), upsample_ratio).to(dev, memory_format=torch.channels_last)
+    return encoder.eval().requires_grad_(False)
+
+
+def results(store: str | Path | Store | None = None, **filters: Any) -> pd.DataFrame:
+    """The store's trials as a pandas DataFrame, one row per trial (the store's columns;
+    ``metrics``, ``method_config`` and ``task_config`` hold dicts). ``filters`` keep the
+    rows whose column equals the value, or is one of a list's values:
+    ``results(task="rsna_cls", method=["imitate", "random"], status="finished")``."""
+    import pandas as pd
+
+    from benchmark.store import Store, Trial
+
+    if not isinstance(store, Store):
+        if store is not None and not Path(store).exists():
+            raise UserError(f"results store {store} does not exist")
+        store = Store(store, readonly=True)
+    columns = list(Trial.__dataclass_fields__)
+    frame = pd.DataFrame([asdict(t) for t in store.all()], columns=columns)
+    for key, wanted in filters.items():
+        if key not in columns:
+            raise UserError(f"results() has no column {key!r}; filter on: {', '.join(columns)}")
+        choices = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        frame = frame[frame[key].isin(choices)]
+    return frame.reset_index(drop=True)

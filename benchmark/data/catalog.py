@@ -22,10 +22,13 @@ from benchmark.config import user_config_dirs
 from benchmark.data.dataset import DataSet
 from benchmark.data.real.layout import Layout
 from benchmark.errors import UserError
-from benchmark.registry import DATASETS
+from benchmark.registry import DATASETS, unknown_name
 
 PACKAGE = "benchmark.data.sets"
 _LOADED: set[str] = set()
+#: a user data set's name -> the config folder its module came from: a module stays imported
+#: for the process, but its data sets are found only while that folder is on the config path
+_FOLDER_OF: dict[str, Path] = {}
 
 
 def _import_shipped() -> None:
@@ -62,18 +65,24 @@ def load_modules() -> None:
             key = str(path.resolve())
             if key not in _LOADED and not path.name.startswith("_"):
                 _LOADED.add(key)
+                before = set(DATASETS.names())
                 _import_user(path)
-
-
-def dataset(name: str) -> DataSet:
-    """The registered data set ``name`` (an unknown name lists the known ones)."""
-    load_modules()
-    return DATASETS.get(name)
+                _FOLDER_OF.update(dict.fromkeys(set(DATASETS.names()) - before, folder.resolve()))
 
 
 def names() -> list[str]:
+    """The data sets found now: the shipped ones and those of the folders on the config path."""
     load_modules()
-    return DATASETS.names()
+    folders = {folder.resolve() for folder in user_config_dirs()}
+    return [n for n in DATASETS.names() if n not in _FOLDER_OF or _FOLDER_OF[n] in folders]
+
+
+def dataset(name: str) -> DataSet:
+    """The data set ``name`` (an unknown name lists the known ones)."""
+    found = names()
+    if name not in found:
+        raise unknown_name("data set", name, found)
+    return DATASETS.get(name)
 
 
 def everything() -> list[DataSet]:

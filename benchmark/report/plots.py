@@ -88,7 +88,8 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
     sns.set_theme(style="whitegrid", context="paper")
     written: list[Path] = []
     order = [label for label, _ in sorted({(r.label, r.method) for r in df.itertuples()}, key=row_order)]
-    colours = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    # one colour per row: the default palette repeats after 10, husl spaces any number apart
+    colours = dict(zip(order, sns.color_palette("deep" if len(order) <= 10 else "husl", n_colors=len(order))))
     caption = "bars and bands: 95 % interval (t over seeds; one seed: bootstrap over test images)"
     for (source, protocol), part in df.groupby(["source", "protocol"]):
         tasks = sorted(part["task"].unique())
@@ -136,7 +137,7 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             ax.set_xlabel("task, training labels")
             ax.set_ylabel("primary metric (%)")
             ax.set_title(f"ablations, {protocol} protocol, {describe_source(source)}\n{caption}", fontsize=8)
-            ax.legend(fontsize=7, loc="lower right", title="method", title_fontsize=7)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method", title_fontsize=7)
             written += _save(fig, out, f"ablations_{data}_{protocol}")
             plt.close(fig)
     return written

@@ -70,6 +70,10 @@ class Ceiling(nn.Module):
 
         self.backbone = ResNetStages("none", arch)
 
+    def image_encoder(self) -> nn.Module:
+        """The module a method config's ``backbone_lr`` applies to (``make_optimizer``)."""
+        return self.backbone
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = sum(self.backbone(v)[-1].float().mean() for k, v in batch.items() if k.startswith("view"))
         return {"loss": loss}

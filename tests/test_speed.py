@@ -48,6 +48,15 @@ def test_speed_command_prints_the_three_rates_and_their_ratios(capsys):
     assert any(line.startswith("  step / ceiling") for line in out)
 
 
+def test_speed_times_a_config_whose_image_encoder_has_its_own_rate(capsys):
+    """``backbone_lr`` splits the optimiser by the model's image encoder; the bare-backbone
+    ceiling must offer one too (the phantom profile sets it: speed crashed there)."""
+    code = main(["speed", "--method", "supervised", "--profile", "smoke", "--set", "backbone_lr=1e-3", "--batch-size", "2",
+                 "--image-size", "32", "--steps", "1", "--warmup", "0", "--device", "cpu", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ceiling_pairs_per_s"] > 0
+
+
 def test_speed_of_a_method_that_is_not_pretrained_is_a_user_error(capsys):
     assert main(["speed", "--method", "random", "--profile", "smoke", "--steps", "1"]) == 2
     assert "not pre-trained" in capsys.readouterr().err

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.phantom.anatomy import lesions_from_report
-from benchmark.data.phantom.datasets import phantom_corpus, phantom_rsna
+from benchmark.data.phantom.datasets import phantom_corpus
+from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.transforms import ImitateViews, downstream_batch
 from methods.encoders import ResNetStages

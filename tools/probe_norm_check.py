@@ -14,7 +14,7 @@ import torch
 import torchvision
 from sklearn.metrics import roc_auc_score
 
-from benchmark.data.phantom.datasets import phantom_rsna
+from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.splits import draw_subset
 from benchmark.data.transforms import downstream_batch
 

@@ -34,7 +34,7 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.paths import config_dir
 from benchmark.registry import unknown_name
-from benchmark.yamlfile import MAX_CONFIG_BYTES, MAX_NODES, load_yaml, safe_yaml  # noqa: F401  (part of this module's interface)
+from benchmark.yamlfile import load_yaml, safe_yaml
 
 #: the largest seed: SQLite's INTEGER and torch's generators hold 64-bit signed integers
 SEED_MAX = 2**63 - 1

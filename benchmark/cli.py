@@ -177,6 +177,9 @@ def _grid_parsers(sub) -> None:
     grid = _command(sub, "grid", "methods x tasks x fractions x seeds through Ray Tune; resumes: finished trials are skipped")
     grid.add_argument("--experiment", type=_nonempty, metavar="FILE", help="a grid file, or a name in configs/experiments/ (e.g. imitate_tmi2024)")
     grid.add_argument("--methods", help="comma-separated methods, e.g. imitate,convirt,random")
+    grid.add_argument("--cpus-per-encoder", type=_bounded(float, 0, strict=True),
+                      help="CPUs per pre-training job before the trials (default: the experiment's cpus_per_encoder, "
+                           "else --cpus-per-trial)")
     grid.add_argument("--tasks", help="comma-separated tasks, e.g. rsna_cls,siim_seg")
     grid.add_argument("--fractions", help="comma-separated label fractions (default 0.01,0.1,1)")
     grid.add_argument("--seeds", help="comma-separated seeds (default 42)")

@@ -264,7 +264,8 @@ def grid(args: argparse.Namespace) -> int:
             print(f"to run: {item.name} (config {item.trial.method_hash})")
         print(f"{len(plan.todo)} to run, {len(plan.finished)} already finished, {len(plan.not_applicable)} not applicable")
         return 0
-    summary = run_plan(plan, store, args.address, args.cpus_per_trial, args.gpus_per_trial, args.device)
+    summary = run_plan(plan, store, args.address, args.cpus_per_trial, args.gpus_per_trial, args.device,
+                       cpus_per_encoder=args.cpus_per_encoder or spec.cpus_per_encoder)
     print("\n".join(summary_lines(summary)))
     print(f"  store {store.path}")
     return 0 if summary.ok else 1

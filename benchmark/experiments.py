@@ -16,7 +16,7 @@ from benchmark.config import available, check_seed, find_config, load_yaml
 from benchmark.errors import UserError
 from benchmark.registry import unknown_name
 
-KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set", "blocks"}
+KEYS = {"description", "methods", "tasks", "fractions", "seeds", "protocol", "profile", "set", "blocks", "cpus_per_encoder"}
 BLOCK_KEYS = {"methods", "tasks", "fractions", "seeds"}
 
 
@@ -55,6 +55,7 @@ class GridSpec:
     sets: list[tuple[str, Any]] = field(default_factory=list)  # for every trial
     description: str = ""
     blocks: list[Block] = field(default_factory=list)
+    cpus_per_encoder: float | None = None  # the pre-training phase's CPUs per encoder (None: as a trial)
 
     def parts(self) -> list[tuple[list[MethodEntry], list[str], list[float], list[int]]]:
         """(entries, tasks, fractions, seeds) of the main grid, then of each block."""
@@ -196,11 +197,15 @@ def load_experiment(name: str) -> GridSpec:
     profile = data.get("profile")
     if profile is not None and (not isinstance(profile, str) or profile not in available("profiles")):
         raise unknown_name(f"profile in experiment {path}:", str(profile), available("profiles"))
+    cpus = data.get("cpus_per_encoder")
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0):
+        raise UserError(f"experiment {path}: 'cpus_per_encoder' must be a number > 0, got {cpus!r}")
     if not all(isinstance(t, str) for t in data["tasks"]):
         raise UserError(f"experiment {path}: 'tasks' must list task names, got {data['tasks']!r}")
     spec = GridSpec(
         entries, list(data["tasks"]), parse_fractions(data["fractions"]), parse_seeds(data["seeds"]),
         data.get("protocol"), profile, list(sets.items()), data.get("description") or "",
+        cpus_per_encoder=None if cpus is None else float(cpus),
     )
     blocks = data.get("blocks") or []
     if not isinstance(blocks, list):

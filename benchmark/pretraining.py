@@ -324,7 +324,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
         "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "processes": size,
-        "final_loss": history[-1]["loss"] if history else math.nan,
+        "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else math.nan,
         "version": __version__,
     }
     if rank:

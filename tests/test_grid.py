@@ -43,7 +43,7 @@ def test_grid_runs_only_the_missing_trials_then_nothing(ray_session, capsys, iso
     store.record(failed)
     capsys.readouterr()
 
-    assert main(GRID) == 0
+    assert main(GRID + ["--cpus-per-encoder", "2"]) == 0
     out = capsys.readouterr().out
     ran = set(re.findall(r"\[grid\] \d/4 (\S+ rsna_cls fraction \S+ seed 42): auroc", out))
     assert ran == {"random rsna_cls fraction 0.2 seed 42", "imitate rsna_cls fraction 0.1 seed 42",
@@ -53,6 +53,10 @@ def test_grid_runs_only_the_missing_trials_then_nothing(ray_session, capsys, iso
     # pre-training once per method config, before its trials; imitate's encoder shared by its two trials
     assert len(re.findall(r"\[pretrain\] \d/2 imitate \(imitate-\w+\): encoder ready in", out)) == 1
     assert len(list((isolated_home / "home" / "encoders").glob("imitate-*"))) == 1
+    # the encoder trained alone on both CPUs, the trials one CPU each
+    assert "each trial 1 CPU, 0 GPU; each pre-training job 2 CPU" in out
+    meta = json.loads(next((isolated_home / "home" / "encoders").glob("imitate-*/meta.json")).read_text())
+    assert meta["threads"] == 2
 
     trials = Store().all()
     assert len(trials) == 4 and all(t.status == "finished" and 0 <= t.value <= 1 for t in trials)
@@ -142,7 +146,7 @@ def test_phantom_power_blocks_add_100_percent_with_fewer_seeds(capsys):
     from benchmark.orchestrate.grid import expand
 
     spec = load_experiment("phantom_power")
-    assert spec.profile == "phantom"
+    assert spec.profile == "phantom" and spec.cpus_per_encoder == 2  # encoders one at a time on both cores
     plan = expand(spec, "smoke", [], None, None, Store())
     cells = [(it.entry.label, it.trial.task, it.trial.fraction, it.trial.seed) for it in plan.todo]
     assert len(cells) == len(set(cells)) == 11 * 2 * 5 + 11 * 2
@@ -163,6 +167,9 @@ def test_experiment_blocks_bad_keys_and_labels(tmp_path, capsys):
     bad.write_text(head + "blocks: [{fraction: [1.0]}]\n")
     assert main(["grid", "--experiment", str(bad), "--dry-run"]) == 2
     assert "unknown key(s) ['fraction'] in a block" in capsys.readouterr().err
+    bad.write_text(head + "cpus_per_encoder: 0\n")
+    assert main(["grid", "--experiment", str(bad), "--dry-run"]) == 2
+    assert "'cpus_per_encoder' must be a number > 0, got 0" in capsys.readouterr().err
     bad.write_text(head + "blocks: [{methods: [flat], fractions: [1.0], seeds: [0, 1]}]\n")
     assert main(["grid", "--experiment", str(bad), "--profile", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out

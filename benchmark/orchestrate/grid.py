@@ -152,8 +152,11 @@ class Summary:
 
 
 def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_trial: float | None = None,
-             gpus_per_trial: float | None = None, device: str = "auto", num_cpus: int | None = None) -> Summary:
-    """Run the plan's missing trials on Ray; print a line per finished trial; return the tally."""
+             gpus_per_trial: float | None = None, device: str = "auto", num_cpus: int | None = None,
+             cpus_per_encoder: float | None = None) -> Summary:
+    """Run the plan's missing trials on Ray; print a line per finished trial; return the tally.
+    ``cpus_per_encoder``: each pre-training job's CPUs (default: a trial's), so that encoders
+    trained one at a time get the whole machine while the trials still run side by side."""
     summary = Summary(plan.total, len(plan.finished), not_applicable=list(plan.not_applicable))
     for variant in plan.variants:
         store.label_variant(*variant)
@@ -163,13 +166,15 @@ def run_plan(plan: Plan, store: Store, address: str | None = None, cpus_per_tria
     session = connect(address, num_cpus)
     try:
         resources = trial_resources(session, cpus_per_trial, gpus_per_trial)
+        encoder_resources = trial_resources(session, cpus_per_encoder or cpus_per_trial, gpus_per_trial)
         storage = storage_dir("ray")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         summary.storage = str(storage)
         say(f"[grid] {len(plan.todo)} to run, {len(plan.finished)} already finished (skipped), on {session.where} "
-            f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU)")
+            f"({session.cpus:g} CPU, {session.gpus:g} GPU; each trial {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
+            + (f"; each pre-training job {encoder_resources['cpu']:g} CPU" if encoder_resources != resources else "") + ")")
         base = worker_base(plan.profile, plan.data_root, device, store.path)
-        ready = _pretrain_phase(plan, base, resources, f"grid-{stamp}-pretrain", storage, summary, store)
+        ready = _pretrain_phase(plan, base, encoder_resources, f"grid-{stamp}-pretrain", storage, summary, store)
         if ready is not None:
             _trial_phase(plan, ready, base, resources, f"grid-{stamp}-trials", storage, store, summary)
     finally:

@@ -45,6 +45,12 @@ def worker_setup(config: dict) -> None:
     os.environ.pop("BENCHMARK_DATA", None)  # the driver passes the data root it keyed the trials with
     os.environ["BENCHMARK_STORE"] = config["store"]
     logging.basicConfig(level=logging.WARNING)
+    if config.get("threads"):
+        # torch's threads = the trial's CPUs: Ray's OMP_NUM_THREADS reaches torch only when set
+        # before torch's first import, which a reused worker may have done under other resources
+        import torch
+
+        torch.set_num_threads(int(config["threads"]))
 
 
 def reporter(on_result: Callable[[Any, dict], None]):
@@ -80,7 +86,7 @@ def fit_configs(trainable: Callable[[dict], None], configs: list[dict], resource
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"spec": tune.grid_search(configs)},
+        param_space={"spec": tune.grid_search([{**c, "threads": max(1, int(resources["cpu"]))} for c in configs])},
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),  # no new worker per trial
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage), verbose=0, callbacks=[reporter(lambda t, r: on_result(t.config["spec"], r))],

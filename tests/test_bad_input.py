@@ -646,6 +646,16 @@ CASES = [
      user_dataset_modules),
     ("prepare an unknown data set", ["data", "prepare", "mimc", "--data-root", "{tmp}"],
      ["data prepare is for mimic (the pre-training corpus), not 'mimc'"], None),
+    # issue 17: backbones
+    ("backbone misspelt", [*RUN, "--set", "backbone=convnext_tiyn"],
+     ["bad value for 'backbone': unknown backbone 'convnext_tiyn'; valid: convnext_tiny", "timm.list_models()"], None),
+    ("backbone without CNN stages for gloria", ["run", "--method", "gloria", "--task", "rsna_cls", "--set",
+                                                 "backbone=vit_base_patch16_224"],
+     ["method 'gloria' needs a backbone with four CNN stages", "strides [16, 16, 16, 16]"], None),
+    ("backbone imagenet weights offline", ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke",
+                                           "--set", "backbone=convnext_tiny", "--set", "backbone_weights=imagenet"],
+     ["cannot load ImageNet convnext_tiny weights", "--set backbone_weights=none"],
+     lambda tmp, mp: mp.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp / "hf"))),  # an empty cache
 ]
 
 

@@ -43,11 +43,11 @@ owns it, a dict to its ``"family"``):
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -111,7 +111,7 @@ def create_timm(name: str, weights: str, **kwargs) -> nn.Module:
         return timm.create_model(name, pretrained=weights == "imagenet", num_classes=0, **kwargs)
     except TypeError:
         raise
-    except Exception as exc:  # noqa: BLE001  (offline, the hub download fails with many types)
+    except Exception as exc:  # offline, the hub download fails with many types
         if weights != "imagenet":
             raise
         raise UserError(
@@ -121,7 +121,7 @@ def create_timm(name: str, weights: str, **kwargs) -> nn.Module:
 
 
 def _is_pyramid(strides: tuple[int, ...]) -> bool:
-    return all(a < b for a, b in zip(strides, strides[1:]))
+    return all(a < b for a, b in pairwise(strides))
 
 
 class TimmLevels(nn.Module):
@@ -328,7 +328,3 @@ def pyramid_neck(channels: tuple[int, ...], strides: tuple[int, ...]) -> Feature
     if n > len(PYRAMID_STRIDES):
         raise UserError(f"a pyramid takes at most {len(PYRAMID_STRIDES)} levels, got {n}")
     return Feature2Pyramid(channels, strides, PYRAMID_STRIDES[-n:])
-
-
-def powers_of_two(strides: tuple[int, ...]) -> bool:
-    return all(s > 0 and math.log2(s).is_integer() for s in strides)

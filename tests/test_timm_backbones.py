@@ -13,7 +13,7 @@ from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.runner import get_encoder, resolve
 from methods.backbones import backbone_shape, build_backbone, pooled
-from methods.imitate import Imitate, ImitateConfig, token_counts
+from methods.imitate import Imitate, token_counts
 from tasks.base import transferred_encoder
 
 NAMES = ("resnet18", "resnet50", "convnext_tiny", "vit_base_patch16_224")
@@ -72,10 +72,10 @@ def spy_on_necks(monkeypatch) -> list[tuple]:
     import tasks.segmentation
 
     seen = []
-    for module in (tasks.segmentation, tasks.detection):
+    for task, module in (("segmentation", tasks.segmentation), ("detection", tasks.detection)):
         real = module.pyramid_neck
 
-        def spy(channels, strides, real=real, task=module.__name__.rsplit(".", 1)[-1]):
+        def spy(channels, strides, real=real, task=task):
             neck = real(channels, strides)
             seen.append((task, tuple(channels), tuple(strides), neck.strides, sum(p.numel() for p in neck.parameters())))
             return neck

@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -105,7 +105,7 @@ class CheckpointFormat:
     ignore: tuple[str, ...] = ()  # encoder-relative key prefixes that are not the encoder
     rename: Callable[[str], str | None] = _keep
     fuse: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()
 
     def spec(self, arch: str) -> Spec:
         """The architecture it loads into (``arch``: the config's ResNet)."""

@@ -18,7 +18,12 @@ import pytest
 import torch
 
 from benchmark.errors import UserError
-from methods.baselines import FormatName, import_encoder, load_encoder_state, read_checkpoint
+from methods.baselines import (
+    FormatName,
+    import_encoder,
+    load_encoder_state,
+    read_checkpoint,
+)
 from methods.checkpoint_formats import ALIASES, FORMATS, target_state
 from methods.encoders import ResNetStages
 
@@ -252,3 +257,13 @@ def test_medclip_swin_computes_what_transformers_swin_computes(tmp_path):
         ours = model.eval().forward_features(x).flatten(1, 2)
         theirs = hf.eval()(pixel_values=x).last_hidden_state
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+@pytest.mark.parametrize("fmt", ["medclip_resnet", "medclip_swin"])
+def test_a_medclip_vision_model_saved_alone_has_model_prefix(fmt):
+    """MedCLIPVisionModel(ViT).state_dict(): the same encoder under ``model.`` only."""
+    layout, spec, _, _ = CASES[fmt]
+    enc = views(spec, seed=2)
+    alone = {k.removeprefix("vision_model."): v for k, v in layout(enc).items() if k.startswith("vision_model.model.")}
+    got_spec, got, used = import_encoder(alone)
+    assert used == fmt and got_spec == spec and all(torch.equal(got[k], v) for k, v in enc.items())

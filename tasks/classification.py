@@ -1,5 +1,6 @@
 """Classification, mgca protocol: a linear probe on the frozen encoder's pooled
-layer4 (2048-d on ResNet-50). BCE-with-logits for binary and multi-label, CE for
+feature (``methods.backbones.pooled``: layer4 averaged, 2048-d on ResNet-50; a
+ViT's final-normed [CLS] token). BCE-with-logits for binary and multi-label, CE for
 multi-class; AUROC (macro over labels) or accuracy; AdamW lr 5e-4, wd 1e-6,
 batch 48, <= 50 epochs, early stop on validation loss (patience 10), test with
 the best-validation head. ``probe_norm: standardize`` (not MGCA's: the cpu and
@@ -42,16 +43,16 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
-from methods.encoders import ResNetStages, backbone_of
+from methods.backbones import pooled
 from tasks.base import (
     Fit,
     LiveFeatures,
     Task,
     TaskConfig,
     batches,
-    load_encoder,
     prepare_encoder,
     train_head,
+    transferred_encoder,
 )
 from tasks.metrics import (
     accuracy,
@@ -90,17 +91,18 @@ class ClassificationConfig(TaskConfig):
 
 
 class PooledEncoder(nn.Module):
-    def __init__(self, state: dict, upsample_ratio: float) -> None:
+    """The transferred encoder (``arch``; None: the torchvision ResNet its weights say) -> pooled features."""
+
+    def __init__(self, state: dict, upsample_ratio: float, arch: str | dict | None = None) -> None:
         super().__init__()
-        self.backbone = ResNetStages(arch=backbone_of(state))  # the architecture the weights say
-        self.width = self.backbone.channels[-1]
-        load_encoder(self.backbone, state)
+        self.backbone = transferred_encoder(state, arch)
+        self.width = self.backbone.pooled_dim
         self.ratio = upsample_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio != 1.0:
             x = F.interpolate(x, scale_factor=self.ratio, mode="bilinear", align_corners=False)
-        return self.backbone(x)[-1].mean(dim=(2, 3))
+        return pooled(self.backbone, x)
 
 
 def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: ClassificationConfig) -> torch.Tensor:
@@ -201,7 +203,7 @@ class Classification(Task):
 
     def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         c = self.cfg
-        encoder = PooledEncoder(fit.encoder_state, c.upsample_ratio).to(fit.device, memory_format=torch.channels_last)
+        encoder = PooledEncoder(fit.encoder_state, c.upsample_ratio, fit.encoder_arch).to(fit.device, memory_format=torch.channels_last)
         trained_encoder = prepare_encoder(encoder, c)
         if trained_encoder is None:  # mgca: cached pooled features, the train rows picked from the whole split
             rows = {x: i for i, x in enumerate(fit.train.ids)}

@@ -143,6 +143,15 @@ def pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from benchmark.export import export_encoder
+
+    out = export_encoder(args.encoder, args.out)
+    print(f"wrote {out} (config.json, model.safetensors, README.md)")
+    print(f"  read it back: --method checkpoint --checkpoint {out}, or benchmark.load_encoder({str(out)!r})")
+    return 0
+
+
 def data(args: argparse.Namespace) -> int:
     if args.what == "phantom":
         if not args.preview:

@@ -138,6 +138,8 @@ def pretrain(args: argparse.Namespace) -> int:
           + (f" x {m['processes']} DDP processes" if m.get("processes", 1) > 1 else ""))
     print(f"  encoder {pre.path}")
     print(f"  loss curve {pre.path.parent / 'losses.csv'}")
+    if (pre.path.parent / "tb").is_dir():
+        print(f"  TensorBoard: tensorboard --logdir {pre.path.parent / 'tb'}")
     if args.json:
         emit_json({"method": args.method, "encoder": str(pre.path), "reused": pre.reused, **m})
     return 0

@@ -64,9 +64,15 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The encoder's state dict from an exported folder (its config checked first)."""
-    read_config(folder)
+def check_folder(folder: Path) -> dict:
+    """An exported folder's config, checked, once its weights file is known to be there."""
+    config = read_config(folder)
     if not (folder / WEIGHTS).is_file():
         raise UserError(f"{folder} has a {CONFIG} but no {WEIGHTS}")
+    return config
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The encoder's state dict from an exported folder (its config checked first)."""
+    check_folder(folder)
     return read_safetensors(folder / WEIGHTS)

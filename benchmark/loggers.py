@@ -28,6 +28,7 @@ ENV = "BENCHMARK_LOGGER"
 KINDS = ("tensorboard", "wandb", "none")
 DEFAULT = "tensorboard"
 EVENT_GLOB = "events.out.tfevents.*"
+TB_DIR = "tb"  # the event files' folder inside the folder a logger is given
 WANDB_PROJECT = "medvlp-bench"
 
 
@@ -83,7 +84,7 @@ class TensorBoardLogger(Logger):
 
 
 class WandbLogger(Logger):
-    """One wandb run, written under ``folder`` (offline unless configured online)."""
+    """One wandb run, written under ``folder/wandb`` (offline unless configured online)."""
 
     def __init__(self, folder: Path, name: str, config: Mapping) -> None:
         import wandb
@@ -102,14 +103,16 @@ class WandbLogger(Logger):
 
 def open_logger(folder: Path, name: str, config: Mapping, fresh: bool = False, enabled: bool = True,
                 kind: str | None = None) -> Logger:
-    """The configured logger writing under ``folder`` (``name``: the run's name in wandb);
-    a do-nothing one when ``enabled`` is false or the kind is ``none``."""
+    """The configured logger writing under ``folder`` (an encoder's or a trial's): event
+    files in ``folder/tb``, or a wandb run in ``folder/wandb`` named ``name``; a do-nothing
+    one when ``enabled`` is false or the kind is ``none``. ``fresh``: a run from its start
+    (earlier event files in ``folder/tb`` go)."""
     kind = logger_kind(kind)
     if not enabled or kind == "none":
         return Logger()
     if kind == "wandb":
         return WandbLogger(folder, name, config)
-    return TensorBoardLogger(folder, fresh)
+    return TensorBoardLogger(folder / TB_DIR, fresh)
 
 
 def _masked_crc(data: bytes) -> int:

@@ -76,7 +76,6 @@ ENCODER = "encoder.safetensors"  # the transferred image encoder (torchvision ke
 MODEL = "model.safetensors"  # the whole method (heads, text projection): zero-shot and retrieval need it
 #: what caches from before safetensors hold instead (read, never written)
 LEGACY = {ENCODER: "encoder.pt", MODEL: "model.pt"}
-TENSORBOARD = "tb"  # the loss curves' event files
 META = "meta.json"  # written last: its presence marks a finished encoder
 RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "method_rng", "torch_rng", "step", "history"})
 
@@ -348,7 +347,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     started = time.monotonic()
     model.train()
     # rank 0 logs the curves; a run from step 0 starts them afresh (a resumed one appends)
-    logger = open_logger(out / TENSORBOARD, f"pretrain/{out.name}", {"method": method, **to_dict(cfg)},
+    logger = open_logger(out, f"pretrain/{out.name}", {"method": method, **to_dict(cfg)},
                          fresh=step == 0, enabled=rank == 0)
     if rank == 0:
         log.info(

@@ -230,8 +230,8 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
 
 
 def trial_folder(trial: Trial, store_path: str | Path) -> Path:
-    """A trial's own folder (its training curves): ``runs/`` beside its results store, one
-    level per part of the trial's key, so TensorBoard groups a method config's trials."""
+    """A trial's own folder (its training curves, in ``tb/``): ``runs/`` beside its results
+    store, one level per part of the trial's key, so TensorBoard groups a method config's trials."""
     return (Path(store_path).parent / "runs" / trial.data_source / f"{trial.method}-{trial.method_hash}"
             / f"{trial.task}-{trial.task_hash}" / f"{trial.protocol}-f{trial.fraction:g}-seed{trial.seed}")
 

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 
 from benchmark.errors import UserError
-from benchmark.hubfolder import CONFIG, WEIGHTS, is_export, read_config, read_safetensors
+from benchmark.hubfolder import CONFIG, WEIGHTS, check_folder, is_export, read_config, read_safetensors
 from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
@@ -123,6 +123,8 @@ def _check_file(path: Path) -> None:
                         f"no {CONFIG})")
     if not path.is_file() and not path.is_dir():
         raise UserError(f"checkpoint file {path} does not exist")
+    if path.is_dir():
+        check_folder(path)
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:

@@ -230,12 +230,18 @@ def _grid_parsers(sub) -> None:
     tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
     tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
     tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")
+    tab.add_argument("--by", choices=["method", "backbone"], default="method",
+                     help="method (default): rows per method config, labelled with the backbone when a table holds "
+                          "several; backbone: one table per backbone")
     tab.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     tab.set_defaults(handler="table")
 
     plot = _command(sub, "plot", "label-efficiency curves and an ablation chart (PNG and PDF)")
     plot.add_argument("--out", type=_nonempty, default="results/plots", help="output folder (default results/plots)")
     plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
+    plot.add_argument("--by", choices=["method", "backbone"], default="method",
+                      help="method (default): a line per method config, labelled with the backbone when a figure holds "
+                           "several; backbone: one set of figures per backbone")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")
 

@@ -324,7 +324,7 @@ def table(args: argparse.Namespace) -> int:
     store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None
     trials = store.all()
-    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs)
+    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs, by=args.by)
     if not tables:
         raise UserError(f"{nothing_to_show(trials, args.data, args.protocol)} in {store.path} "
                         "(run `python -m benchmark grid ...` first)")
@@ -336,7 +336,7 @@ def plot(args: argparse.Namespace) -> int:
     from benchmark.report.plots import write_plots
 
     store = _store(args, readonly=True)
-    for path in write_plots(store.all(), store.variants(), args.out, args.data):
+    for path in write_plots(store.all(), store.variants(), args.out, args.data, by=args.by):
         print(f"wrote {path}")
     return 0
 

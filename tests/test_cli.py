@@ -135,7 +135,7 @@ def test_every_command_help_is_complete(capsys):
     from benchmark.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert len(commands) == 10
+    assert len(commands) == 11  # issue 17 added export
     for name, parser in commands.items():
         assert all(a.help for a in parser._actions), name  # every option says what it does
         with pytest.raises(SystemExit) as done:

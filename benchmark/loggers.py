@@ -8,8 +8,9 @@ offline unless ``WANDB_MODE`` says otherwise or ``WANDB_API_KEY`` is set, so a r
 never waits on the network or asks for a login) or ``none``.
 
 A logger never changes a result: it is outside every config hash. Writing is
-cheap in the hot loop: tensorboardX queues each scalar to its own writer thread
-(the loss terms are Python floats by then), and wandb logs in its own process.
+cheap in the hot loop: one event per step (every term in one protobuf), queued
+to tensorboardX's writer thread (the loss terms are Python floats by then);
+wandb logs from its own process.
 """
 
 from __future__ import annotations
@@ -63,24 +64,35 @@ class Logger:
 
 
 class TensorBoardLogger(Logger):
-    """Event files in ``folder``, one scalar series per key (``prefix`` + key)."""
+    """Event files in ``folder``, one scalar series per key (``prefix`` + key). A step's
+    values go as one event (one ``Summary`` holding every term) through tensorboardX's
+    ``FileWriter``, which queues it to its writer thread: cheaper than one
+    ``SummaryWriter.add_scalar`` event per term. The writer starts with the first
+    scalar: a trial that trains nothing (zero-shot) leaves no folder."""
 
     def __init__(self, folder: Path, fresh: bool = False) -> None:
-        from tensorboardX import SummaryWriter
+        self.folder, self.fresh, self.writer = folder, fresh, None
 
-        folder.mkdir(parents=True, exist_ok=True)
-        if fresh:  # a run from its start: the curves of an earlier, abandoned run go
-            for old in folder.glob(EVENT_GLOB):
+    def _open(self):
+        from tensorboardX import FileWriter
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.fresh:  # a run from its start: the curves of an earlier, abandoned run go
+            for old in self.folder.glob(EVENT_GLOB):
                 old.unlink(missing_ok=True)
-        self.writer = SummaryWriter(logdir=str(folder), flush_secs=30)
-        self.folder = folder
+        return FileWriter(str(self.folder), flush_secs=30)
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
-        for key, value in values.items():
-            self.writer.add_scalar(prefix + key, value, step)
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        if self.writer is None:
+            self.writer = self._open()
+        summary = Summary(value=[Summary.Value(tag=prefix + k, simple_value=float(v)) for k, v in values.items()])
+        self.writer.add_summary(summary, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class WandbLogger(Logger):

@@ -28,7 +28,10 @@ the timm / open_clip backbones (``build_backbone``), until then they are refused
 
 Files are read without running pickled code (``benchmark.safe_load``): a
 Lightning checkpoint's hyper-parameter objects (Namespaces, OmegaConf configs,
-paths, numpy scalars) are skipped, the tensors kept.
+paths, numpy scalars) are skipped, the tensors kept. A ``.safetensors`` file holds
+tensors only and is read as such (same formats, same key mapping). A folder that
+``export`` wrote (``benchmark.hubfolder``: config.json + model.safetensors) is read
+in the project's own key layout, into the backbone its config names.
 
 A missing or unexpected encoder key is an error that lists them: a half-loaded
 encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
@@ -45,6 +48,8 @@ from typing import Literal
 import torch
 
 from benchmark.errors import UserError
+from benchmark.hubfolder import CONFIG, WEIGHTS, check_folder, is_export, read_config, read_safetensors
+from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
 from methods.base import Method, MethodConfig
@@ -98,31 +103,56 @@ class Checkpoint(Method):
     def __init__(self, cfg: CheckpointConfig) -> None:
         super().__init__(cfg)
         path = Path(cfg.checkpoint_path)
-        spec, state, fmt = import_encoder(read_checkpoint(path), cfg.checkpoint_format, self.backbone.arch, str(path))
+        state = read_checkpoint(path)
+        if is_export(path) and not isinstance(self.backbone, ResNetStages):  # the backbone's own keys
+            load_exported(self.backbone, state, str(path))
+            return
+        fmt = "torchvision" if is_export(path) else cfg.checkpoint_format  # a ResNet export: torchvision keys
+        spec, state, fmt = import_encoder(state, fmt, self.backbone.arch, str(path))
         refuse_other_architecture(spec, fmt, self.backbone.arch, str(path))
         self.backbone.load_state_dict(state, strict=False)
 
     @classmethod
     def fingerprint(cls, cfg: CheckpointConfig) -> str:
-        """The file's content, not its path, identifies the encoder."""
+        """The file's content, not its path, identifies the encoder (an exported folder:
+        its config and weights)."""
         path = Path(cfg.checkpoint_path)
         _check_file(path)
         digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        for part in [path / CONFIG, path / WEIGHTS] if is_export(path) else [path]:
+            with open(part, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
         return digest.hexdigest()[:16]
+
+    @classmethod
+    def implied_settings(cls, values: dict) -> dict:
+        """An exported folder names its backbone: the config takes it unless ``--set`` gave one."""
+        path = Path(str(values.get("checkpoint_path") or "")).expanduser()
+        if values.get("checkpoint_path") and is_export(path):
+            return {"backbone": read_config(path)["backbone"]}
+        return {}
 
 
 def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise UserError(f"checkpoint file {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+    if path.is_dir() and not is_export(path):
+        raise UserError(f"checkpoint file {path} is a folder, not a file (nor a folder that export wrote: "
+                        f"no {CONFIG})")
+    if not path.is_file() and not path.is_dir():
+        raise UserError(f"checkpoint file {path} does not exist")
+    if path.is_dir():
+        check_folder(path)
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed),
-    read without running any pickled code."""
+    read without running any pickled code; a safetensors file or an exported folder's weights."""
     _check_file(path)
+    if is_export(path):
+        return read_export(path)
+    if path.suffix == ".safetensors":
+        obj = read_safetensors(path)
+        return {k.removeprefix("module."): v for k, v in obj.items()} if all(k.startswith("module.") for k in obj) else obj
     try:
         obj = load_tensors(path)
     except Exception as exc:  # a malformed pickle raises anything: the file is at fault, not the code
@@ -234,3 +264,20 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
     refuse_other_architecture(spec, fmt, backbone.arch, source)
     backbone.load_state_dict(mine, strict=False)
     return fmt
+
+
+def load_exported(backbone: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load an exported folder's weights (the backbone's own key names) strictly."""
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise UserError(f"{source}: weights do not match its config's backbone {backbone.arch!r}: "
+                        f"{len(missing)} missing {missing[:6]}, {len(unexpected)} unexpected {unexpected[:6]}, "
+                        f"{len(shapes)} of another shape {shapes[:6]}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"{source}: {len(broken)} of {len(state)} encoder tensors hold NaN or infinite values "
+                        f"({broken[:3]}); the file is damaged or was saved from a diverged run")
+    backbone.load_state_dict(state, strict=True)

@@ -333,6 +333,34 @@ def something_listening(tmp, monkeypatch):
     return {"{port}": str(sock.getsockname()[1])}
 
 
+def exported_encoder(tmp, monkeypatch):
+    """A cached random encoder ({encoder}), a non-empty folder, broken export folders, a cut safetensors file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from benchmark import api
+
+    pre = api.pretrain("random", profile="smoke", backbone="resnet18")
+    (tmp / "full").mkdir()
+    (tmp / "full" / "notes.txt").write_text("mine")
+    (tmp / "foreign_export").mkdir()
+    (tmp / "foreign_export" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    (tmp / "no_weights").mkdir()
+    (tmp / "no_weights" / "config.json").write_text(json.dumps({"format": "medvlp-bench-encoder", "format_version": 1,
+                                                                  "backbone": "resnet18"}))
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp / "whole.safetensors")
+    data = (tmp / "whole.safetensors").read_bytes()
+    (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return {"{encoder}": pre.path.parent.name}
+
+
+def no_wandb(tmp, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError, installed or not
+
+
 CASES = [
     # names, with the closest first
     ("unknown method", ["run", "--method", "imitat", "--task", "rsna_cls"], ["unknown method 'imitat'; valid: imitate"], None),
@@ -665,6 +693,23 @@ CASES = [
                                            "--set", "backbone=convnext_tiny", "--set", "backbone_weights=imagenet"],
      ["cannot load ImageNet convnext_tiny weights", "--set backbone_weights=none"],
      lambda tmp, mp: mp.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp / "hf"))),  # an empty cache
+    # issue 17: io (export, safetensors, loggers)
+    ("export an unknown encoder", ["export", "imitate-0000", "--out", "{tmp}/out"],
+     ["no encoder 'imitate-0000': give an encoder folder under", "by name or path"], None),
+    ("export a folder that is no encoder", ["export", "{tmp}", "--out", "{tmp}/out"],
+     ["{tmp} is not a finished encoder folder (no meta.json)"], None),
+    ("export into a non-empty folder", ["export", "{encoder}", "--out", "{tmp}/full"],
+     ["--out {tmp}/full is not empty: give a new or empty folder"], exported_encoder),
+    ("export folder with a foreign config", [*CKPT, "{tmp}/foreign_export"],
+     ["config.json is not an exported medvlp-bench encoder"], exported_encoder),
+    ("export folder without weights", [*CKPT, "{tmp}/no_weights"], ["has a config.json but no model.safetensors"],
+     exported_encoder),
+    ("safetensors checkpoint truncated", [*CKPT, "{tmp}/cut.safetensors"], ["is not a readable safetensors file"],
+     exported_encoder),
+    ("wandb logger without wandb", [*SMOKE, "--logger", "wandb"], ["--logger wandb needs the wandb package: pip install wandb"],
+     no_wandb),
+    ("unknown logger in the environment", SMOKE, ["unknown logger 'tensorbored' (from --logger or $BENCHMARK_LOGGER)"],
+     lambda tmp, mp: mp.setenv("BENCHMARK_LOGGER", "tensorbored")),
 ]
 
 

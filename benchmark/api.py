@@ -141,7 +141,7 @@ def load_encoder(
     dev = pick_device(device)
     pre = pretrain(method, profile=profile, checkpoint=checkpoint, data_root=data_root, device=str(dev), force=force,
                    overrides=overrides, **sets)
-    encoder = PooledEncoder(pre.weights(), upsample_ratio).to(dev, memory_format=torch.channels_last)
+    encoder = PooledEncoder(pre.weights(), upsample_ratio, pre.meta.get("arch")).to(dev, memory_format=torch.channels_last)
     return encoder.eval().requires_grad_(False)
 
 

@@ -173,7 +173,8 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         return hit
     out = encoder_dir(method, cfg, fingerprint)
     model = cls(cfg)
-    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
+    encoder = model.image_encoder()
+    encoder_state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     atomic_torch_save(encoder_state, out / ENCODER)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     meta = {
@@ -181,6 +182,8 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
         "device": "cpu", "final_loss": math.nan, "version": __version__,
     }
+    if isinstance(getattr(encoder, "arch", None), dict):  # a backbone family's spec: tasks rebuild the encoder from it
+        meta["arch"] = encoder.arch
     atomic_json(out / META, meta)  # written last: its presence marks a finished encoder
     return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
 

@@ -227,7 +227,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
               load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
-              on_epoch=on_epoch)
+              on_epoch=on_epoch, encoder_arch=pre.meta.get("arch"))
     with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])

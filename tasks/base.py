@@ -77,6 +77,7 @@ class Fit:
     device: torch.device
     load_method: Callable[[], Any] | None = None  # the whole pre-trained method (joint-space tasks)
     on_epoch: EpochReport | None = None  # per-epoch validation scores, for a search's scheduler
+    encoder_arch: Any = None  # the encoder's spec: a backbone family's dict, else None (the ResNet the keys say)
 
     def train_subset(self):
         from benchmark.data.splits import select
@@ -277,6 +278,22 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
         x = downstream_batch(split.images[idx], image_size, model.image_stats).to(fit.device)
         rows.append(model.similarity(x, texts).float().cpu())
     return torch.cat(rows)
+
+
+def rebuild_encoder(state: dict, arch: Any = None) -> nn.Module:
+    """The transferred encoder, loaded strictly: a backbone family's module when ``arch`` is
+    its spec (``{"family": ...}``, e.g. an open_clip image tower), else the ResNet its keys say."""
+    if isinstance(arch, dict):
+        import methods  # noqa: F401  (registers the backbone families)
+        from benchmark.registry import BACKBONE_FAMILIES
+
+        encoder = BACKBONE_FAMILIES.get(arch.get("family", ""))(arch)
+    else:
+        from methods.encoders import ResNetStages, backbone_of
+
+        encoder = ResNetStages(arch=backbone_of(state))
+    load_encoder(encoder, state)
+    return encoder
 
 
 def load_encoder(encoder: nn.Module, state: dict) -> None:

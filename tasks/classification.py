@@ -42,15 +42,14 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
-from methods.encoders import ResNetStages, backbone_of
 from tasks.base import (
     Fit,
     LiveFeatures,
     Task,
     TaskConfig,
     batches,
-    load_encoder,
     prepare_encoder,
+    rebuild_encoder,
     train_head,
 )
 from tasks.metrics import (
@@ -90,16 +89,19 @@ class ClassificationConfig(TaskConfig):
 
 
 class PooledEncoder(nn.Module):
-    def __init__(self, state: dict, upsample_ratio: float) -> None:
+    """The pooled feature: a ResNet's mean-pooled layer4, or a backbone family's own ``pool``."""
+
+    def __init__(self, state: dict, upsample_ratio: float, arch=None) -> None:
         super().__init__()
-        self.backbone = ResNetStages(arch=backbone_of(state))  # the architecture the weights say
-        self.width = self.backbone.channels[-1]
-        load_encoder(self.backbone, state)
+        self.backbone = rebuild_encoder(state, arch)  # the architecture the spec (or the weights) say
+        self.width = getattr(self.backbone, "pooled_dim", self.backbone.channels[-1])
         self.ratio = upsample_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio != 1.0:
             x = F.interpolate(x, scale_factor=self.ratio, mode="bilinear", align_corners=False)
+        if hasattr(self.backbone, "pool"):
+            return self.backbone.pool(x)
         return self.backbone(x)[-1].mean(dim=(2, 3))
 
 
@@ -201,7 +203,7 @@ class Classification(Task):
 
     def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         c = self.cfg
-        encoder = PooledEncoder(fit.encoder_state, c.upsample_ratio).to(fit.device, memory_format=torch.channels_last)
+        encoder = PooledEncoder(fit.encoder_state, c.upsample_ratio, fit.encoder_arch).to(fit.device, memory_format=torch.channels_last)
         trained_encoder = prepare_encoder(encoder, c)
         if trained_encoder is None:  # mgca: cached pooled features, the train rows picked from the whole split
             rows = {x: i for i, x in enumerate(fit.train.ids)}

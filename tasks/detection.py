@@ -46,15 +46,15 @@ from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
-from methods.encoders import STAGE_CHANNELS, ResNetStages, backbone_of
+from methods.encoders import STAGE_CHANNELS
 from tasks.base import (
     Fit,
     Task,
     TaskConfig,
     batches,
     encoder_features,
-    load_encoder,
     prepare_encoder,
+    rebuild_encoder,
     train_head,
 )
 from tasks.metrics import DetectionAP, detection_map, image_interval
@@ -225,10 +225,9 @@ class YoloHead(nn.Module):
 class DetectionStages(nn.Module):
     """The frozen backbone's layer2/3/4 maps only: layer1 would triple the cache."""
 
-    def __init__(self, state: dict) -> None:
+    def __init__(self, state: dict, arch=None) -> None:
         super().__init__()
-        self.backbone = ResNetStages(arch=backbone_of(state))  # the architecture the weights say
-        load_encoder(self.backbone, state)
+        self.backbone = rebuild_encoder(state, arch)  # the architecture the spec (or the weights) say
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.backbone(x)[1:]
@@ -252,7 +251,7 @@ class Detection(Task):
         c, seed, device = self.cfg, fit.seed, fit.device
         train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
-        encoder = DetectionStages(fit.encoder_state).to(device, memory_format=torch.channels_last)
+        encoder = DetectionStages(fit.encoder_state, fit.encoder_arch).to(device, memory_format=torch.channels_last)
         trained_encoder = prepare_encoder(encoder, c)
         head = YoloHead(c.neck_channels, encoder.backbone.channels[1:]).to(device)
         anchors = scaled_anchors(c.image_size)

@@ -38,6 +38,7 @@ from tasks.base import (
     encoder_features,
     load_encoder,
     prepare_encoder,
+    rebuild_encoder,
     train_head,
 )
 from tasks.metrics import image_interval, mean_of_counts, per_image_dice
@@ -73,6 +74,28 @@ def segmentation_loss(logits, target, focal_weight=10.0, gamma=2.0, smooth=1.0) 
     return focal_weight * focal_loss(logits, target, gamma) - torch.log(soft_dice(logits, target, smooth))
 
 
+class LevelsUnet(nn.Module):
+    """smp's U-Net decoder and head (``smp.Unet``'s defaults) on an encoder's four levels at
+    strides 4 / 8 / 16 / 32, for encoders that are not smp's: the stride-1 and stride-2 skips
+    are empty (0 channels), as smp does for its own encoders without them (Mix Transformer)."""
+
+    def __init__(self, channels: tuple[int, ...], strides: tuple[int, ...]) -> None:
+        super().__init__()
+        from segmentation_models_pytorch.base import SegmentationHead
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+        if tuple(strides) != (4, 8, 16, 32):
+            raise ValueError(f"the U-Net decoder needs levels at strides 4, 8, 16, 32; the encoder has {tuple(strides)}")
+        self.decoder = UnetDecoder(encoder_channels=(3, 0, *channels), decoder_channels=(256, 128, 64, 32, 16), n_blocks=5)
+        self.segmentation_head = SegmentationHead(16, 1)
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        first = levels[0]
+        n, h, w = first.shape[0], first.shape[-2] * 4, first.shape[-1] * 4
+        empty = [first.new_zeros(n, 0, h // k, w // k) for k in (1, 2)]
+        return self.segmentation_head(self.decoder([*empty, *levels]))
+
+
 @TASK_KINDS.register("segmentation")
 class Segmentation(Task):
     config_class = SegmentationConfig
@@ -90,15 +113,20 @@ class Segmentation(Task):
         c, seed, device = self.cfg, fit.seed, fit.device
         train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
-        model = smp.Unet(backbone_of(fit.encoder_state), encoder_weights=None, classes=1)  # smp's ResNets: torchvision keys
-        load_encoder(model.encoder, fit.encoder_state)
-        trained_encoder = prepare_encoder(model.encoder, c)
+        if isinstance(fit.encoder_arch, dict):  # a backbone family's levels (strides 4..32): smp's U-Net decoder on them
+            encoder = rebuild_encoder(fit.encoder_state, fit.encoder_arch)
+            head = LevelsUnet(encoder.channels, encoder.strides)
+            model = nn.ModuleDict({"encoder": encoder, "head": head})
+        else:
+            model = smp.Unet(backbone_of(fit.encoder_state), encoder_weights=None, classes=1)  # smp's ResNets: torchvision keys
+            load_encoder(model.encoder, fit.encoder_state)
+            encoder, head = model.encoder, nn.Sequential(model.decoder, model.segmentation_head)
+        trained_encoder = prepare_encoder(encoder, c)
         model.to(device, memory_format=torch.channels_last)  # decoder on 200 64-px images, 2 cores: 1.8 vs 2.7 s
-        head = nn.Sequential(model.decoder, model.segmentation_head)
 
         def features(split):
             inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)
-            return encoder_features(model.encoder, inputs, len(split.ids), c, device)
+            return encoder_features(encoder, inputs, len(split.ids), c, device)
 
         splits = {"train": train, "val": val, "test": test}
         feats = {name: features(s) for name, s in splits.items()}

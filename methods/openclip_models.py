@@ -48,7 +48,8 @@ def resolve_name(model: str) -> str:
             raise UserError(f"model {model!r}: a hub id is hf-hub:ORG/NAME")
         return model
     folder = Path(model[len(LOCAL):] if model.startswith(LOCAL) else model).expanduser()
-    if model.startswith(LOCAL) or folder.exists():
+    pathlike = model.startswith((LOCAL, "/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+    if pathlike or folder.exists():
         if folder.is_file():
             raise UserError(f"model {model!r} is a file: give the architecture as model and the file as weights, "
                             "e.g. --set model=ViT-B-16 --set weights=" + str(folder))
@@ -62,7 +63,7 @@ def resolve_name(model: str) -> str:
     cleaned = model.replace("/", "-")  # open_clip accepts ViT-B/16 for ViT-B-16
     if cleaned in names:
         return cleaned
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+    if model.count("/") == 1:
         raise UserError(f"unknown open_clip model {model!r}; a Hugging Face Hub model is named hf-hub:{model}")
     raise unknown_name("open_clip model", model, names)
 

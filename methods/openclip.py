@@ -93,9 +93,6 @@ class OpenClip(Method):
     def image_encoder(self) -> OpenClipBackbone:
         return self._tower
 
-    def train_transform(self):
-        raise UserError("open_clip is not pre-trained here: it is evaluated as released")
-
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` normalised with ``image_stats``; resized to the tower's input size."""
         size = self._tower.image_size

@@ -71,15 +71,15 @@ class OpenClip(Method):
 
     @classmethod
     def fingerprint(cls, cfg: OpenClipConfig) -> str:
-        """A local weights file's content identifies the encoder (the same path may hold new weights)."""
+        """A local folder's or weights file's content identifies the encoder (the same path may hold
+        new weights); a name, tag or hub id identifies it by itself."""
         name = resolve_name(cfg.model)
-        if cfg.weights.strip() == NO_WEIGHTS:
-            return ""
+        random = cfg.weights.strip() == NO_WEIGHTS
         files: list[Path] = []
-        if name.startswith(LOCAL):
+        if name.startswith(LOCAL):  # the config is the architecture, the rest the weights
             folder = Path(name[len(LOCAL):])
-            files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "open_clip_config.json")
-        elif Path(cfg.weights).expanduser().is_file():
+            files = sorted(p for p in folder.iterdir() if p.is_file() and (not random or p.name == "open_clip_config.json"))
+        elif not random and Path(cfg.weights).expanduser().is_file():
             files = [Path(cfg.weights).expanduser()]
         if not files:
             return ""

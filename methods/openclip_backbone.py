@@ -23,7 +23,9 @@ Levels, all at strides 4 / 8 / 16 / 32 of the input:
   frozen (mgca) protocol a transposed convolution inside it would stay at its random
   initialisation, so the learning is left to the task's decoder. A patch size other
   than 16 (ViT-L/14) gives a token map that is resized to stride 16 first.
-- ``ModifiedResNet`` towers (RN50 ...): the four stage maps layer1..layer4.
+- ``ModifiedResNet`` towers (RN50 ...): the four stage maps layer1..layer4; timm CNN
+  towers (ConvNeXt): their stage maps at strides 4..32 (timm's ``feature_info``).
+  Other towers (MobileCLIP's ...) give the pooled embedding only.
 
 Input: what the tasks feed (``downstream_batch``: mean/std 0.5 at the task's size).
 The module re-normalises it to the model's own mean/std and resizes it to the size
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.data.transforms import HALF
+from benchmark.errors import UserError
 from benchmark.registry import BACKBONE_FAMILIES
 from methods.openclip_models import create_model
 
@@ -59,7 +62,9 @@ def vit_block_indices(depth: int) -> tuple[int, ...]:
 
 
 def tower_kind(visual: nn.Module) -> str:
-    """``vit`` (open_clip's VisionTransformer), ``timm_vit`` (a timm ViT trunk), ``resnet``."""
+    """``vit`` (open_clip's VisionTransformer), ``resnet`` (its ModifiedResNet), ``timm_vit`` (a
+    timm ViT trunk, BiomedCLIP's), ``timm_cnn`` (a timm trunk with stage maps at strides 4..32,
+    ConvNeXt's), else ``pooled`` (the pooled embedding only: no segmentation or detection)."""
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.transformer import VisionTransformer
 
@@ -68,9 +73,21 @@ def tower_kind(visual: nn.Module) -> str:
     if isinstance(visual, ModifiedResNet):
         return "resnet"
     trunk = getattr(visual, "trunk", None)
-    if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "forward_intermediates"):
+    if trunk is None or not hasattr(trunk, "forward_intermediates"):
+        return "pooled"
+    if hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed") and hasattr(trunk, "embed_dim"):
         return "timm_vit"
-    raise ValueError(f"an open_clip image tower of type {type(visual).__name__} has no feature levels this project reads")
+    return "timm_cnn" if len(timm_stages(trunk)) == len(STRIDES) else "pooled"
+
+
+def timm_stages(trunk: nn.Module) -> dict[int, tuple[int, int]]:
+    """stride -> (forward_intermediates index, channels) of a timm trunk's deepest map at each
+    of the strides 4..32 (its ``feature_info``)."""
+    found = {}
+    for i, info in enumerate(getattr(trunk, "feature_info", None) or []):
+        if info.get("reduction") in STRIDES:
+            found[info["reduction"]] = (i, int(info["num_chs"]))
+    return found
 
 
 class OpenClipBackbone(nn.Module):
@@ -87,17 +104,22 @@ class OpenClipBackbone(nn.Module):
         own_mean, own_std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
         self.register_buffer("scale", half_std / own_std, persistent=False)
         self.register_buffer("shift", (half_mean - own_mean) / own_std, persistent=False)
+        self.blocks: tuple[int, ...] = ()  # ViT blocks, or timm stages, read as the levels
+        self.strides = STRIDES
         if self.kind == "resnet":
             width = visual.layer1[0].conv1.in_channels  # the stem's width; bottlenecks expand 4x
             self.channels = tuple(width * 4 * 2**k for k in range(4))
-            self.blocks: tuple[int, ...] = ()
+        elif self.kind == "timm_cnn":
+            stages = timm_stages(visual.trunk)
+            self.blocks, self.channels = (tuple(stages[s][k] for s in STRIDES) for k in (0, 1))
+        elif self.kind == "pooled":
+            self.channels, self.strides = (), ()
         else:
             width = visual.transformer.width if self.kind == "vit" else visual.trunk.embed_dim
             depth = len(visual.transformer.resblocks) if self.kind == "vit" else len(visual.trunk.blocks)
             self.channels = (width,) * 4
             self.blocks = vit_block_indices(depth)
-        self.strides = STRIDES
-        self.pooled_dim = int(visual.output_dim if self.kind != "timm_vit" else _timm_output_dim(visual))
+        self.pooled_dim = int(_timm_output_dim(visual) if hasattr(visual, "trunk") else getattr(visual, "output_dim", 0))
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, channels={self.channels}"
@@ -112,7 +134,14 @@ class OpenClipBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[-2:]
         own = self.own_input(x)
-        levels = self._resnet_levels(own) if self.kind == "resnet" else self._vit_levels(own)
+        if self.kind == "pooled":
+            raise UserError(f"the image tower of open_clip model {self.arch['model']} ({type(self.visual).__name__}) "
+                            "gives no feature maps here: zero-shot, retrieval and the linear probe work, "
+                            "segmentation and detection do not")
+        if self.kind == "timm_cnn":
+            levels = self.visual.trunk.forward_intermediates(own, indices=list(self.blocks), intermediates_only=True)
+        else:
+            levels = self._resnet_levels(own) if self.kind == "resnet" else self._vit_levels(own)
         return [
             lv if lv.shape[-2:] == (size[0] // s, size[1] // s) else
             F.interpolate(lv, size=(size[0] // s, size[1] // s), mode="bilinear", align_corners=False)

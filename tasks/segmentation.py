@@ -28,6 +28,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
+from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from methods.encoders import backbone_of
 from tasks.base import (
@@ -85,7 +86,8 @@ class LevelsUnet(nn.Module):
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
         if tuple(strides) != (4, 8, 16, 32):
-            raise ValueError(f"the U-Net decoder needs levels at strides 4, 8, 16, 32; the encoder has {tuple(strides)}")
+            raise UserError(f"the U-Net decoder needs encoder levels at strides 4, 8, 16, 32; this encoder has "
+                            f"{list(strides) or 'none (a pooled embedding only)'}")
         self.decoder = UnetDecoder(encoder_channels=(3, 0, *channels), decoder_channels=(256, 128, 64, 32, 16), n_blocks=5)
         self.segmentation_head = SegmentationHead(16, 1)
 

@@ -107,6 +107,24 @@ def test_modified_resnet_towers_give_their_stage_maps():
     assert [tuple(t.shape) for t in levels] == [(1, c, 64 // s, 64 // s) for c, s in zip(tower.channels, tower.strides)]
 
 
+def test_timm_towers_give_levels_too():
+    """BiomedCLIP's tower is a timm ViT inside open_clip's TimmModel; ConvNeXt CLIPs are timm CNNs."""
+    from methods.openclip_backbone import build
+
+    vit = build({"family": "open_clip", "model": "vit_medium_patch16_gap_256", "image_size": 32}).eval()
+    assert vit.kind == "timm_vit" and vit.blocks == (3, 5, 7, 11) and vit.channels == (512,) * 4
+    cnn = build({"family": "open_clip", "model": "convnext_tiny", "image_size": 64}).eval()
+    assert cnn.kind == "timm_cnn" and cnn.channels == (96, 192, 384, 768)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for tower in (vit, cnn):
+            levels = tower(x)
+            assert [tuple(t.shape) for t in levels] == [(1, c, 64 // s, 64 // s) for c, s in zip(tower.channels, tower.strides)]
+            assert tower.pool(x).shape == (1, tower.pooled_dim)
+        blocks = vit.visual.trunk.forward_intermediates(vit.own_input(x), indices=[3, 5, 7, 11], intermediates_only=True)
+        assert torch.allclose(vit(x)[2], F.interpolate(blocks[2], size=(4, 4), mode="bilinear"), atol=1e-5)
+
+
 def _zero_shot_case(method):
     """Two classes; bright images are class 0, dark ones class 1. Text embeddings are unnormalised
     on purpose: class 1's prompts embed 5x longer, so a score without L2 normalisation picks
@@ -159,7 +177,9 @@ def test_a_local_model_folder_loads_its_weights(tiny_folder):
     before = OpenClip.fingerprint(cfg)
     torch.save({k: v + 1 for k, v in source.state_dict().items()}, folder / "open_clip_pytorch_model.bin")
     assert OpenClip.fingerprint(cfg) != before  # new weights in the same folder: another encoder
-    assert OpenClip.fingerprint(build(OpenClipConfig, {"model": str(folder), "weights": "none"}, "test")) == ""
+    random = build(OpenClipConfig, {"model": str(folder), "weights": "none"}, "test")
+    assert OpenClip.fingerprint(random) not in ("", before)  # the folder's config still names the architecture
+    assert OpenClip.fingerprint(build(OpenClipConfig, {"model": "RN50", "weights": "none"}, "test")) == ""
 
 
 @pytest.mark.parametrize("model, weights, says", [

@@ -127,7 +127,7 @@ def load_encoder(
     """The transferred image encoder as the classification task uses it: a module in eval
     mode, frozen, that maps a batch of images (N x 3 x S x S, as
     :func:`benchmark.data.transforms.downstream_batch` makes them from uint8 images) to
-    pooled last-stage features (N x ``.width``). ``method_or_path``: a method (pre-trained
+    pooled features (N x ``.width``: the last stage averaged on CNNs, a ViT's [CLS]). ``method_or_path``: a method (pre-trained
     first if it is not cached) or a released weights file (read as ``--method checkpoint``;
     ``checkpoint_format=...`` picks the key mapping). ``upsample_ratio``: the task's input
     scale (``rsna_cls``: 1.3348214, MGCA's 299 px from 224). ``device``: where it pre-trains
@@ -141,7 +141,7 @@ def load_encoder(
     dev = pick_device(device)
     pre = pretrain(method, profile=profile, checkpoint=checkpoint, data_root=data_root, device=str(dev), force=force,
                    overrides=overrides, **sets)
-    encoder = PooledEncoder(pre.weights(), upsample_ratio, pre.meta.get("arch")).to(dev, memory_format=torch.channels_last)
+    encoder = PooledEncoder(pre.weights(), upsample_ratio, pre.arch).to(dev, memory_format=torch.channels_last)
     return encoder.eval().requires_grad_(False)
 
 

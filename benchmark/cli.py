@@ -109,7 +109,8 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; method.KEY / task.KEY when both have it (repeatable)")
     p.add_argument("--checkpoint", type=_nonempty, metavar="FILE", help="released encoder weights for --method checkpoint "
-                   "(format: --set checkpoint_format=auto|torchvision|mgca|gloria|prior)")
+                   "(format: --set checkpoint_format=auto|torchvision|mgca|gloria|prior|biovil|medclip_resnet|medclip_swin|"
+                   "chexzero|mgca_vit|mrm)")
     p.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")

@@ -66,7 +66,7 @@ from methods.base import MethodConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-ENCODER = "encoder.pt"  # the transferred image encoder (torchvision ResNet-50 keys)
+ENCODER = "encoder.pt"  # the transferred image encoder (its architecture: meta.json's encoder_arch)
 MODEL = "model.pt"  # the whole method (heads, text projection): zero-shot and retrieval need it
 META = "meta.json"  # written last: its presence marks a finished encoder
 RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "method_rng", "torch_rng", "step", "history"})
@@ -88,6 +88,12 @@ class Pretrained:
         if self.state is None:
             self.state = read_weights(self.path)
         return self.state
+
+    @property
+    def arch(self) -> str | dict | None:
+        """The encoder's architecture spec (``methods.backbones``); None for caches written before it
+        was recorded, which hold torchvision ResNets (``backbone_of`` reads the depth from the keys)."""
+        return self.meta.get("encoder_arch")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,17 +179,14 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         return hit
     out = encoder_dir(method, cfg, fingerprint)
     model = cls(cfg)
-    encoder = model.image_encoder()
-    encoder_state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
     atomic_torch_save(encoder_state, out / ENCODER)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
-        "device": "cpu", "final_loss": math.nan, "version": __version__,
+        "device": "cpu", "final_loss": math.nan, "version": __version__, "encoder_arch": model.image_encoder().arch,
     }
-    if isinstance(getattr(encoder, "arch", None), dict):  # a backbone family's spec: tasks rebuild the encoder from it
-        meta["arch"] = encoder.arch
     atomic_json(out / META, meta)  # written last: its presence marks a finished encoder
     return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
 
@@ -328,7 +331,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
         "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
         "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "processes": size,
         "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else math.nan,
-        "version": __version__,
+        "version": __version__, "encoder_arch": model.image_encoder().arch,
     }
     if rank:
         return Pretrained(out / ENCODER, meta, reused=False)

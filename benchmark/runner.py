@@ -82,6 +82,10 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     method_cfg = build(
         method_cls.config_class, {**method_values, **layers["method"], **routed["method"]}, f"method {method}"
     )
+    if why := getattr(method_cls, "needs_pyramid", ""):
+        from methods.backbones import require_pyramid
+
+        require_pyramid(method_cfg.backbone, method, why)
     resolved = Resolved(method, method_cls, method_cfg)
     if task is not None:
         if fixed := sorted(set(layers["task"]) & set(task_cls.config_class.IDENTITY_FIELDS)):
@@ -227,7 +231,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
     fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
               load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
-              on_epoch=on_epoch, encoder_arch=pre.meta.get("arch"))
+              on_epoch=on_epoch, encoder_arch=pre.arch)
     with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
         metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])

@@ -4,7 +4,7 @@ Three things are timed in one process, interleaved step by step (so a machine
 shared with other jobs slows all three alike), after warm-up; each figure is the
 median over the timed steps (CUDA events on a GPU, ``time.perf_counter`` on CPU):
 
-- ceiling: the config's backbone (ResNet-50 unless ``--set backbone=...``) forward
+- ceiling: the config's backbone (ResNet-50 unless ``--set backbone=...``, any timm name) forward
   + backward + AdamW step on the views the method's
   step sees, one pass per view (IMITATE: two views, 2 x batch images; ConVIRT,
   GLoRIA, PRIOR, ASG: one), with the loop's dtype, memory format and optimiser,
@@ -66,9 +66,9 @@ class Ceiling(nn.Module):
 
     def __init__(self, arch: str = "resnet50") -> None:
         super().__init__()
-        from methods.encoders import ResNetStages
+        from methods.backbones import build_backbone
 
-        self.backbone = ResNetStages("none", arch)
+        self.backbone = build_backbone(arch, "none")
 
     def image_encoder(self) -> nn.Module:
         """The module a method config's ``backbone_lr`` applies to (``make_optimizer``)."""

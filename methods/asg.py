@@ -90,6 +90,7 @@ class TagDecoder(nn.Module):
 @METHODS.register("asg")
 class Asg(Method):
     config_class = AsgConfig
+    needs_pyramid = "RoIAlign of anatomical boxes on the stride-16 stage (layer3)"
     views = 1
 
     def __init__(self, cfg: AsgConfig) -> None:

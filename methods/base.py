@@ -17,7 +17,7 @@ from torch import nn
 from benchmark.config import Count, NonNegative, Positive, Range, Seed, Size
 from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.errors import UserError
-from methods.encoders import Backbone, ResNetStages
+from methods.backbones import build_backbone, check_backbone_name
 
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
 
@@ -46,7 +46,9 @@ class MethodConfig:
     text_encoder: str = "emilyalsentzer/Bio_ClinicalBERT"
     text_max_length: Annotated[int, Range(1, 8192)] = 256
     text_pooling: Literal["cls", "mean"] = "cls"
-    backbone: Backbone = "resnet50"  # the image encoder's torchvision ResNet; downstream tasks read it from the weights
+    #: the image encoder: a torchvision ResNet (resnet18/34/50/101) or any timm model name
+    #: (``methods.backbones``); the transferred encoder carries it to every task
+    backbone: str = "resnet50"
     backbone_weights: Literal["imagenet", "none"] = "imagenet"
     corpus_size: Count = 0  # pairs used from the corpus; 0: all
     seed: Seed = 0
@@ -57,6 +59,7 @@ class MethodConfig:
 
     def validate(self) -> None:
         """Checks across fields; each field's own range is declared on its type (checked by ``build``)."""
+        check_backbone_name(self.backbone)
         if len(self.adam_betas) != 2:
             raise UserError(f"adam_betas needs two values in [0, 1), got {list(self.adam_betas)}")
         if self.backbone_lr and self.min_lr > self.backbone_lr:
@@ -82,6 +85,8 @@ class Method(nn.Module):
     text_fields: tuple[str, ...] = ()  # frozen-embedded corpus texts looked up by index
     views: int = 2
     pretrains: bool = True  # False: baselines whose encoder is ready at construction
+    #: why the method needs a CNN's stage pyramid (a plain ViT's one-stride levels are refused); empty: any backbone
+    needs_pyramid: str = ""
     image_stats = (IMAGENET_MEAN, IMAGENET_STD)  # input normalisation of pre-training (and zero-shot)
 
     @classmethod
@@ -97,7 +102,7 @@ class Method(nn.Module):
     def __init__(self, cfg: MethodConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNetStages(cfg.backbone_weights, cfg.backbone)
+        self.backbone = build_backbone(cfg.backbone, cfg.backbone_weights)
 
     @property
     def name(self) -> str:
@@ -165,8 +170,8 @@ class Method(nn.Module):
         """Return ``{"loss": total, <term>: value, ...}``; terms are logged separately."""
         raise NotImplementedError
 
-    def image_encoder(self) -> ResNetStages:
-        """The module transferred downstream."""
+    def image_encoder(self) -> nn.Module:
+        """The module transferred downstream (``.arch`` says how to rebuild it: ``methods.backbones``)."""
         return self.backbone
 
     def rng_state(self) -> dict:

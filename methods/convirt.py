@@ -42,6 +42,7 @@ from benchmark.config import Positive, Range, Share, Width
 from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
+from methods.backbones import pooled
 from methods.encoders import DrawsTextUnits, TextTower, projection_head
 from methods.losses import asymmetric_infonce
 from methods.sentences import report_sentences
@@ -73,7 +74,7 @@ class Convirt(DrawsTextUnits, Method):
     def __init__(self, cfg: ConvirtConfig) -> None:
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length, freeze_layers=cfg.text_freeze_layers)
-        self.image_head = make_head(cfg.head, self.backbone.channels[-1], cfg.embed_dim)
+        self.image_head = make_head(cfg.head, self.backbone.pooled_dim, cfg.embed_dim)
         self.text_head = make_head(cfg.head, self.text_tower.dim, cfg.embed_dim)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
@@ -89,7 +90,7 @@ class Convirt(DrawsTextUnits, Method):
 
     # -- towers ---------------------------------------------------------------
     def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self.backbone(images)[-1].mean(dim=(2, 3)))
+        return self.image_head(pooled(self.backbone, images))
 
     def text_embedding(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text_head(self.text_tower(input_ids, attention_mask)[:, 0])

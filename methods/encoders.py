@@ -69,7 +69,10 @@ def backbone_of(state: Mapping[str, object]) -> str:
 
 class ResNetStages(nn.Module):
     """A torchvision ResNet (``arch``) returning the four stage maps f1..f4 (strides
-    4, 8, 16, 32); ``channels`` are their widths, which heads are sized from."""
+    4, 8, 16, 32); ``channels`` are their widths, which heads are sized from. The
+    "torchvision" family of ``methods.backbones`` (``.arch`` is the plain name)."""
+
+    strides: tuple[int, ...] = (4, 8, 16, 32)
 
     def __init__(self, weights: str = "none", arch: str = "resnet50") -> None:
         super().__init__()
@@ -79,6 +82,7 @@ class ResNetStages(nn.Module):
             raise UserError(f"backbone_weights must be 'none' or 'imagenet', got {weights!r}")
         self.arch = check_backbone(arch)
         self.channels = stage_channels(arch)
+        self.pooled_dim = self.channels[-1]
         tv_weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1 if weights == "imagenet" else None
         name = f"ResNet-{arch.removeprefix('resnet')}"
         try:
@@ -98,6 +102,10 @@ class ResNetStages(nn.Module):
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
         return [f1, f2, f3, f4]
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled feature (B x pooled_dim): layer4 averaged over space, as every method and probe uses it."""
+        return self.forward(x)[-1].mean(dim=(2, 3))
 
 
 def projection_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:

@@ -107,6 +107,7 @@ def clean_sentence(sentence: str) -> str:
 @METHODS.register("gloria")
 class Gloria(DrawsTextUnits, Method):
     config_class = GloriaConfig
+    needs_pyramid = "its words attend over the stride-16 stage's regions (layer3)"
     image_stats = HALF  # its pre-training normalisation (mean/std 0.5)
     views = 1
 

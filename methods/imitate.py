@@ -35,7 +35,8 @@ from benchmark.distributed import global_min
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.encoders import STAGE_CHANNELS, projection_head, stage_channels
+from methods.backbones import backbone_shape, require_pyramid
+from methods.encoders import STAGE_CHANNELS, projection_head
 from methods.losses import cicl_loss
 
 
@@ -57,9 +58,14 @@ class ImitateConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.channel_keep) != 4:
-            raise UserError(f"channel_keep needs 4 fractions in (0, 1], one per ResNet stage; got {list(self.channel_keep)}")
-        tokens = sum(token_counts(self.channel_keep, stage_channels(self.backbone)))
+        if self.hierarchical:  # channel tokens come from a CNN's stage maps
+            require_pyramid(self.backbone, "imitate", "the findings branch takes channel tokens from each stage; "
+                            "hierarchical=false needs only the pooled feature")
+        channels = backbone_shape(self.backbone).channels
+        if len(self.channel_keep) != len(channels):
+            raise UserError(f"channel_keep needs {len(channels)} fractions in (0, 1], one per stage of {self.backbone}; "
+                            f"got {list(self.channel_keep)}")
+        tokens = sum(token_counts(self.channel_keep, channels))
         if tokens > self.max_tokens:
             raise UserError(f"channel_keep gives {tokens} tokens, more than max_tokens={self.max_tokens}")
         if (self.token_pool**2) % self.attn_heads:
@@ -68,7 +74,7 @@ class ImitateConfig(MethodConfig):
 
 def token_counts(keep: tuple[float, ...], channels: tuple[int, ...] = STAGE_CHANNELS) -> list[int]:
     """Channels kept per stage: 25/15/10/10 % of ResNet-50's 256/512/1024/2048 -> 64/76/102/204
-    (of ResNet-18/34's 64/128/256/512 -> 16/19/25/51)."""
+    (of ResNet-18/34's 64/128/256/512 -> 16/19/25/51; of ConvNeXt-T's 96/192/384/768 -> 24/28/38/76)."""
     return [max(1, int(c * k)) for c, k in zip(channels, keep)]
 
 

@@ -306,13 +306,14 @@ def spg_loss(generated: torch.Tensor, targets: torch.Tensor, present: torch.Tens
 @METHODS.register("prior")
 class Prior(Method):
     config_class = PriorConfig
+    needs_pyramid = "its image decoder and patch pool assume a stride-32 last stage (layer4)"
     views = 1
 
     def __init__(self, cfg: PriorConfig) -> None:
         super().__init__(cfg)
         self.text_tower = TextTower(cfg.text_encoder, cfg.text_max_length)
         c, d, e = self.backbone.channels[-1], self.text_tower.dim, cfg.embed_dim
-        self.image_pool = AttentionPool(c, cfg.pool_heads, grid=math.ceil(cfg.image_size / 32))
+        self.image_pool = AttentionPool(c, cfg.pool_heads, grid=math.ceil(cfg.image_size / self.backbone.strides[-1]))
         self.global_image = nn.Linear(c, e)
         self.local_image = nn.Linear(c, e)
         self.local_text = nn.Linear(d, e)

@@ -39,6 +39,7 @@ from benchmark.data.sources import PHANTOM
 from benchmark.data.transforms import ImitateViews
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
+from methods.backbones import pooled
 from methods.base import Method, MethodConfig
 
 
@@ -71,7 +72,7 @@ class Supervised(Method):
 
     def __init__(self, cfg: SupervisedConfig) -> None:
         super().__init__(cfg)
-        self.head = nn.Linear(self.backbone.channels[-1], len(FINDINGS))
+        self.head = nn.Linear(self.backbone.pooled_dim, len(FINDINGS))
         _, self.flip_p = split_flip(ImitateViews(cfg.image_size))
         self.generator = torch.Generator().manual_seed(cfg.seed)  # flip draws: saved in checkpoints
         self.register_buffer("labels", torch.zeros(0, len(FINDINGS)), persistent=False)
@@ -87,7 +88,7 @@ class Supervised(Method):
         self.labels = torch.from_numpy(finding_labels(corpus_reports(corpus.ids)))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images)[-1].mean((2, 3)))
+        return self.head(pooled(self.backbone, images))
 
     def training_step(self, batch: dict[str, torch.Tensor], flip: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``flip``: which rows to mirror (B bools); drawn with ``flip_p`` when not given."""

@@ -67,7 +67,7 @@ class TaskConfig:
 class Fit:
     """What one trial hands its task."""
 
-    encoder_state: dict  # the transferred ResNet-50 (torchvision keys)
+    encoder_state: dict  # the transferred encoder's weights (a torchvision ResNet's keys by default)
     encoder_key: str  # identifies that encoder: keys feature caches
     train: Any  # the whole training split
     train_ids: list[str]  # the fraction subset of it
@@ -77,7 +77,13 @@ class Fit:
     device: torch.device
     load_method: Callable[[], Any] | None = None  # the whole pre-trained method (joint-space tasks)
     on_epoch: EpochReport | None = None  # per-epoch validation scores, for a search's scheduler
-    encoder_arch: Any = None  # the encoder's spec: a backbone family's dict, else None (the ResNet the keys say)
+    #: the encoder's architecture (``methods.backbones`` spec); None: a torchvision ResNet, read from the weights
+    encoder_arch: str | dict | None = None
+
+    @property
+    def arch(self) -> str | dict:
+        """The architecture to rebuild: the spec the encoder came with, else the ResNet its keys say."""
+        return architecture(self.encoder_state, self.encoder_arch)
 
     def train_subset(self):
         from benchmark.data.splits import select
@@ -280,25 +286,37 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
     return torch.cat(rows)
 
 
-def rebuild_encoder(state: dict, arch: Any = None) -> nn.Module:
-    """The transferred encoder, loaded strictly: a backbone family's module when ``arch`` is
-    its spec (``{"family": ...}``, e.g. an open_clip image tower), else the ResNet its keys say."""
-    if isinstance(arch, dict):
-        import methods  # noqa: F401  (registers the backbone families)
-        from benchmark.registry import BACKBONE_FAMILIES
-
-        encoder = BACKBONE_FAMILIES.get(arch.get("family", ""))(arch)
-    else:
-        from methods.encoders import ResNetStages, backbone_of
-
-        encoder = ResNetStages(arch=backbone_of(state))
-    load_encoder(encoder, state)
-    return encoder
-
-
 def load_encoder(encoder: nn.Module, state: dict) -> None:
     """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
+    expected = nn.Module.state_dict(encoder)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        arch = getattr(encoder, "arch", type(encoder).__name__)
+        raise RuntimeError(f"encoder weights do not match {arch}: {len(missing)} missing {missing[:5]}, "
+                           f"{len(unexpected)} unexpected {unexpected[:5]}, {len(shapes)} of another shape {shapes[:5]}")
     # nn.Module's own method: smp's encoder overrides it and returns nothing
-    missing, unexpected = nn.Module.load_state_dict(encoder, state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"encoder weights do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    nn.Module.load_state_dict(encoder, state, strict=True)
+
+
+def architecture(state: dict, arch: str | dict | None = None) -> str | dict:
+    """``arch``, or for a state dict that came without one (caches and checkpoints from before
+    architectures were recorded: torchvision ResNets) the ResNet its keys say."""
+    if arch is not None:
+        return arch
+    from methods.encoders import backbone_of
+
+    try:
+        return backbone_of(state)
+    except ValueError as exc:
+        raise RuntimeError(f"the encoder's weights came without their architecture and are {exc}") from None
+
+
+def transferred_encoder(state: dict, arch: str | dict | None = None) -> nn.Module:
+    """The transferred encoder rebuilt from its architecture (``architecture``) and loaded strictly."""
+    from methods.backbones import build_backbone
+
+    encoder = build_backbone(architecture(state, arch))
+    load_encoder(encoder, state)
+    return encoder

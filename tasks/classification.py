@@ -1,5 +1,6 @@
 """Classification, mgca protocol: a linear probe on the frozen encoder's pooled
-layer4 (2048-d on ResNet-50). BCE-with-logits for binary and multi-label, CE for
+feature (``methods.backbones.pooled``: layer4 averaged, 2048-d on ResNet-50; a
+ViT's final-normed [CLS] token). BCE-with-logits for binary and multi-label, CE for
 multi-class; AUROC (macro over labels) or accuracy; AdamW lr 5e-4, wd 1e-6,
 batch 48, <= 50 epochs, early stop on validation loss (patience 10), test with
 the best-validation head. ``probe_norm: standardize`` (not MGCA's: the cpu and
@@ -42,6 +43,7 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.registry import TASK_KINDS
+from methods.backbones import pooled
 from tasks.base import (
     Fit,
     LiveFeatures,
@@ -49,8 +51,8 @@ from tasks.base import (
     TaskConfig,
     batches,
     prepare_encoder,
-    rebuild_encoder,
     train_head,
+    transferred_encoder,
 )
 from tasks.metrics import (
     accuracy,
@@ -89,20 +91,18 @@ class ClassificationConfig(TaskConfig):
 
 
 class PooledEncoder(nn.Module):
-    """The pooled feature: a ResNet's mean-pooled layer4, or a backbone family's own ``pool``."""
+    """The transferred encoder (``arch``; None: the torchvision ResNet its weights say) -> pooled features."""
 
-    def __init__(self, state: dict, upsample_ratio: float, arch=None) -> None:
+    def __init__(self, state: dict, upsample_ratio: float, arch: str | dict | None = None) -> None:
         super().__init__()
-        self.backbone = rebuild_encoder(state, arch)  # the architecture the spec (or the weights) say
-        self.width = getattr(self.backbone, "pooled_dim", self.backbone.channels[-1])
+        self.backbone = transferred_encoder(state, arch)
+        self.width = self.backbone.pooled_dim
         self.ratio = upsample_ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ratio != 1.0:
             x = F.interpolate(x, scale_factor=self.ratio, mode="bilinear", align_corners=False)
-        if hasattr(self.backbone, "pool"):
-            return self.backbone.pool(x)
-        return self.backbone(x)[-1].mean(dim=(2, 3))
+        return pooled(self.backbone, x)
 
 
 def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: ClassificationConfig) -> torch.Tensor:

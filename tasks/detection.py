@@ -1,5 +1,7 @@
-"""Detection, mgca protocol: a YOLOv3-style head on the frozen ResNet-50's layer2/3/4
-(strides 8/16/32), three anchors per scale (the COCO YOLOv3 anchors scaled by
+"""Detection, mgca protocol: a YOLOv3-style head on the frozen encoder's three deepest
+levels (ResNet-50's layer2/3/4, strides 8/16/32; channels from the backbone; a ViT's
+blocks first through the trainable ``Feature2Pyramid`` neck, BenchX's, to strides
+8/16/32), three anchors per scale (the COCO YOLOv3 anchors scaled by
 image_size/416), one class; YOLOv3 loss; decode, confidence threshold and NMS;
 mAP averaged over IoU 0.40:0.05:0.75; AdamW, early stopping on validation mAP,
 test with the best-validation head; ``ci_low``/``ci_high``: 95 % percentile
@@ -46,6 +48,7 @@ from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
+from methods.backbones import pyramid_neck
 from methods.encoders import STAGE_CHANNELS
 from tasks.base import (
     Fit,
@@ -54,8 +57,8 @@ from tasks.base import (
     batches,
     encoder_features,
     prepare_encoder,
-    rebuild_encoder,
     train_head,
+    transferred_encoder,
 )
 from tasks.metrics import DetectionAP, detection_map, image_interval
 
@@ -223,14 +226,30 @@ class YoloHead(nn.Module):
 
 
 class DetectionStages(nn.Module):
-    """The frozen backbone's layer2/3/4 maps only: layer1 would triple the cache."""
+    """The frozen backbone's three deepest levels only (ResNet's layer2/3/4: layer1 would
+    triple the cache); ``channels`` and ``strides`` are theirs."""
 
-    def __init__(self, state: dict, arch=None) -> None:
+    def __init__(self, state: dict, arch: str | dict | None = None) -> None:
         super().__init__()
-        self.backbone = rebuild_encoder(state, arch)  # the architecture the spec (or the weights) say
+        self.backbone = transferred_encoder(state, arch)
+        self.channels, self.strides = tuple(self.backbone.channels[-3:]), tuple(self.backbone.strides[-3:])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.backbone(x)[1:]
+        return self.backbone(x)[-3:]
+
+
+class PyramidYolo(nn.Module):
+    """The YOLO head behind the pyramid neck (empty on a CNN's strides 8/16/32); ``strides``:
+    the levels' strides the head predicts at."""
+
+    def __init__(self, neck_channels: int, channels: tuple[int, ...], strides: tuple[int, ...]) -> None:
+        super().__init__()
+        self.neck = pyramid_neck(channels, strides)
+        self.strides = self.neck.strides
+        self.yolo = YoloHead(neck_channels, channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.yolo(self.neck(feats))
 
 
 def pixel_boxes(split, image_size: int) -> list[torch.Tensor]:
@@ -253,7 +272,8 @@ class Detection(Task):
         torch.manual_seed(seed)
         encoder = DetectionStages(fit.encoder_state, fit.encoder_arch).to(device, memory_format=torch.channels_last)
         trained_encoder = prepare_encoder(encoder, c)
-        head = YoloHead(c.neck_channels, encoder.backbone.channels[1:]).to(device)
+        head = PyramidYolo(c.neck_channels, encoder.channels, encoder.strides).to(device)
+        strides = head.strides
         anchors = scaled_anchors(c.image_size)
         splits = {"train": train, "val": val, "test": test}
 
@@ -263,14 +283,14 @@ class Detection(Task):
 
         feats = {name: features(s) for name, s in splits.items()}
         boxes = {name: pixel_boxes(s, c.image_size) for name, s in splits.items()}
-        grids = [(c.image_size // s, c.image_size // s) for s in STRIDES]  # image_size is a multiple of 32
+        grids = [(c.image_size // s, c.image_size // s) for s in strides]  # image_size is a multiple of 32
 
         def predictions(name: str) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
             """Each image's kept boxes (x1 y1 x2 y2) and scores, and its truth boxes."""
             pred_boxes, pred_scores = [], []
             with torch.no_grad():
                 for idx in batches(len(splits[name].ids), c.batch_size):
-                    raw = decode(head(feats[name](idx)), anchors)
+                    raw = decode(head(feats[name](idx)), anchors, strides)
                     for b, s in postprocess(*raw, c.conf_threshold, c.nms_iou, c.image_size, c.max_detections):
                         pred_boxes.append(b.cpu().numpy())
                         pred_scores.append(s.cpu().numpy())
@@ -278,7 +298,7 @@ class Detection(Task):
 
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:
             idx = np.sort(idx)  # FrozenFeatures reads the rows in sorted order
-            targets = assign_targets([boxes[name][i] for i in idx], anchors, grids, STRIDES, c.ignore_iou)
+            targets = assign_targets([boxes[name][i] for i in idx], anchors, grids, strides, c.ignore_iou)
             return yolo_loss(head(feats[name](idx)), targets)
 
         # early stopping on validation mAP (a val split without boxes cannot select: NaN never wins)

@@ -1,5 +1,5 @@
 """Segmentation. mgca protocol: a U-Net decoder (segmentation_models_pytorch) on the
-frozen ResNet-50, loss ``10 * focal(gamma 2) - log(soft Dice, smooth 1)``,
+frozen encoder, loss ``10 * focal(gamma 2) - log(soft Dice, smooth 1)``,
 per-image Dice at 0.5 (empty truth and empty prediction count 1), early stopping
 on validation loss, test with the best-validation decoder; ``ci_low``/``ci_high``:
 95 % percentile bootstrap of the mean over the per-image test Dice values.
@@ -12,6 +12,16 @@ the test Dice is the mean over all test images, where MGCA
 averages those) takes the mean of per-batch means, which weights the images of a
 smaller last batch more (the two agree when the batch size divides the test set).
 
+The U-Net by backbone: a torchvision ResNet keeps ``smp.Unet("resnetXX")`` (MGCA's
+model, whose encoder is the transferred ResNet key for key); any other backbone
+gets smp's own ``UnetDecoder`` and ``SegmentationHead`` (smp's defaults: decoder
+channels 256/128/64/32/16, BatchNorm) over its levels (:class:`LevelsUnet`), levels
+that are not a pyramid (a ViT's blocks) first through the trainable
+``Feature2Pyramid`` neck (BenchX's). Not smp's ``tu-<name>`` encoders: they wrap
+timm's ``features_only`` model, whose key names are not the transferred encoder's,
+so the weights would not load strictly. Scales with no level (stride 2 on a
+ConvNeXt or a ViT) are empty skips, as smp does for its timm encoders without one.
+
 finetune protocol (BenchX-style): the same U-Net, the encoder trained too at
 0.1 x the learning rate, warm-up + cosine, gradient clip 1.0. BenchX uses UperNet
 at 512 px; we keep the U-Net so the two protocols differ only in what trains.
@@ -19,6 +29,7 @@ at 512 px; we keep the U-Net so the two protocols differ only in what trains.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +41,8 @@ from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
-from methods.encoders import backbone_of
+from methods.backbones import pyramid_neck
+from methods.encoders import BACKBONES
 from tasks.base import (
     Fit,
     Task,
@@ -39,8 +51,8 @@ from tasks.base import (
     encoder_features,
     load_encoder,
     prepare_encoder,
-    rebuild_encoder,
     train_head,
+    transferred_encoder,
 )
 from tasks.metrics import image_interval, mean_of_counts, per_image_dice
 
@@ -76,26 +88,35 @@ def segmentation_loss(logits, target, focal_weight=10.0, gamma=2.0, smooth=1.0) 
 
 
 class LevelsUnet(nn.Module):
-    """smp's U-Net decoder and head (``smp.Unet``'s defaults) on an encoder's four levels at
-    strides 4 / 8 / 16 / 32, for encoders that are not smp's: the stride-1 and stride-2 skips
-    are empty (0 channels), as smp does for its own encoders without them (Mix Transformer)."""
+    """smp's U-Net decoder and segmentation head (one class) over a backbone's levels:
+    the (optional) pyramid neck, then one decoder block per power-of-two scale from the
+    deepest level's stride up to the input, empty skips where no level is."""
 
-    def __init__(self, channels: tuple[int, ...], strides: tuple[int, ...]) -> None:
+    def __init__(self, channels: tuple[int, ...], strides: tuple[int, ...],
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)) -> None:
         super().__init__()
         from segmentation_models_pytorch.base import SegmentationHead
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
-        if tuple(strides) != (4, 8, 16, 32):
-            raise UserError(f"the U-Net decoder needs encoder levels at strides 4, 8, 16, 32; this encoder has "
-                            f"{list(strides) or 'none (a pooled embedding only)'}")
-        self.decoder = UnetDecoder(encoder_channels=(3, 0, *channels), decoder_channels=(256, 128, 64, 32, 16), n_blocks=5)
-        self.segmentation_head = SegmentationHead(16, 1)
+        self.neck = pyramid_neck(tuple(channels), tuple(strides))
+        self.strides = self.neck.strides
+        blocks = int(math.log2(self.strides[-1]))
+        if 2**blocks != self.strides[-1] or any(2 ** round(math.log2(s)) != s for s in self.strides):
+            raise UserError(f"a U-Net needs levels at power-of-two strides, the backbone's are {list(self.strides)}")
+        if blocks > len(decoder_channels):
+            raise UserError(f"a U-Net of {len(decoder_channels)} blocks reaches stride {2 ** len(decoder_channels)}, "
+                            f"the backbone's deepest level is at {self.strides[-1]}")
+        self.scales = tuple(2**i for i in range(blocks + 1))  # 1, 2, 4, ..., deepest
+        width = dict(zip(self.strides, channels))
+        self.decoder = UnetDecoder([width.get(s, 0) for s in self.scales], decoder_channels[:blocks], n_blocks=blocks)
+        self.head = SegmentationHead(decoder_channels[blocks - 1], 1, kernel_size=3)
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        first = levels[0]
-        n, h, w = first.shape[0], first.shape[-2] * 4, first.shape[-1] * 4
-        empty = [first.new_zeros(n, 0, h // k, w // k) for k in (1, 2)]
-        return self.segmentation_head(self.decoder([*empty, *levels]))
+        levels = dict(zip(self.strides, self.neck(levels)))
+        first = levels[self.strides[0]]
+        b, h, w = first.shape[0], first.shape[-2] * self.strides[0], first.shape[-1] * self.strides[0]
+        feats = [levels[s] if s in levels else first.new_zeros(b, 0, h // s, w // s) for s in self.scales]
+        return self.head(self.decoder(feats))
 
 
 @TASK_KINDS.register("segmentation")
@@ -115,16 +136,17 @@ class Segmentation(Task):
         c, seed, device = self.cfg, fit.seed, fit.device
         train, val, test = fit.train_subset(), fit.val, fit.test
         torch.manual_seed(seed)
-        if isinstance(fit.encoder_arch, dict):  # a backbone family's levels (strides 4..32): smp's U-Net decoder on them
-            encoder = rebuild_encoder(fit.encoder_state, fit.encoder_arch)
-            head = LevelsUnet(encoder.channels, encoder.strides)
-            model = nn.ModuleDict({"encoder": encoder, "head": head})
-        else:
-            model = smp.Unet(backbone_of(fit.encoder_state), encoder_weights=None, classes=1)  # smp's ResNets: torchvision keys
+        arch = fit.arch
+        if arch in BACKBONES:  # a torchvision ResNet: MGCA's smp U-Net, whose encoder has its keys
+            model = smp.Unet(arch, encoder_weights=None, classes=1)
             load_encoder(model.encoder, fit.encoder_state)
             encoder, head = model.encoder, nn.Sequential(model.decoder, model.segmentation_head)
+        else:
+            encoder = transferred_encoder(fit.encoder_state, arch)
+            head = LevelsUnet(encoder.channels, encoder.strides)
         trained_encoder = prepare_encoder(encoder, c)
-        model.to(device, memory_format=torch.channels_last)  # decoder on 200 64-px images, 2 cores: 1.8 vs 2.7 s
+        for part in (encoder, head):  # decoder on 200 64-px images, 2 cores: 1.8 vs 2.7 s with channels_last
+            part.to(device, memory_format=torch.channels_last)
 
         def features(split):
             inputs = lambda idx: downstream_batch(split.images[np.sort(idx)], c.image_size)

@@ -103,6 +103,11 @@ def checkpoints(tmp, monkeypatch):
     torch.save({"foo.weight": torch.zeros(2)}, tmp / "foreign.pth")
 
 
+def checkpoints_vit(tmp, monkeypatch):
+    """issue 17: an MRM-layout file holding two ViT keys, one of them misnamed."""
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 768), "blocks.0.norm9.weight": torch.zeros(768)}}, tmp / "mrm.pth")
+
+
 def checkpoints_unsafe(tmp, monkeypatch):
     """A ResNet-50 of NaNs, and a file that is nothing but a pickled command (read inertly, never run)."""
     import os
@@ -423,6 +428,10 @@ CASES = [
     ("checkpoint of another network", [*CKPT, "{tmp}/resnet18.pth"], ["keys do not match a ResNet-50", "missing"], checkpoints),
     ("checkpoint without encoder keys", [*CKPT, "{tmp}/foreign.pth"], ["no ResNet-50 encoder keys", "foo.weight"], checkpoints),
     ("checkpoint not given", ["run", "--method", "checkpoint", "--task", "rsna_cls"], ["needs a file: --checkpoint FILE"], None),
+    # issue 17: checkpoint formats
+    ("checkpoint in a ViT release's layout, keys wrong", [*CKPT, "{tmp}/mrm.pth", "--set", "checkpoint_format=mrm"],
+     ["keys do not match a timm vit_base_patch16_224 encoder in format 'mrm'", "missing ['pos_embed'",
+      "1 unexpected ['blocks.0.norm9.weight']"], checkpoints_vit),
     # Ray
     ("Ray address dead", ["grid", "--methods", "random", "--tasks", "rsna_cls", "--profile", "smoke", "--address", "127.0.0.1:9"],
      ["no Ray cluster answers at 127.0.0.1:9"], None),
@@ -660,6 +669,16 @@ CASES = [
      user_dataset_modules),
     ("prepare an unknown data set", ["data", "prepare", "mimc", "--data-root", "{tmp}"],
      ["data prepare is for mimic (the pre-training corpus), not 'mimc'"], None),
+    # issue 17: backbones
+    ("backbone misspelt", [*RUN, "--set", "backbone=convnext_tiyn"],
+     ["bad value for 'backbone': unknown backbone 'convnext_tiyn'; valid: convnext_tiny", "timm.list_models()"], None),
+    ("backbone without CNN stages for gloria", ["run", "--method", "gloria", "--task", "rsna_cls", "--set",
+                                                 "backbone=vit_base_patch16_224"],
+     ["method 'gloria' needs a backbone with four CNN stages", "strides [16, 16, 16, 16]"], None),
+    ("backbone imagenet weights offline", ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke",
+                                           "--set", "backbone=convnext_tiny", "--set", "backbone_weights=imagenet"],
+     ["cannot load ImageNet convnext_tiny weights", "--set backbone_weights=none"],
+     lambda tmp, mp: mp.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp / "hf"))),  # an empty cache
     # issue 17: open_clip
     ("open_clip hub model not cached", [*OPEN_CLIP, "model=hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"],
      ["hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 is not in the local Hugging Face cache", "download it once with network access",

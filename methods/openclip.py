@@ -34,7 +34,7 @@ from benchmark.config import Range
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
-from methods.openclip_backbone import OpenClipBackbone, tower_of
+from methods.openclip_backbone import OpenClipTower, tower_of
 from methods.openclip_models import DEFAULT, LOCAL, NO_WEIGHTS, create_model, create_tokenizer, resolve_name
 
 
@@ -90,7 +90,7 @@ class OpenClip(Method):
                     digest.update(chunk)
         return digest.hexdigest()[:16]
 
-    def image_encoder(self) -> OpenClipBackbone:
+    def image_encoder(self) -> OpenClipTower:
         return self._tower
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:

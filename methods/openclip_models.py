@@ -165,7 +165,8 @@ def create_model(model: str, weights: str = NO_WEIGHTS, image_size: int = 0, see
     try:
         with torch.random.fork_rng(devices=[]), quiet():
             torch.manual_seed(seed)
-            net = open_clip.create_model(name, pretrained=pretrained, **kwargs)
+            # the default device: "meta" where methods.backbones.backbone_shape builds without weights
+            net = open_clip.create_model(name, pretrained=pretrained, device=torch.get_default_device(), **kwargs)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001  (open_clip raises RuntimeError/OSError/ValueError for all of these)

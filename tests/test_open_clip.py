@@ -61,47 +61,71 @@ def test_vit_b16_runs_offline_on_zero_shot_probe_and_segmentation(capsys):
     assert trials["siim_seg"].method_config["model"] == "ViT-B-16"
 
 
-def test_the_family_module_follows_benchx_levels_and_round_trips():
+def test_the_family_follows_benchx_levels_and_round_trips():
     from benchmark.registry import BACKBONE_FAMILIES
-    from methods.openclip_backbone import build, vit_block_indices
+    from methods.backbones import backbone_shape, build_backbone, family_of, pooled, pyramid_neck
+    from methods.openclip_backbone import OpenClipFamily, vit_block_indices
 
     assert vit_block_indices(12) == (3, 5, 7, 11)  # BenchX's out_indices for ViT-B/16
     assert vit_block_indices(24) == (7, 11, 15, 23)
-    assert BACKBONE_FAMILIES.get("open_clip") is build
-    arch = {"family": "open_clip", "model": "ViT-S-16", "image_size": 32}  # 12 blocks like ViT-B/16, a quarter the size
-    tower = build(arch).eval()
-    assert tower.channels == (384,) * 4 and tower.strides == (4, 8, 16, 32) and tower.pooled_dim == 384
-    assert json.loads(json.dumps(tower.arch)) == tower.arch and tower.arch["image_size"] == 32
+    assert BACKBONE_FAMILIES.get("open_clip") is OpenClipFamily
+    assert family_of("convnext_tiny") == "timm"  # no plain name is open_clip's (timm also has "vit_base_patch16_224")
+    arch = {"family": "open_clip", "name": "ViT-S-16", "image_size": 32}  # 12 blocks like ViT-B/16, a quarter the size
+    tower = build_backbone(arch).eval()
+    assert tower.channels == (384,) * 4 and tower.strides == (16,) * 4 and tower.pooled_dim == 384
+    shape = backbone_shape(arch)  # on the meta device
+    assert (shape.channels, shape.strides, shape.pooled_dim, shape.pyramid) == ((384,) * 4, (16,) * 4, 384, False)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         levels = tower(x)
-        assert [tuple(t.shape) for t in levels] == [(2, 384, 32 // s, 32 // s) for s in (4, 8, 16, 32)]
-        # the levels are blocks 3/5/7/11 of the tower (the last after ln_post), rescaled x4, x2, x1, x0.5
-        own = (x * 0.5 + 0.5 - torch.tensor(tower.arch["mean"]).view(1, 3, 1, 1)) / torch.tensor(tower.arch["std"]).view(1, 3, 1, 1)
+        assert [tuple(t.shape) for t in levels] == [(2, 384, 2, 2)] * 4  # raw token maps at the patch stride
+        # blocks 3/5/7/11 of the tower, the last after ln_post: no rescaling inside the encoder
+        mean, std = (torch.tensor(tower.visual.preprocess_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+        own = (x * 0.5 + 0.5 - mean) / std
         blocks = tower.visual.forward_intermediates(own, indices=[3, 5, 7, 11], intermediates_only=True)["image_intermediates"]
-        assert torch.allclose(levels[2], blocks[2], atol=1e-5)
-        assert torch.allclose(levels[1], F.interpolate(blocks[1], scale_factor=2, mode="bilinear"), atol=1e-5)
+        assert all(torch.allclose(levels[i], blocks[i], atol=1e-5) for i in range(3))
         last = tower.visual.ln_post(blocks[3].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        assert torch.allclose(levels[3], F.max_pool2d(last, 2), atol=1e-5)
-        # pooled: the joint-space embedding, unit length
-        pooled = tower.pool(x)
-        assert pooled.shape == (2, 384) and torch.allclose(pooled.norm(dim=1), torch.ones(2), atol=1e-5)
-        assert torch.allclose(pooled, F.normalize(tower.visual(own), dim=-1), atol=1e-5)
-        # another input size: the tower runs at its own size, the levels follow the input's strides
-        assert [tuple(t.shape[-2:]) for t in tower(torch.randn(1, 3, 64, 64))] == [(16, 16), (8, 8), (4, 4), (2, 2)]
-        # state dict round trip through the spec (what a task does with a transferred encoder)
-        again = build(json.loads(json.dumps(tower.arch)))
-        missing, unexpected = again.load_state_dict(tower.state_dict(), strict=True)
-        assert not missing and not unexpected
+        assert torch.allclose(levels[3], last, atol=1e-5) and not torch.allclose(levels[3], blocks[3], atol=1e-3)
+        # the head's neck (BenchX's Feature2Pyramid) puts them at strides 4..32
+        neck = pyramid_neck(tower.channels, tower.strides)
+        assert [tuple(t.shape[-2:]) for t in neck(levels)] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+        # pooled: the joint-space embedding, unit length, what methods.backbones.pooled reads
+        feat = pooled(tower, x)
+        assert feat.shape == (2, 384) and torch.allclose(feat.norm(dim=1), torch.ones(2), atol=1e-5)
+        assert torch.allclose(feat, F.normalize(tower.visual(own), dim=-1), atol=1e-5)
+        # another input size: the tower runs at its own size, the levels follow the input's grid
+        assert [tuple(t.shape[-2:]) for t in tower(torch.randn(1, 3, 64, 64))] == [(4, 4)] * 4
+        # state dict round trip through the spec (what a task's transferred_encoder does)
+        from tasks.base import transferred_encoder
+
+        again = transferred_encoder(tower.state_dict(), json.loads(json.dumps(arch)))
         assert all(torch.equal(a, b) for a, b in zip(again.eval()(x), levels))
         assert all(k.startswith("visual.") for k in tower.state_dict())
 
 
-def test_modified_resnet_towers_give_their_stage_maps():
-    from methods.openclip_backbone import build
+def test_chexzero_target_is_the_tower_under_its_released_prefix():
+    """methods.checkpoint_formats' chexzero target (open_clip's CLIP(**cfg).visual names) loads onto
+    build_backbone's module under released_prefix, key for key and shape for shape."""
+    from methods.backbones import build_backbone, released_prefix
+    from methods.checkpoint_formats import FORMATS, target_state
 
-    tower = build({"family": "open_clip", "model": "RN50", "image_size": 64}).eval()
-    assert tower.channels == (256, 512, 1024, 2048) and tower.pooled_dim == 1024
+    spec = FORMATS["chexzero"].target
+    assert released_prefix(spec) == "visual." and released_prefix("resnet50") == "" and released_prefix("convnext_tiny") == "model."
+    with torch.device("meta"):
+        state = build_backbone(spec).state_dict()
+    assert all(k.startswith("visual.") for k in state)
+    mine = {k.removeprefix("visual."): tuple(v.shape) for k, v in state.items()}
+    assert mine == {k: tuple(v.shape) for k, v in target_state(spec).items()}
+    assert mine["conv1.weight"] == (768, 3, 32, 32) and mine["proj"] == (768, 512)  # ViT-B/32, OpenAI's 512-d joint space
+
+
+def test_modified_resnet_towers_give_their_stage_maps():
+    from methods.backbones import backbone_shape, build_backbone
+
+    arch = {"family": "open_clip", "name": "RN50", "image_size": 64}
+    tower = build_backbone(arch).eval()
+    assert tower.channels == (256, 512, 1024, 2048) and tower.strides == (4, 8, 16, 32) and tower.pooled_dim == 1024
+    assert backbone_shape(arch).pyramid
     with torch.no_grad():
         levels = tower(torch.randn(1, 3, 64, 64))
     assert [tuple(t.shape) for t in levels] == [(1, c, 64 // s, 64 // s) for c, s in zip(tower.channels, tower.strides)]
@@ -109,12 +133,12 @@ def test_modified_resnet_towers_give_their_stage_maps():
 
 def test_timm_towers_give_levels_too():
     """BiomedCLIP's tower is a timm ViT inside open_clip's TimmModel; ConvNeXt CLIPs are timm CNNs."""
-    from methods.openclip_backbone import build
+    from methods.backbones import build_backbone
 
-    vit = build({"family": "open_clip", "model": "vit_medium_patch16_gap_256", "image_size": 32}).eval()
-    assert vit.kind == "timm_vit" and vit.blocks == (3, 5, 7, 11) and vit.channels == (512,) * 4
-    cnn = build({"family": "open_clip", "model": "convnext_tiny", "image_size": 64}).eval()
-    assert cnn.kind == "timm_cnn" and cnn.channels == (96, 192, 384, 768)
+    vit = build_backbone({"family": "open_clip", "name": "vit_medium_patch16_gap_256", "image_size": 32}).eval()
+    assert vit.kind == "timm_vit" and vit.blocks == (3, 5, 7, 11) and vit.channels == (512,) * 4 and vit.strides == (16,) * 4
+    cnn = build_backbone({"family": "open_clip", "name": "convnext_tiny", "image_size": 64}).eval()
+    assert cnn.kind == "timm_cnn" and cnn.channels == (96, 192, 384, 768) and cnn.strides == (4, 8, 16, 32)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for tower in (vit, cnn):
@@ -173,7 +197,7 @@ def test_a_local_model_folder_loads_its_weights(tiny_folder):
     method = OpenClip(cfg)
     assert all(torch.equal(method.model.state_dict()[k], v) for k, v in source.state_dict().items())
     tower = method.image_encoder()
-    assert tower.arch["model"] == f"local-dir:{folder.resolve()}" and tower.blocks == (0, 1, 2, 3)
+    assert tower.arch["name"] == f"local-dir:{folder.resolve()}" and tower.blocks == (0, 1, 2, 3)
     before = OpenClip.fingerprint(cfg)
     torch.save({k: v + 1 for k, v in source.state_dict().items()}, folder / "open_clip_pytorch_model.bin")
     assert OpenClip.fingerprint(cfg) != before  # new weights in the same folder: another encoder

@@ -35,7 +35,14 @@ from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from methods.base import Method, MethodConfig
 from methods.openclip_backbone import OpenClipTower, tower_of
-from methods.openclip_models import DEFAULT, LOCAL, NO_WEIGHTS, create_model, create_tokenizer, resolve_name
+from methods.openclip_models import (
+    DEFAULT,
+    LOCAL,
+    NO_WEIGHTS,
+    create_model,
+    create_tokenizer,
+    resolve_name,
+)
 
 
 @dataclass

@@ -47,7 +47,7 @@ def resolve_name(model: str) -> str:
         if model.count("/") != 1 or not model[len(HUB):].split("/")[1]:
             raise UserError(f"model {model!r}: a hub id is hf-hub:ORG/NAME")
         return model
-    folder = Path(model[len(LOCAL):] if model.startswith(LOCAL) else model).expanduser()
+    folder = Path(model.removeprefix(LOCAL)).expanduser()
     pathlike = model.startswith((LOCAL, "/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
     if pathlike or folder.exists():
         if folder.is_file():
@@ -169,7 +169,7 @@ def create_model(model: str, weights: str = NO_WEIGHTS, image_size: int = 0, see
             net = open_clip.create_model(name, pretrained=pretrained, device=torch.get_default_device(), **kwargs)
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001  (open_clip raises RuntimeError/OSError/ValueError for all of these)
+    except Exception as exc:  # open_clip raises RuntimeError/OSError/ValueError for all of these
         if why := hub_failure(exc):
             raise hub_error(name, weights, exc, why) from None
         if pretrained is not None and Path(pretrained).is_file() or name.startswith(LOCAL):
@@ -187,7 +187,7 @@ def create_tokenizer(model: str, weights: str = NO_WEIGHTS):
     try:
         with quiet():
             return open_clip.get_tokenizer(name)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if why := hub_failure(exc):
             raise hub_error(name, weights, exc, why) from None
         raise

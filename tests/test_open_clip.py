@@ -62,14 +62,27 @@ def test_vit_b16_runs_offline_on_zero_shot_probe_and_segmentation(capsys):
 
 
 def test_the_family_follows_benchx_levels_and_round_trips():
+    from benchmark.errors import UserError
     from benchmark.registry import BACKBONE_FAMILIES
-    from methods.backbones import backbone_shape, build_backbone, family_of, pooled, pyramid_neck
+    from methods.backbones import (
+        backbone_shape,
+        build_backbone,
+        check_backbone_name,
+        family_of,
+        pooled,
+        pyramid_neck,
+    )
     from methods.openclip_backbone import OpenClipFamily, vit_block_indices
 
     assert vit_block_indices(12) == (3, 5, 7, 11)  # BenchX's out_indices for ViT-B/16
     assert vit_block_indices(24) == (7, 11, 15, 23)
     assert BACKBONE_FAMILIES.get("open_clip") is OpenClipFamily
     assert family_of("convnext_tiny") == "timm"  # no plain name is open_clip's (timm also has "vit_base_patch16_224")
+    check_backbone_name({"family": "open_clip", "name": "ViT-B-16"})
+    with pytest.raises(UserError, match="unknown open_clip model 'ViT-B-61'"):
+        check_backbone_name({"family": "open_clip", "name": "ViT-B-61"})
+    with pytest.raises(UserError, match="built with weights none"):
+        build_backbone({"family": "open_clip", "name": "RN50"}, "imagenet")
     arch = {"family": "open_clip", "name": "ViT-S-16", "image_size": 32}  # 12 blocks like ViT-B/16, a quarter the size
     tower = build_backbone(arch).eval()
     assert tower.channels == (384,) * 4 and tower.strides == (16,) * 4 and tower.pooled_dim == 384

@@ -154,6 +154,10 @@ class TimmLevels(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.wrapped:
             return list(self.model(x))
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        if patch is not None:  # a patch embedding (Swin) takes sizes it divides: pad bottom and right, as ViTs'
+            ph, pw = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+            x = torch.nn.functional.pad(x, (0, -x.shape[-1] % pw, 0, -x.shape[-2] % ph))
         return list(self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +215,10 @@ class TimmFamily:
         try:
             model = create_timm(name, weights, dynamic_img_size=True, dynamic_img_pad=True)
         except TypeError:  # no such option: not a plain transformer
-            return TimmLevels(name, weights)
+            try:  # a hierarchical transformer that takes any size its patch divides (Swin)
+                return TimmLevels(name, weights, create_timm(name, weights, dynamic_img_size=True))
+            except TypeError:  # a CNN: any size
+                return TimmLevels(name, weights)
         if _is_pyramid(tuple(f["reduction"] for f in model.feature_info)):
             return TimmLevels(name, weights, model)  # a hierarchical transformer that takes the option (Swin)
         return TimmViTLevels(name, weights, model)

@@ -22,9 +22,13 @@ and/or with DDP's ``module.`` prefix:
 | ``auto`` | the format under whose prefix the most keys land on its architecture's keys | |
 
 ``methods.checkpoint_formats`` holds the layouts, each checked against its authors'
-code (cited there). The ViT and Swin formats import as (architecture spec, state
-dict in that architecture's names): :func:`import_encoder`; evaluating them needs
-the timm / open_clip backbones (``build_backbone``), until then they are refused.
+code (cited there). The ViT, Swin and CLIP formats import as (architecture spec, state
+dict in that architecture's names): :func:`import_encoder`; the method then builds that
+architecture (``methods.backbones.build_backbone``: timm ``vit_base_patch16_224`` /
+``swin_tiny_patch4_window7_224``, the open_clip ``ViT-B-32-quickgelu`` tower) instead of
+the config's ResNet, and loads the weights under the family's own prefix
+(``released_prefix``). For the timm ones the config's ``backbone`` takes the name
+(``implied_settings``), so tables group them by it.
 
 Files are read without running pickled code (``benchmark.safe_load``): a
 Lightning checkpoint's hyper-parameter objects (Namespaces, OmegaConf configs,
@@ -40,7 +44,7 @@ encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
+from functools import cache, lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,9 +56,10 @@ from benchmark.hubfolder import CONFIG, WEIGHTS, check_folder, is_export, read_c
 from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
+from methods.backbones import build_backbone, released_prefix
 from methods.base import Method, MethodConfig
 from methods.checkpoint_formats import FORMATS, RESNET, Spec, canonical, describe, target_state
-from methods.encoders import ResNetStages, backbone_of
+from methods.encoders import BACKBONES, ResNetStages, backbone_of
 
 #: the first four formats' encoder prefixes (all formats: ``methods.checkpoint_formats.FORMATS``)
 PREFIXES = {name: FORMATS[name].prefixes[0] for name in ("torchvision", "mgca", "gloria", "prior")}
@@ -104,13 +109,21 @@ class Checkpoint(Method):
         super().__init__(cfg)
         path = Path(cfg.checkpoint_path)
         state = read_checkpoint(path)
-        if is_export(path) and not isinstance(self.backbone, ResNetStages):  # the backbone's own keys
-            load_exported(self.backbone, state, str(path))
-            return
+        if is_export(path):
+            arch = read_config(path)["backbone"]
+            if isinstance(arch, dict):  # an open_clip tower: the config's backbone field holds names only
+                self.backbone = build_backbone(arch)
+            if not isinstance(self.backbone, ResNetStages):  # the backbone's own keys
+                load_exported(self.backbone, state, str(path))
+                return
         fmt = "torchvision" if is_export(path) else cfg.checkpoint_format  # a ResNet export: torchvision keys
-        spec, state, fmt = import_encoder(state, fmt, self.backbone.arch, str(path))
-        refuse_other_architecture(spec, fmt, self.backbone.arch, str(path))
-        self.backbone.load_state_dict(state, strict=False)
+        spec, mine, fmt = import_encoder(state, fmt, self.backbone.arch, str(path))
+        if spec != self.backbone.arch and FORMATS[fmt].target == RESNET:
+            raise UserError(f"{path} is a {describe(spec)} encoder (format {fmt!r}), not {cfg.backbone!r}: "
+                            "remove --set backbone or choose a ResNet depth")
+        if spec != self.backbone.arch:  # a ViT / Swin / CLIP release: evaluated as its own architecture
+            self.backbone = build_backbone(spec)
+        load_released(self.backbone, mine)
 
     @classmethod
     def fingerprint(cls, cfg: CheckpointConfig) -> str:
@@ -127,11 +140,33 @@ class Checkpoint(Method):
 
     @classmethod
     def implied_settings(cls, values: dict) -> dict:
-        """An exported folder names its backbone: the config takes it unless ``--set`` gave one."""
-        path = Path(str(values.get("checkpoint_path") or "")).expanduser()
-        if values.get("checkpoint_path") and is_export(path):
-            return {"backbone": read_config(path)["backbone"]}
-        return {}
+        """The backbone a file names, unless ``--set`` gave one: an exported folder's config, or
+        the architecture of a ViT / Swin release (``mgca_vit``, ``mrm``, ``medclip_swin``), so the
+        config, its hash and ``table --by backbone`` say what is evaluated."""
+        if not values.get("checkpoint_path"):
+            return {}
+        path = Path(str(values["checkpoint_path"])).expanduser()
+        if is_export(path):
+            arch = read_config(path)["backbone"]
+            return {"backbone": arch} if isinstance(arch, str) else {}
+        if not path.is_file():
+            return {}  # the method's own check says what is wrong
+        spec = release_architecture(str(path), path.stat().st_mtime_ns, str(values.get("checkpoint_format") or "auto"))
+        return {"backbone": spec} if isinstance(spec, str) else {}
+
+
+@lru_cache(maxsize=8)
+def release_architecture(path: str, mtime_ns: int, fmt: str) -> Spec | None:
+    """The architecture a released file's format targets, when it is not the config's ResNet
+    (None: a ResNet release, or a file the method will refuse). Read once per file version."""
+    del mtime_ns  # part of the cache key only
+    try:
+        state = read_checkpoint(Path(path))
+        fmt = detect_format(list(state)) if canonical(fmt) == "auto" else canonical(fmt)
+    except UserError:
+        return None
+    target = FORMATS[fmt].target
+    return None if target == RESNET else target
 
 
 def _check_file(path: Path) -> None:
@@ -214,6 +249,7 @@ def import_encoder(state: dict[str, torch.Tensor], fmt: str = "auto", arch: str 
     config's ResNet); the others their own (``methods.checkpoint_formats``). ``source``
     (the file) is named when the weights are not finite."""
     fmt = canonical(fmt)
+    arch = arch if arch in BACKBONES else "resnet50"  # what the ResNet formats are scored and loaded as
     if fmt == "auto":
         fmt = detect_format(list(state), arch)
     layout = FORMATS[fmt]
@@ -250,10 +286,25 @@ def import_encoder(state: dict[str, torch.Tensor], fmt: str = "auto", arch: str 
 
 
 def refuse_other_architecture(spec: Spec, fmt: str, arch: str, source: str) -> None:
-    """A ViT or Swin release cannot load into the config's ResNet: one line saying what it is."""
+    """A ViT or Swin release cannot load into a given ResNet: one line saying what it is
+    (``--method checkpoint`` builds the release's own architecture instead)."""
     if spec != arch:
         raise UserError(f"{source} is a {describe(spec)} encoder (format {fmt!r}), not a {resnet_name(arch)}; "
-                        "this build evaluates ResNet encoders only")
+                        f"load it with --method checkpoint, which builds that architecture")
+
+
+def load_released(backbone: torch.nn.Module, mine: dict[str, torch.Tensor]) -> None:
+    """Load an imported encoder (``import_encoder``: checked strictly against its whole
+    architecture, in that architecture's own names) into the backbone built from it. The
+    backbone may hold less than the architecture (timm's pruned final norm of a hierarchical
+    model whose last level is taken raw), never more."""
+    prefix = released_prefix(backbone.arch)
+    mapped = {prefix + k: v for k, v in mine.items()}
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in mapped and not k.endswith(IGNORED[1])]
+    if missing:  # the importer's target and the backbone disagree: a bug here, not in the file
+        raise RuntimeError(f"backbone {backbone.arch!r} has keys the imported encoder lacks: {missing[:6]}")
+    backbone.load_state_dict({k: mapped[k] for k in own if k in mapped}, strict=False)
 
 
 def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto",

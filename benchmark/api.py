@@ -99,7 +99,7 @@ def pretrain(
 ) -> Pretrained:
     """Pre-train ``method`` and cache its encoder, as ``python -m benchmark pretrain``; a
     cached one is reused (``force=True`` re-trains). Returns the cache entry: ``path``
-    (``encoder.pt``), ``meta`` (steps, final loss, corpus, seconds), ``reused`` and
+    (``encoder.safetensors``), ``meta`` (steps, final loss, corpus, seconds), ``reused`` and
     ``weights()`` (the encoder's state dict)."""
     from benchmark.data.sources import data_root as root_of
     from benchmark.runner import get_encoder, resolve
@@ -111,13 +111,16 @@ def pretrain(
 def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:
     """(method, checkpoint file): a registered method's name, else a weights file for ``checkpoint``."""
     import methods  # noqa: F401  (registers the methods)
+    from benchmark.hubfolder import is_export
     from benchmark.registry import METHODS
 
     if isinstance(method_or_path, str) and method_or_path in METHODS.names():
         return method_or_path, None
-    if Path(method_or_path).expanduser().is_file():
+    path = Path(method_or_path).expanduser()
+    if path.is_file() or is_export(path):
         return "checkpoint", method_or_path
-    raise UserError(f"{str(method_or_path)!r} is neither a method ({', '.join(METHODS.names())}) nor a weights file")
+    raise UserError(f"{str(method_or_path)!r} is neither a method ({', '.join(METHODS.names())}) nor a weights file "
+                    "nor an exported encoder folder")
 
 
 def load_encoder(
@@ -128,8 +131,9 @@ def load_encoder(
     mode, frozen, that maps a batch of images (N x 3 x S x S, as
     :func:`benchmark.data.transforms.downstream_batch` makes them from uint8 images) to
     pooled features (N x ``.width``: the last stage averaged on CNNs, a ViT's [CLS]). ``method_or_path``: a method (pre-trained
-    first if it is not cached) or a released weights file (read as ``--method checkpoint``;
-    ``checkpoint_format=...`` picks the key mapping). ``upsample_ratio``: the task's input
+    first if it is not cached), a released weights file (``.pt``/``.pth``/``.safetensors``,
+    read as ``--method checkpoint``; ``checkpoint_format=...`` picks the key mapping) or a
+    folder that ``export`` wrote (its backbone from its config.json, loaded strictly). ``upsample_ratio``: the task's input
     scale (``rsna_cls``: 1.3348214, MGCA's 299 px from 224). ``device``: where it pre-trains
     (if it must) and where the module is put (auto: CUDA if present)."""
     import torch

@@ -82,8 +82,11 @@ EXAMPLES = {
     "grid": ['python -m benchmark grid --methods imitate,random --tasks rsna_cls,siim_seg --fractions 0.01,0.1,1 --seeds 42,0,1', 'python -m benchmark grid --experiment imitate_ablations --address 10.0.0.5:6379'],
     "tune": ['python -m benchmark tune --method imitate --task rsna_cls --fraction 0.01 --trials 20'],
     "results": ['python -m benchmark results --format csv'],
-    "table": ['python -m benchmark table --format latex --data real --reference', 'python -m benchmark table --data phantom --vs random --json'],
-    "plot": ['python -m benchmark plot --out results/plots'],
+    "table": ['python -m benchmark table --format latex --data real --reference', 'python -m benchmark table --data phantom --vs random --json',
+              'python -m benchmark table --by backbone'],
+    "plot": ['python -m benchmark plot --out results/plots', 'python -m benchmark plot --by backbone'],
+    "export": ['python -m benchmark export imitate-1a2b3c4d5e6f --out exported/imitate',
+               'python -m benchmark run --method checkpoint --checkpoint exported/imitate --task rsna_cls'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
 }
 
@@ -114,6 +117,13 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    _logger_arg(p)
+
+
+def _logger_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logger", choices=["tensorboard", "wandb", "none"],
+                   help="training curves: tensorboard (default; event files in the encoder's tb/ and the trial's "
+                        "runs/ folder), wandb (offline unless WANDB_MODE or WANDB_API_KEY), none (also $BENCHMARK_LOGGER)")
 
 
 def build_parser() -> Parser:
@@ -153,6 +163,13 @@ def build_parser() -> Parser:
     _grid_parsers(sub)
     _speed_parser(sub)
 
+    exp = _command(sub, "export", "write a cached encoder as a Hub-style folder: config.json, model.safetensors, "
+                                  "a model card with its provenance")
+    exp.add_argument("encoder", type=_nonempty, metavar="ENCODER",
+                     help="an encoder folder (its path, or its name under $BENCHMARK_HOME/encoders, as pretrain prints it)")
+    exp.add_argument("--out", type=_nonempty, required=True, metavar="DIR", help="a new or empty folder")
+    exp.set_defaults(handler="export")
+
     lst = _command(sub, "list", "what is registered")
     lst.add_argument("what", choices=["methods", "tasks", "datasets"],
                      help="methods (registered), tasks (configs/tasks/*.yaml) or datasets (benchmark/data/sets/, "
@@ -172,6 +189,7 @@ def _ray_args(p: argparse.ArgumentParser, profile_default: str) -> None:
     p.add_argument("--cpus-per-trial", type=_bounded(float, 0, strict=True), help="CPUs per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=_bounded(float, 0),
                    help="GPUs per trial (default 1 when the cluster has GPUs, else 0)")
+    _logger_arg(p)
 
 
 def _grid_parsers(sub) -> None:
@@ -213,12 +231,18 @@ def _grid_parsers(sub) -> None:
     tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
     tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
     tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")
+    tab.add_argument("--by", choices=["method", "backbone"], default="method",
+                     help="method (default): rows per method config, labelled with the backbone when a table holds "
+                          "several; backbone: one table per backbone")
     tab.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     tab.set_defaults(handler="table")
 
     plot = _command(sub, "plot", "label-efficiency curves and an ablation chart (PNG and PDF)")
     plot.add_argument("--out", type=_nonempty, default="results/plots", help="output folder (default results/plots)")
     plot.add_argument("--data", choices=["real", "phantom"], help="only this data (default: real if there is any, else phantom)")
+    plot.add_argument("--by", choices=["method", "backbone"], default="method",
+                      help="method (default): a line per method config, labelled with the backbone when a figure holds "
+                           "several; backbone: one set of figures per backbone")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")
 
@@ -274,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"unrecognized arguments: {' '.join(extra)} (see {parser.prog} {args.command} --help)")
         _setup_logging()
         from benchmark import commands
+        from benchmark.loggers import chosen
 
-        with config_path([*args.config_path, *args.sub_config_path]):
+        with config_path([*args.config_path, *args.sub_config_path]), chosen(getattr(args, "logger", None)):
             return getattr(commands, args.handler)(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

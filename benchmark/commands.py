@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if out.reused:
         print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
     print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
-          f"({t.method}, {t.method_config.get('backbone', 'resnet50')}, fraction {t.fraction:g}, seed {t.seed}, "
+          f"({t.method}, {t.method_config.get('model') or t.method_config.get('backbone', 'resnet50')}, fraction {t.fraction:g}, seed {t.seed}, "
           f"protocol {t.protocol})")
     if isinstance(base, str):
         print(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")
@@ -138,8 +138,19 @@ def pretrain(args: argparse.Namespace) -> int:
           + (f" x {m['processes']} DDP processes" if m.get("processes", 1) > 1 else ""))
     print(f"  encoder {pre.path}")
     print(f"  loss curve {pre.path.parent / 'losses.csv'}")
+    if (pre.path.parent / "tb").is_dir():
+        print(f"  TensorBoard: tensorboard --logdir {pre.path.parent / 'tb'}")
     if args.json:
         emit_json({"method": args.method, "encoder": str(pre.path), "reused": pre.reused, **m})
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from benchmark.export import export_encoder
+
+    out = export_encoder(args.encoder, args.out)
+    print(f"wrote {out} (config.json, model.safetensors, README.md)")
+    print(f"  read it back: --method checkpoint --checkpoint {out}, or benchmark.load_encoder({str(out)!r})")
     return 0
 
 
@@ -313,7 +324,7 @@ def table(args: argparse.Namespace) -> int:
     store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None
     trials = store.all()
-    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs)
+    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs, by=args.by)
     if not tables:
         raise UserError(f"{nothing_to_show(trials, args.data, args.protocol)} in {store.path} "
                         "(run `python -m benchmark grid ...` first)")
@@ -325,7 +336,7 @@ def plot(args: argparse.Namespace) -> int:
     from benchmark.report.plots import write_plots
 
     store = _store(args, readonly=True)
-    for path in write_plots(store.all(), store.variants(), args.out, args.data):
+    for path in write_plots(store.all(), store.variants(), args.out, args.data, by=args.by):
         print(f"wrote {path}")
     return 0
 

@@ -164,6 +164,25 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     atomic_write(path, save)
 
 
+def atomic_safetensors_save(state: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """A flat dict of tensors as a safetensors file, atomically. Tensors are copied to
+    contiguous CPU memory first: safetensors refuses views and storage shared by two keys
+    (tied weights), and a channels_last CUDA weight is neither contiguous nor on the CPU."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+    def save(tmp: Path) -> None:
+        try:
+            save_file(flat, str(tmp), metadata=metadata)
+        except Exception as exc:  # the Rust writer reports a full disk as its own error type
+            if shutil.disk_usage(tmp.parent).free >= FULL_DISK_MARGIN:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+
+    atomic_write(path, save)
+
+
 @contextmanager
 def exclusive(lock: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on ``lock`` (created if needed): a second process doing

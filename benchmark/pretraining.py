@@ -8,17 +8,21 @@ CPU), checkpoints that resume to the same result, progress, and a loss curve
 each process of a DDP run (``ddp_workers > 1``, ``benchmark.orchestrate.ddp``): rank 0
 writes the files, the loss curve holds the terms averaged over processes.
 
-Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.pt`` (the
-transferred ResNet-50, torchvision key names), ``model.pt`` (the whole method),
-``meta.json``, ``losses.csv``.
+Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.safetensors``
+(the transferred image encoder, torchvision key names for the ResNets),
+``model.safetensors`` (the whole method), ``meta.json``, ``losses.csv`` and ``tb/``
+(the loss terms as TensorBoard scalars, or a wandb run: ``benchmark.loggers``).
+Caches written before safetensors hold ``encoder.pt`` / ``model.pt``: they are still
+read (weights-only), and a rebuild writes safetensors.
 The hash covers the method name, its resolved config and the corpus
 fingerprint, so every distinct pre-training happens once; a lock file (``.lock``)
 makes a second process asking for the same encoder wait for the first.
 
-Every file here is a derived cache, read weights-only (``torch.load(weights_only=True)``:
-a file planted in a shared cache runs no code). A damaged one (truncated,
-corrupt, not this loop's) is never a traceback: a cached encoder whose
-``meta.json``, ``encoder.pt`` or ``model.pt`` does not read is reported in one
+Every file here is a derived cache, read without running code (safetensors holds
+tensors only; a ``.pt`` is read with ``torch.load(weights_only=True)``: a file planted
+in a shared cache runs no code). A damaged one (truncated, corrupt, not this
+loop's) is never a traceback: a cached encoder whose ``meta.json``, encoder or
+model file does not read is reported in one
 warning line and rebuilt; a ``checkpoint.pt`` that does not read is reported and
 pre-training starts again from step 0. Temporary files a killed writer left are
 removed while the folder's lock is held.
@@ -51,8 +55,10 @@ from benchmark.device import (
 )
 from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
+from benchmark.loggers import open_logger
 from benchmark.paths import (
     atomic_json,
+    atomic_safetensors_save,
     atomic_torch_save,
     atomic_write,
     cache_dir,
@@ -61,13 +67,15 @@ from benchmark.paths import (
 )
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
-from benchmark.version import __version__
+from benchmark.version import __version__, git_revision
 from methods.base import MethodConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-ENCODER = "encoder.pt"  # the transferred image encoder (its architecture: meta.json's encoder_arch)
-MODEL = "model.pt"  # the whole method (heads, text projection): zero-shot and retrieval need it
+ENCODER = "encoder.safetensors"  # the transferred image encoder (its architecture: meta.json's encoder_arch)
+MODEL = "model.safetensors"  # the whole method (heads, text projection): zero-shot and retrieval need it
+#: what caches from before safetensors hold instead (read, never written)
+LEGACY = {ENCODER: "encoder.pt", MODEL: "model.pt"}
 META = "meta.json"  # written last: its presence marks a finished encoder
 RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "method_rng", "torch_rng", "step", "history"})
 
@@ -78,10 +86,10 @@ class DamagedCache(Exception):
 
 @dataclass
 class Pretrained:
-    path: Path  # encoder.pt
+    path: Path  # encoder.safetensors (encoder.pt in a cache from before safetensors)
     meta: dict
     reused: bool
-    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # encoder.pt's tensors, once read
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # the encoder's tensors, once read
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The encoder's state dict: the one checked at lookup or just trained, else read now."""
@@ -100,11 +108,25 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: " + (str(exc) or "empty").splitlines()[0][:160]
 
 
+def weights_file(folder: Path, name: str) -> Path:
+    """``folder/name`` (a safetensors file), or the ``.pt`` a cache from before safetensors
+    holds in its place when only that exists."""
+    path = folder / name
+    legacy = folder / LEGACY.get(name, name)
+    return legacy if not path.exists() and legacy.exists() else path
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict file of this cache, weights-only; :class:`DamagedCache` naming the
-    file when it does not read (missing, truncated, corrupt, planted)."""
+    """A state dict file of this cache (safetensors, or a ``.pt`` read weights-only);
+    :class:`DamagedCache` naming the file when it does not read (missing, truncated,
+    corrupt, planted)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # whatever the damage: the file is derived and is rebuilt
         raise DamagedCache(f"{path.name}: {_first_line(exc)}") from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
@@ -113,18 +135,33 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Load ``folder/model.pt`` into ``model`` (strictly); :class:`DamagedCache` when it
-    does not read or does not fit the method (e.g. a file from an older version)."""
-    state = read_weights(folder / MODEL)
+    """Load ``folder/model.safetensors`` (or an older cache's ``model.pt``) into ``model``
+    (strictly); :class:`DamagedCache` when it does not read or does not fit the method
+    (e.g. a file from an older version)."""
+    path = weights_file(folder, MODEL)
+    state = read_weights(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise DamagedCache(f"{MODEL} does not fit the method ({_first_line(exc)})") from None
+        raise DamagedCache(f"{path.name} does not fit the method ({_first_line(exc)})") from None
 
 
 def _check_archive(path: Path) -> None:
-    """Cheap check of a torch zip file without reading its tensors: a truncated file
-    has lost the zip directory at its end."""
+    """Cheap check of a weights file without reading its tensors: a safetensors header
+    whose tensors must fit the file's length (safetensors checks it on opening), or a
+    torch zip file's directory, which a truncated file has lost from its end."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as opened:
+                if not list(opened.keys()):
+                    raise DamagedCache(f"{path.name} holds no tensors")
+        except DamagedCache:
+            raise
+        except Exception as exc:  # safetensors' own error type for a bad header or a short file
+            raise DamagedCache(f"{path.name}: {_first_line(exc)}") from None
+        return
     try:
         with zipfile.ZipFile(path) as archive:
             if not any(name.endswith("/data.pkl") for name in archive.namelist()):
@@ -133,7 +170,7 @@ def _check_archive(path: Path) -> None:
         raise DamagedCache(f"{path.name}: {_first_line(exc)}") from None
 
 
-def _read_meta(out: Path) -> dict:
+def read_meta(out: Path) -> dict:
     try:
         meta = json.loads((out / META).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: JSON or UTF-8 decoding
@@ -154,21 +191,38 @@ def encoder_dir(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Path
 
 
 def cached_encoder(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Pretrained | None:
-    """The finished encoder in the cache, checked: ``meta.json`` and ``encoder.pt`` are
-    read (the encoder's tensors are kept for the caller, not read twice), ``model.pt``'s
-    zip directory is checked. None when there is none, or (after one warning) when a
-    file is damaged: the caller rebuilds it."""
+    """The finished encoder in the cache, checked: ``meta.json`` and the encoder's weights
+    are read (the tensors are kept for the caller, not read twice), the model file's
+    header (or zip directory) is checked. None when there is none, or (after one
+    warning) when a file is damaged: the caller rebuilds it."""
     out = encoder_dir(method, cfg, corpus_fingerprint)
     if not (out / META).exists():
         return None
+    return finished_encoder(out)
+
+
+def finished_encoder(out: Path) -> Pretrained | None:
+    """The finished encoder in the cache folder ``out`` (see :func:`cached_encoder`)."""
     try:
-        meta = _read_meta(out)
-        state = read_weights(out / ENCODER)
-        _check_archive(out / MODEL)
+        meta = read_meta(out)
+        path = weights_file(out, ENCODER)
+        state = read_weights(path)
+        _check_archive(weights_file(out, MODEL))
     except DamagedCache as exc:
         discard(out, str(exc))
         return None
-    return Pretrained(out / ENCODER, meta, reused=True, state=state)
+    return Pretrained(path, meta, reused=True, state=state)
+
+
+def save_weights(model: torch.nn.Module, out: Path) -> dict[str, torch.Tensor]:
+    """Write the transferred encoder and the whole method as safetensors (an older
+    cache's ``.pt`` files go: the folder holds one format); returns the encoder's state."""
+    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
+    atomic_safetensors_save(encoder_state, out / ENCODER, {"format": "pt"})
+    atomic_safetensors_save(model.state_dict(), out / MODEL, {"format": "pt"})
+    for legacy in LEGACY.values():
+        (out / legacy).unlink(missing_ok=True)
+    return encoder_state
 
 
 def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
@@ -179,13 +233,12 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
         return hit
     out = encoder_dir(method, cfg, fingerprint)
     model = cls(cfg)
-    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
-    atomic_torch_save(encoder_state, out / ENCODER)
-    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
+    encoder_state = save_weights(model, out)
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": "none", "fingerprint": fingerprint, "pairs": 0}, "steps": 0, "seconds": 0.0,
         "device": "cpu", "final_loss": math.nan, "version": __version__, "encoder_arch": model.image_encoder().arch,
+        "git_rev": git_revision(), "created": _now(),
     }
     atomic_json(out / META, meta)  # written last: its presence marks a finished encoder
     return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
@@ -209,7 +262,7 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
     if stale := remove_stale_temps(out):  # we hold the lock: no live writer owns them
         log.info("removed %d temporary file(s) a killed run left in %s", stale, out)
     if force:
-        for name in (META, ENCODER, MODEL, CHECKPOINT, "losses.csv"):  # meta.json first: unfinished at once
+        for name in (META, ENCODER, MODEL, *LEGACY.values(), CHECKPOINT, "losses.csv"):  # meta.json first
             (out / name).unlink(missing_ok=True)
     n, global_batch = len(corpus), cfg.batch_size * cfg.ddp_workers
     if n < global_batch:
@@ -221,7 +274,7 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
         from benchmark.orchestrate.ddp import run_ddp
 
         run_ddp(train_loop, method, cfg, corpus, device, out)
-        return Pretrained(out / ENCODER, _read_meta(out), reused=False)
+        return Pretrained(weights_file(out, ENCODER), read_meta(out), reused=False)
     return train_loop(method, cfg, corpus, pick_device(device), out)
 
 
@@ -299,13 +352,16 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     )
     started = time.monotonic()
     model.train()
+    # rank 0 logs the curves; a run from step 0 starts them afresh (a resumed one appends)
+    logger = open_logger(out, f"pretrain/{out.name}", {"method": method, **to_dict(cfg)},
+                         fresh=step == 0, enabled=rank == 0)
     if rank == 0:
         log.info(
             "pre-training %s on %d %s pairs: %d steps (batch %d%s, %d px) on %s",
             method, n, corpus.source, total, bs, f" x {size} DDP processes" if size > 1 else "", cfg.image_size,
             describe(dev),
         )
-    with Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar, \
+    with logger, Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar, \
             out_of_memory_as(f"{method} pre-training", bs, cfg.image_size, "method."):
         bar.update(step)
         while step < total:
@@ -319,6 +375,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
                 row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
                 row.update({k: float(v.detach()) for k, v in mean_terms(terms).items()})
                 history.append(row)
+                logger.scalars(step, {k: v for k, v in row.items() if k not in ("step", "epoch")}, "pretrain/")
                 bar.update(1, loss=row["loss"])
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                     save_checkpoint()
@@ -332,12 +389,11 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
         "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "processes": size,
         "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else math.nan,
         "version": __version__, "encoder_arch": model.image_encoder().arch,
+        "git_rev": git_revision(), "created": _now(),
     }
     if rank:
         return Pretrained(out / ENCODER, meta, reused=False)
-    encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
-    atomic_torch_save(encoder_state, out / ENCODER)
-    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL)
+    encoder_state = save_weights(model, out)
     _write_losses(out / "losses.csv", history)
     cache = getattr(model, "_text_cache", None)
     if cache is not None:
@@ -435,6 +491,13 @@ def train_step(model, batch: dict[str, torch.Tensor], opt, params, grad_clip: fl
     with overflow_as_divergence(f"{what} at step {step + 1}"):
         opt.step()
     return terms
+
+
+def _now() -> str:
+    """When an encoder was made (UTC, ISO 8601, to the second): its model card's date."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_losses(path: Path, history: list[dict]) -> None:

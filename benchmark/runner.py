@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +28,10 @@ from benchmark.data.sources import (
 )
 from benchmark.data.splits import check_fraction, fraction_subset
 from benchmark.errors import TrialFailed, UserError
-from benchmark.paths import REPO_ROOT
+from benchmark.loggers import Logger, open_logger
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
-from benchmark.version import __version__
+from benchmark.version import __version__, git_revision
 from tasks.base import EpochReport, Fit
 
 log = logging.getLogger(__name__)
@@ -79,8 +77,9 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         scopes["task"], kind = task_cls.config_class, task_values["kind"]
     layers = profile_overrides(profile, method, kind)
     routed = route_sets(list(sets), scopes)
+    values = {**method_values, **layers["method"], **routed["method"]}
     method_cfg = build(
-        method_cls.config_class, {**method_values, **layers["method"], **routed["method"]}, f"method {method}"
+        method_cls.config_class, {**values, **method_cls.implied_settings(values), **routed["method"]}, f"method {method}"
     )
     if why := getattr(method_cls, "needs_pyramid", ""):
         from methods.backbones import require_pyramid
@@ -94,23 +93,6 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         resolved.task, resolved.task_cls = task, task_cls
         resolved.task_cfg = build(task_cls.config_class, {**task_values, **layers["task"], **routed["task"]}, f"task {task}")
     return resolved
-
-
-@lru_cache(maxsize=1)
-def git_revision() -> str | None:
-    """The checkout's short revision; None for an installed wheel (its folder may sit inside
-    some other git repository, whose revision says nothing about this code)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--show-toplevel", "--short", "HEAD"], capture_output=True,
-            text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = out.stdout.split()
-    if out.returncode or len(lines) != 2 or Path(lines[0]).resolve() != REPO_ROOT.resolve():
-        return None
-    return lines[1]
 
 
 def source_tag(root) -> str:
@@ -229,11 +211,13 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
         log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)",
                  task, len(ids), len(train.ids), fraction, seed, manifest)
     encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
-    fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
-              load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
-              on_epoch=on_epoch, encoder_arch=pre.arch)
-    with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
-        metrics = task_obj.fit_evaluate(fit)
+    with open_logger(trial_folder(trial, store.path), f"{task}/{trial.method}-{trial.method_hash}", trial_info(trial),
+                     fresh=True) as curves:
+        fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
+                  load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
+                  on_epoch=logged_epochs(curves, on_epoch), encoder_arch=pre.arch)
+        with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
+            metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])
     if not math.isfinite(value):  # no result: e.g. AUROC of a test set with one class, or a head gone to NaN
         raise TrialFailed(f"{task}: test {tcfg.metric} is {value} (undefined: no valid result; "
@@ -247,6 +231,33 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     except UserError as exc:  # checked writable before training, lost since: the result is still said
         raise UserError(f"{exc}; the trial's result, not stored: {task} {tcfg.metric} = {value:.4f}") from None
     return Outcome(trial, reused=False, store_path=str(store.path))
+
+
+def trial_folder(trial: Trial, store_path: str | Path) -> Path:
+    """A trial's own folder (its training curves, in ``tb/``): ``runs/`` beside its results
+    store, one level per part of the trial's key, so TensorBoard groups a method config's trials."""
+    return (Path(store_path).parent / "runs" / trial.data_source / f"{trial.method}-{trial.method_hash}"
+            / f"{trial.task}-{trial.task_hash}" / f"{trial.protocol}-f{trial.fraction:g}-seed{trial.seed}")
+
+
+def trial_info(trial: Trial) -> dict[str, Any]:
+    """What a wandb run records about its trial (TensorBoard has its folder's name)."""
+    return {"method": trial.method, "method_config": trial.method_config, "task": trial.task,
+            "task_config": trial.task_config, "fraction": trial.fraction, "seed": trial.seed,
+            "data_source": trial.data_source, "git_rev": trial.git_rev}
+
+
+def logged_epochs(curves: Logger, on_epoch: EpochReport | None) -> EpochReport:
+    """``on_epoch`` (a search's report, or nothing) that also logs each validation score as
+    ``val/score``: the task's validation metric, or minus its validation loss where it
+    selects on the loss (higher is better either way, as ``on_epoch`` hears it)."""
+
+    def report(epoch: int, score: float) -> None:
+        curves.scalars(epoch, {"val/score": score})
+        if on_epoch is not None:
+            on_epoch(epoch, score)
+
+    return report
 
 
 def load_method(resolved: Resolved, pre, rebuild=None):

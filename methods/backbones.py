@@ -43,6 +43,7 @@ owns it, a dict to its ``"family"``):
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class TorchvisionFamily:
                 f"bad value for 'backbone': the torchvision ResNets are {' | '.join(map(repr, BACKBONES))}, got {name!r} "
                 "(other ResNets by their timm names, e.g. resnet152d)"
             )
+
+    @staticmethod
+    def released_prefix() -> str:
+        return ""  # ResNetStages has torchvision's own names at the top level
 
     @staticmethod
     def build(spec: dict, weights: str) -> nn.Module:
@@ -149,6 +154,10 @@ class TimmLevels(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.wrapped:
             return list(self.model(x))
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        if patch is not None:  # a patch embedding (Swin) takes sizes it divides: pad bottom and right, as ViTs'
+            ph, pw = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+            x = torch.nn.functional.pad(x, (0, -x.shape[-1] % pw, 0, -x.shape[-2] % ph))
         return list(self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,12 +206,19 @@ class TimmFamily:
         return timm_names()
 
     @staticmethod
+    def released_prefix() -> str:
+        return "model."  # TimmLevels / TimmViTLevels hold the timm model as ``self.model``
+
+    @staticmethod
     def build(spec: dict, weights: str) -> nn.Module:
         name = spec["name"]
         try:
             model = create_timm(name, weights, dynamic_img_size=True, dynamic_img_pad=True)
         except TypeError:  # no such option: not a plain transformer
-            return TimmLevels(name, weights)
+            try:  # a hierarchical transformer that takes any size its patch divides (Swin)
+                return TimmLevels(name, weights, create_timm(name, weights, dynamic_img_size=True))
+            except TypeError:  # a CNN: any size
+                return TimmLevels(name, weights)
         if _is_pyramid(tuple(f["reduction"] for f in model.feature_info)):
             return TimmLevels(name, weights, model)  # a hierarchical transformer that takes the option (Swin)
         return TimmViTLevels(name, weights, model)
@@ -250,6 +266,14 @@ def build_backbone(arch: str | dict, weights: str = "none") -> nn.Module:
     return module
 
 
+def released_prefix(arch: str | dict) -> str:
+    """Where the architecture's own (timm's, torchvision's, open_clip's tower's) parameter names
+    sit in the backbone's state dict: a released checkpoint mapped onto those names loads as
+    ``{released_prefix(arch) + key: value}``."""
+    spec = arch_spec(arch)
+    return BACKBONE_FAMILIES.get(spec["family"]).released_prefix()
+
+
 @dataclass(frozen=True)
 class BackboneShape:
     channels: tuple[int, ...]
@@ -263,8 +287,8 @@ class BackboneShape:
 
 
 @cache
-def _shape_of(arch_key: str | tuple) -> BackboneShape:
-    arch = dict(arch_key) if isinstance(arch_key, tuple) else arch_key
+def _shape_of(arch_key: str) -> BackboneShape:
+    arch = json.loads(arch_key) if arch_key.startswith("{") else arch_key
     with torch.device("meta"):  # no weights allocated: a config check stays cheap
         net = build_backbone(arch, "none")
     return BackboneShape(tuple(net.channels), tuple(net.strides), int(net.pooled_dim))
@@ -272,7 +296,7 @@ def _shape_of(arch_key: str | tuple) -> BackboneShape:
 
 def backbone_shape(arch: str | dict) -> BackboneShape:
     """Channels, strides and pooled width of ``arch`` without building its weights."""
-    return _shape_of(tuple(sorted(arch.items())) if isinstance(arch, dict) else arch)
+    return _shape_of(json.dumps(arch, sort_keys=True) if isinstance(arch, dict) else arch)  # a spec may hold lists
 
 
 def require_pyramid(arch: str | dict, method: str, why: str) -> None:

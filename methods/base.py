@@ -99,6 +99,13 @@ class Method(nn.Module):
         """What identifies the encoder beyond the config (e.g. a checkpoint file's content)."""
         return ""
 
+    @classmethod
+    def implied_settings(cls, values: dict) -> dict:
+        """Config values that follow from the others (``values``: the YAML, profile and
+        ``--set`` layers), below ``--set`` and above the rest: e.g. the backbone an
+        exported encoder folder names. Default: none."""
+        return {}
+
     def __init__(self, cfg: MethodConfig) -> None:
         super().__init__()
         self.cfg = cfg

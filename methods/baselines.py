@@ -22,13 +22,20 @@ and/or with DDP's ``module.`` prefix:
 | ``auto`` | the format under whose prefix the most keys land on its architecture's keys | |
 
 ``methods.checkpoint_formats`` holds the layouts, each checked against its authors'
-code (cited there). The ViT and Swin formats import as (architecture spec, state
-dict in that architecture's names): :func:`import_encoder`; evaluating them needs
-the timm / open_clip backbones (``build_backbone``), until then they are refused.
+code (cited there). The ViT, Swin and CLIP formats import as (architecture spec, state
+dict in that architecture's names): :func:`import_encoder`; the method then builds that
+architecture (``methods.backbones.build_backbone``: timm ``vit_base_patch16_224`` /
+``swin_tiny_patch4_window7_224``, the open_clip ``ViT-B-32-quickgelu`` tower) instead of
+the config's ResNet, and loads the weights under the family's own prefix
+(``released_prefix``). For the timm ones the config's ``backbone`` takes the name
+(``implied_settings``), so tables group them by it.
 
 Files are read without running pickled code (``benchmark.safe_load``): a
 Lightning checkpoint's hyper-parameter objects (Namespaces, OmegaConf configs,
-paths, numpy scalars) are skipped, the tensors kept.
+paths, numpy scalars) are skipped, the tensors kept. A ``.safetensors`` file holds
+tensors only and is read as such (same formats, same key mapping). A folder that
+``export`` wrote (``benchmark.hubfolder``: config.json + model.safetensors) is read
+in the project's own key layout, into the backbone its config names.
 
 A missing or unexpected encoder key is an error that lists them: a half-loaded
 encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
@@ -37,7 +44,7 @@ encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
+from functools import cache, lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,11 +52,14 @@ from typing import Literal
 import torch
 
 from benchmark.errors import UserError
+from benchmark.hubfolder import CONFIG, WEIGHTS, check_folder, is_export, read_config, read_safetensors
+from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
+from methods.backbones import build_backbone, released_prefix
 from methods.base import Method, MethodConfig
 from methods.checkpoint_formats import FORMATS, RESNET, Spec, canonical, describe, target_state
-from methods.encoders import ResNetStages, backbone_of
+from methods.encoders import BACKBONES, ResNetStages, backbone_of
 
 #: the first four formats' encoder prefixes (all formats: ``methods.checkpoint_formats.FORMATS``)
 PREFIXES = {name: FORMATS[name].prefixes[0] for name in ("torchvision", "mgca", "gloria", "prior")}
@@ -98,31 +108,86 @@ class Checkpoint(Method):
     def __init__(self, cfg: CheckpointConfig) -> None:
         super().__init__(cfg)
         path = Path(cfg.checkpoint_path)
-        spec, state, fmt = import_encoder(read_checkpoint(path), cfg.checkpoint_format, self.backbone.arch, str(path))
-        refuse_other_architecture(spec, fmt, self.backbone.arch, str(path))
-        self.backbone.load_state_dict(state, strict=False)
+        state = read_checkpoint(path)
+        if is_export(path):
+            arch = read_config(path)["backbone"]
+            if isinstance(arch, dict):  # an open_clip tower: the config's backbone field holds names only
+                self.backbone = build_backbone(arch)
+            if not isinstance(self.backbone, ResNetStages):  # the backbone's own keys
+                load_exported(self.backbone, state, str(path))
+                return
+        fmt = "torchvision" if is_export(path) else cfg.checkpoint_format  # a ResNet export: torchvision keys
+        spec, mine, fmt = import_encoder(state, fmt, self.backbone.arch, str(path))
+        if spec != self.backbone.arch and FORMATS[fmt].target == RESNET:
+            raise UserError(f"{path} is a {describe(spec)} encoder (format {fmt!r}), not {cfg.backbone!r}: "
+                            "remove --set backbone or choose a ResNet depth")
+        if spec != self.backbone.arch:  # a ViT / Swin / CLIP release: evaluated as its own architecture
+            self.backbone = build_backbone(spec)
+        load_released(self.backbone, mine)
 
     @classmethod
     def fingerprint(cls, cfg: CheckpointConfig) -> str:
-        """The file's content, not its path, identifies the encoder."""
+        """The file's content, not its path, identifies the encoder (an exported folder:
+        its config and weights)."""
         path = Path(cfg.checkpoint_path)
         _check_file(path)
         digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        for part in [path / CONFIG, path / WEIGHTS] if is_export(path) else [path]:
+            with open(part, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
         return digest.hexdigest()[:16]
+
+    @classmethod
+    def implied_settings(cls, values: dict) -> dict:
+        """The backbone a file names, unless ``--set`` gave one: an exported folder's config, or
+        the architecture of a ViT / Swin release (``mgca_vit``, ``mrm``, ``medclip_swin``), so the
+        config, its hash and ``table --by backbone`` say what is evaluated."""
+        if not values.get("checkpoint_path"):
+            return {}
+        path = Path(str(values["checkpoint_path"])).expanduser()
+        if is_export(path):
+            arch = read_config(path)["backbone"]
+            return {"backbone": arch} if isinstance(arch, str) else {}
+        if not path.is_file():
+            return {}  # the method's own check says what is wrong
+        spec = release_architecture(str(path), path.stat().st_mtime_ns, str(values.get("checkpoint_format") or "auto"))
+        return {"backbone": spec} if isinstance(spec, str) else {}
+
+
+@lru_cache(maxsize=8)
+def release_architecture(path: str, mtime_ns: int, fmt: str) -> Spec | None:
+    """The architecture a released file's format targets, when it is not the config's ResNet
+    (None: a ResNet release, or a file the method will refuse). Read once per file version."""
+    del mtime_ns  # part of the cache key only
+    try:
+        state = read_checkpoint(Path(path))
+        fmt = detect_format(list(state)) if canonical(fmt) == "auto" else canonical(fmt)
+    except UserError:
+        return None
+    target = FORMATS[fmt].target
+    return None if target == RESNET else target
 
 
 def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise UserError(f"checkpoint file {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+    if path.is_dir() and not is_export(path):
+        raise UserError(f"checkpoint file {path} is a folder, not a file (nor a folder that export wrote: "
+                        f"no {CONFIG})")
+    if not path.is_file() and not path.is_dir():
+        raise UserError(f"checkpoint file {path} does not exist")
+    if path.is_dir():
+        check_folder(path)
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The flat tensor dict inside a checkpoint file (Lightning / DDP wrappers removed),
-    read without running any pickled code."""
+    read without running any pickled code; a safetensors file or an exported folder's weights."""
     _check_file(path)
+    if is_export(path):
+        return read_export(path)
+    if path.suffix == ".safetensors":
+        obj = read_safetensors(path)
+        return {k.removeprefix("module."): v for k, v in obj.items()} if all(k.startswith("module.") for k in obj) else obj
     try:
         obj = load_tensors(path)
     except Exception as exc:  # a malformed pickle raises anything: the file is at fault, not the code
@@ -184,6 +249,7 @@ def import_encoder(state: dict[str, torch.Tensor], fmt: str = "auto", arch: str 
     config's ResNet); the others their own (``methods.checkpoint_formats``). ``source``
     (the file) is named when the weights are not finite."""
     fmt = canonical(fmt)
+    arch = arch if arch in BACKBONES else "resnet50"  # what the ResNet formats are scored and loaded as
     if fmt == "auto":
         fmt = detect_format(list(state), arch)
     layout = FORMATS[fmt]
@@ -220,10 +286,25 @@ def import_encoder(state: dict[str, torch.Tensor], fmt: str = "auto", arch: str 
 
 
 def refuse_other_architecture(spec: Spec, fmt: str, arch: str, source: str) -> None:
-    """A ViT or Swin release cannot load into the config's ResNet: one line saying what it is."""
+    """A ViT or Swin release cannot load into a given ResNet: one line saying what it is
+    (``--method checkpoint`` builds the release's own architecture instead)."""
     if spec != arch:
         raise UserError(f"{source} is a {describe(spec)} encoder (format {fmt!r}), not a {resnet_name(arch)}; "
-                        "this build evaluates ResNet encoders only")
+                        f"load it with --method checkpoint, which builds that architecture")
+
+
+def load_released(backbone: torch.nn.Module, mine: dict[str, torch.Tensor]) -> None:
+    """Load an imported encoder (``import_encoder``: checked strictly against its whole
+    architecture, in that architecture's own names) into the backbone built from it. The
+    backbone may hold less than the architecture (timm's pruned final norm of a hierarchical
+    model whose last level is taken raw), never more."""
+    prefix = released_prefix(backbone.arch)
+    mapped = {prefix + k: v for k, v in mine.items()}
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in mapped and not k.endswith(IGNORED[1])]
+    if missing:  # the importer's target and the backbone disagree: a bug here, not in the file
+        raise RuntimeError(f"backbone {backbone.arch!r} has keys the imported encoder lacks: {missing[:6]}")
+    backbone.load_state_dict({k: mapped[k] for k in own if k in mapped}, strict=False)
 
 
 def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], fmt: str = "auto",
@@ -234,3 +315,20 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
     refuse_other_architecture(spec, fmt, backbone.arch, source)
     backbone.load_state_dict(mine, strict=False)
     return fmt
+
+
+def load_exported(backbone: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load an exported folder's weights (the backbone's own key names) strictly."""
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise UserError(f"{source}: weights do not match its config's backbone {backbone.arch!r}: "
+                        f"{len(missing)} missing {missing[:6]}, {len(unexpected)} unexpected {unexpected[:6]}, "
+                        f"{len(shapes)} of another shape {shapes[:6]}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"{source}: {len(broken)} of {len(state)} encoder tensors hold NaN or infinite values "
+                        f"({broken[:3]}); the file is damaged or was saved from a diverged run")
+    backbone.load_state_dict(state, strict=True)

@@ -21,6 +21,7 @@ SMOKE = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"
 TEXT = ["pretrain", "--method", "imitate", "--profile", "smoke", "--set"]
 CKPT = ["run", "--method", "checkpoint", "--task", "rsna_cls", "--profile", "smoke", "--checkpoint"]
 GRID = ["grid", "--methods", "random", "--tasks", "rsna_cls", "--dry-run"]
+OPEN_CLIP = ["run", "--method", "open_clip", "--task", "rsna_cls", "--profile", "smoke", "--set"]
 
 
 # ------------------------------------------------------------------ set-ups
@@ -331,6 +332,47 @@ def something_listening(tmp, monkeypatch):
     sock = socket.create_server(("127.0.0.1", 0))
     monkeypatch.setattr(something_listening, "sock", sock, raising=False)  # closed at teardown by GC
     return {"{port}": str(sock.getsockname()[1])}
+
+
+def exported_encoder(tmp, monkeypatch):
+    """A cached random encoder ({encoder}), a non-empty folder, broken export folders, a cut safetensors file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from benchmark import api
+
+    pre = api.pretrain("random", profile="smoke", backbone="resnet18")
+    (tmp / "full").mkdir()
+    (tmp / "full" / "notes.txt").write_text("mine")
+    (tmp / "foreign_export").mkdir()
+    (tmp / "foreign_export" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    (tmp / "no_weights").mkdir()
+    (tmp / "no_weights" / "config.json").write_text(json.dumps({"format": "medvlp-bench-encoder", "format_version": 1,
+                                                                  "backbone": "resnet18"}))
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp / "whole.safetensors")
+    data = (tmp / "whole.safetensors").read_bytes()
+    (tmp / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return {"{encoder}": pre.path.parent.name}
+
+
+def no_wandb(tmp, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError, installed or not
+
+
+def empty_hub_cache(tmp, monkeypatch):
+    """Offline, with a Hugging Face cache that holds nothing (whatever this machine has cached)."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp / "hf"))
+
+
+def open_clip_files(tmp, monkeypatch):
+    (tmp / "nocfg").mkdir()
+    (tmp / "bad.pt").write_bytes(b"not a checkpoint")
 
 
 CASES = [
@@ -665,6 +707,44 @@ CASES = [
                                            "--set", "backbone=convnext_tiny", "--set", "backbone_weights=imagenet"],
      ["cannot load ImageNet convnext_tiny weights", "--set backbone_weights=none"],
      lambda tmp, mp: mp.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp / "hf"))),  # an empty cache
+    # issue 17: io (export, safetensors, loggers)
+    ("export an unknown encoder", ["export", "imitate-0000", "--out", "{tmp}/out"],
+     ["no encoder 'imitate-0000': give an encoder folder under", "by name or path"], None),
+    ("export a folder that is no encoder", ["export", "{tmp}", "--out", "{tmp}/out"],
+     ["{tmp} is not a finished encoder folder (no meta.json)"], None),
+    ("export into a non-empty folder", ["export", "{encoder}", "--out", "{tmp}/full"],
+     ["--out {tmp}/full is not empty: give a new or empty folder"], exported_encoder),
+    ("export folder with a foreign config", [*CKPT, "{tmp}/foreign_export"],
+     ["config.json is not an exported medvlp-bench encoder"], exported_encoder),
+    ("export folder without weights", [*CKPT, "{tmp}/no_weights"], ["has a config.json but no model.safetensors"],
+     exported_encoder),
+    ("safetensors checkpoint truncated", [*CKPT, "{tmp}/cut.safetensors"], ["is not a readable safetensors file"],
+     exported_encoder),
+    ("wandb logger without wandb", [*SMOKE, "--logger", "wandb"], ["--logger wandb needs the wandb package: pip install wandb"],
+     no_wandb),
+    ("unknown logger in the environment", SMOKE, ["unknown logger 'tensorbored' (from --logger or $BENCHMARK_LOGGER)"],
+     lambda tmp, mp: mp.setenv("BENCHMARK_LOGGER", "tensorbored")),
+    # issue 17: open_clip
+    ("open_clip hub model not cached", [*OPEN_CLIP, "model=hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"],
+     ["hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 is not in the local Hugging Face cache", "download it once with network access",
+      "python -c \"import open_clip; open_clip.create_model_and_transforms('hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224'); open_clip.get_tokenizer("],
+     empty_hub_cache),
+    ("open_clip hub model not cached, random weights", [*OPEN_CLIP, "model=hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", "--set", "weights=none"],
+     ["is not in the local Hugging Face cache"], empty_hub_cache),
+    ("open_clip tag not cached", [*OPEN_CLIP, "model=RN50", "--set", "weights=openai"],
+     ["RN50 (weights openai) is not in the local Hugging Face cache",
+      "open_clip.create_model_and_transforms('RN50', pretrained='openai')"], empty_hub_cache),
+    ("open_clip unknown model", [*OPEN_CLIP, "model=ViT-B-61", "--set", "weights=none"],
+     ["unknown open_clip model 'ViT-B-61'; valid: ViT-B-16"], None),
+    ("open_clip model needs weights", [*OPEN_CLIP, "model=RN50"], ["open_clip model RN50 needs weights: one of its tags (openai"],
+     None),
+    ("open_clip missing weights file", [*OPEN_CLIP, "model=RN50", "--set", "weights={tmp}/gone.pt"],
+     ["weights file {tmp}/gone.pt does not exist"], None),
+    ("open_clip unreadable weights file", [*OPEN_CLIP, "model=RN50", "--set", "weights={tmp}/bad.pt"],
+     ["cannot load open_clip model RN50 with weights {tmp}/bad.pt"], open_clip_files),
+    ("open_clip missing model folder", [*OPEN_CLIP, "model={tmp}/nowhere"], ["model folder {tmp}/nowhere does not exist"], None),
+    ("open_clip folder without config", [*OPEN_CLIP, "model={tmp}/nocfg"], ["model folder {tmp}/nocfg holds no open_clip_config.json"],
+     open_clip_files),
 ]
 
 

@@ -182,7 +182,7 @@ def test_each_release_imports_bit_for_bit_and_is_auto_detected(fmt, tmp_path):
         backbone = ResNetStages()
         assert load_encoder_state(backbone, state) == fmt
         assert torch.equal(backbone.layer3[1].bn2.running_var, enc["layer3.1.bn2.running_var"])
-    else:  # until the timm / open_clip backbones land, the ResNet method refuses them in one line
+    else:  # a given ResNet refuses them in one line (--method checkpoint builds their own architecture)
         with pytest.raises(UserError, match=f"is a .* encoder \\(format '{fmt}'\\), not a ResNet-50"):
             load_encoder_state(ResNetStages(), state, source=str(path))
 
@@ -267,3 +267,33 @@ def test_a_medclip_vision_model_saved_alone_has_model_prefix(fmt):
     alone = {k.removeprefix("vision_model."): v for k, v in layout(enc).items() if k.startswith("vision_model.model.")}
     got_spec, got, used = import_encoder(alone)
     assert used == fmt and got_spec == spec and all(torch.equal(got[k], v) for k, v in enc.items())
+
+
+@pytest.mark.parametrize("fmt", ["medclip_swin", "chexzero", "mgca_vit", "mrm"])
+def test_the_checkpoint_method_evaluates_a_release_as_its_own_architecture(fmt, tmp_path):
+    """A ViT / Swin / CLIP release is not refused any more: ``--method checkpoint`` builds the
+    release's architecture, puts every imported tensor on the backbone's key bit for bit and
+    records the architecture, which the tasks rebuild (the pooled feature runs)."""
+    from benchmark.runner import resolve
+    from methods.backbones import build_backbone, pooled, released_prefix
+    from tasks.base import transferred_encoder
+
+    layout, spec, _, _ = CASES[fmt]
+    enc = views(spec, seed=len(fmt))
+    path = tmp_path / f"{fmt}.pt"
+    torch.save(layout(enc), path)
+    r = resolve("checkpoint", "rsna_cls", "smoke", [("checkpoint_path", str(path))])
+    assert r.method_cfg.backbone == (spec if isinstance(spec, str) else "resnet50")  # a timm name: the config says it
+    method = r.method_cls(r.method_cfg)
+    encoder = method.image_encoder()
+    assert encoder.arch == spec
+    prefix = released_prefix(spec)
+    own = encoder.state_dict()
+    assert own and all(k.startswith(prefix) for k in own)
+    for key, value in own.items():
+        assert torch.equal(value, enc[key[len(prefix):]]), key
+    rebuilt = transferred_encoder(own, encoder.arch)  # what every task does with (state, arch)
+    x = torch.rand(2, 3, 86, 86)  # a size no patch divides: ViTs and Swin pad it
+    with torch.no_grad():
+        assert torch.equal(pooled(rebuilt.eval(), x), pooled(encoder.eval(), x))
+    assert pooled(rebuilt, x).shape[0] == 2 and set(build_backbone(spec).state_dict()) == set(own)

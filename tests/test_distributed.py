@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from benchmark.data.pairs import EpochBatches
 from benchmark.distributed import gather_rows, global_min, mean_terms, world
@@ -137,7 +138,7 @@ def test_an_interrupted_ddp_pretraining_resumes_to_the_same_encoder(tmp_path):
     metas = [json.loads(next((tmp_path / h).glob("encoders/*/meta.json")).read_text()) for h in ("straight", "killed")]
     assert metas[0]["steps"] == metas[1]["steps"] == 4 and metas[0]["processes"] == 2
     assert metas[0]["final_loss"] == pytest.approx(metas[1]["final_loss"], abs=1e-5)
-    a, b = (torch.load(next((tmp_path / h).glob("encoders/*/encoder.pt"))) for h in ("straight", "killed"))
+    a, b = (load_file(next((tmp_path / h).glob("encoders/*/encoder.safetensors"))) for h in ("straight", "killed"))
     for key, value in a.items():
         assert torch.allclose(value.float(), b[key].float(), atol=1e-5), key
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from benchmark.cli import main
 from benchmark.store import Store
@@ -120,7 +121,7 @@ def test_a_killed_pretraining_resumes_to_the_same_encoder(tmp_path):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
     assert "resuming imitate pre-training at step" in err
-    a, b = (torch.load(next((tmp_path / h).glob("encoders/*/encoder.pt"))) for h in ("straight", "killed"))
+    a, b = (load_file(next((tmp_path / h).glob("encoders/*/encoder.safetensors"))) for h in ("straight", "killed"))
     metas = [json.loads(next((tmp_path / h).glob("encoders/*/meta.json")).read_text()) for h in ("straight", "killed")]
     assert metas[0]["steps"] == metas[1]["steps"] == 12
     for key, value in a.items():
@@ -350,7 +351,7 @@ def test_a_resume_checkpoint_loads_weights_only(tmp_path):
         assert read_resume(tmp_path / "checkpoint.pt", model, opt) is None, name
 
 
-@pytest.mark.parametrize("kind", ["encoder.pt", "model.pt", "meta.json"])
+@pytest.mark.parametrize("kind", ["encoder.safetensors", "model.safetensors", "meta.json"])
 def test_a_damaged_cached_encoder_is_rebuilt_with_one_warning(kind, caplog, capsys):
     argv = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--json"]
     assert main(argv) == 0
@@ -366,8 +367,8 @@ def test_a_damaged_cached_encoder_is_rebuilt_with_one_warning(kind, caplog, caps
     warnings = damaged_warnings(caplog)
     assert len(warnings) == 1 and warnings[0].startswith(f"the cached encoder in {folder} is damaged ({kind}"), warnings
     assert warnings[0].endswith("; rebuilding it") and "\n" not in warnings[0]
-    torch.load(folder / "encoder.pt", weights_only=True)
-    torch.load(folder / "model.pt", weights_only=True)
+    load_file(folder / "encoder.safetensors")
+    load_file(folder / "model.safetensors")
     assert json.loads((folder / "meta.json").read_text())["method"] == "random"
     assert again["config_hash"] == first["config_hash"] and 0 <= again["value"] <= 1
     caplog.clear()
@@ -375,21 +376,21 @@ def test_a_damaged_cached_encoder_is_rebuilt_with_one_warning(kind, caplog, caps
 
 
 def test_a_model_file_that_does_not_fit_is_rebuilt_when_loaded(caplog, capsys):
-    """model.pt is read when a joint-space task needs the whole method: one that does not
+    """model.safetensors is read when a joint-space task needs the whole method: one that does not
     load (here a valid file of other keys, which the lookup's cheap check passes) is rebuilt then."""
     argv = ["run", "--method", "imitate", "--task", "rsna_zs", "--profile", "smoke", "--json"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     folder = encoder_folder("imitate")
-    torch.save({"some.other.weight": torch.zeros(2)}, folder / "model.pt")
+    save_file({"some.other.weight": torch.zeros(2)}, folder / "model.safetensors")
     caplog.set_level(logging.INFO)
     assert main([*argv, "--seed", "1", "--force"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     warnings = damaged_warnings(caplog)
-    assert len(warnings) == 1 and f"{folder} is damaged (model.pt does not fit the method" in warnings[0], warnings
+    assert len(warnings) == 1 and f"{folder} is damaged (model.safetensors does not fit the method" in warnings[0], warnings
     assert any("pre-trained imitate" in r.getMessage() for r in caplog.records)  # re-pre-trained
     assert again["value"] == first["value"]  # the same encoder and heads again: zero-shot has no head to fit
-    assert "some.other.weight" not in torch.load(folder / "model.pt", weights_only=True)
+    assert "some.other.weight" not in load_file(folder / "model.safetensors")
 
 
 def _stop_mid_write(proc: subprocess.Popen, folder: Path, deadline: float, old: tuple[Path, ...] = ()) -> Path:

@@ -332,3 +332,52 @@ def test_run_prints_random_beside_the_value_and_reuses_it(capsys, tmp_path):
     assert main(["run", "--method", "random", *tail]) == 0
     alone = capsys.readouterr().out
     assert json.loads(alone.strip().splitlines()[-1])["random"] is None and "beside it" not in alone
+
+
+# ---------------------------------------------------------------- issue 17: backbones
+
+def backbone_trial(method, value, net, **kw):
+    """A trial whose method config names ``net`` (None: a config from before the field, i.e. resnet50)."""
+    t = trial(method, value, mhash=f"{method}-{net}-hash", **kw)
+    t.method_config = {} if net is None else {"backbone": net}
+    return t
+
+
+@pytest.fixture
+def two_backbones():
+    s = Store()
+    for seed, (a, b, c) in enumerate([(0.80, 0.70, 0.60), (0.84, 0.74, 0.62)]):
+        s.record(backbone_trial("imitate", a, None, seed=seed))  # no backbone key: resnet50
+        s.record(backbone_trial("imitate", b, "resnet18", seed=seed))
+        s.record(backbone_trial("random", c, "resnet18", seed=seed))
+    return s
+
+
+def test_two_backbones_label_the_rows_and_by_backbone_splits_the_table(two_backbones, capsys, tmp_path):
+    (table,) = build_tables(two_backbones.all(), {})
+    cells = {r.label: r.cells[("rsna_cls", 0.1)].mean for r in table.rows}
+    assert cells == pytest.approx({"random (resnet18)": 61.0, "imitate (resnet18)": 72.0, "imitate (resnet50)": 82.0})
+    assert [r.label for r in table.rows] == ["random (resnet18)", "imitate (resnet18)", "imitate (resnet50)"]
+    split = build_tables(two_backbones.all(), {}, by="backbone")
+    assert [t.title.split(", ")[2] for t in split] == ["backbone resnet18", "backbone resnet50"]
+    assert [[r.label for r in t.rows] for t in split] == [["random", "imitate"], ["imitate"]]
+    assert [t.rows[-1].cells[("rsna_cls", 0.1)].mean for t in split] == pytest.approx([72.0, 82.0])
+    diffs = build_tables(two_backbones.all(), {}, vs="imitate (resnet50)")[0].diffs
+    assert diffs[("imitate (resnet18)", ("rsna_cls", 0.1))].mean == pytest.approx(-10.0)  # same seeds, paired
+    assert main(["table", "--by", "backbone", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {(r["row"], "backbone resnet18" in r["table"]) for r in rows} == {("random", True), ("imitate", True),
+                                                                           ("imitate", False)}
+    assert main(["plot", "--by", "backbone", "--out", str(tmp_path / "plots")]) == 0
+    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert names == [f"label_efficiency_phantom_mgca_{net}.{ext}" for net in ("resnet18", "resnet50") for ext in ("pdf", "png")]
+
+
+def test_plot_lines_are_labelled_with_the_backbone(two_backbones):
+    from benchmark.report.plots import summary
+
+    df, _ = summary(two_backbones.all(), {}, None)
+    assert sorted(set(df["label"])) == ["imitate (resnet18)", "imitate (resnet50)", "random (resnet18)"]
+    df, _ = summary(two_backbones.all(), {}, None, by="backbone")
+    assert sorted(set(zip(df["group"], df["label"]))) == [("resnet18", "imitate"), ("resnet18", "random"),
+                                                          ("resnet50", "imitate")]

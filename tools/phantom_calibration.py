@@ -14,6 +14,7 @@ carry), IMITATE's augmentation, batch 16, AdamW.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from benchmark.data.phantom.datasets import phantom_corpus
 from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.transforms import ImitateViews, downstream_batch
+from benchmark.pretraining import read_weights
 from methods.encoders import ResNetStages
 from tasks.base import load_encoder
 
@@ -32,7 +34,7 @@ def pooled(path: str, split: str, n: int, size: int = 64) -> tuple[np.ndarray, n
     torch.manual_seed(0)
     enc = ResNetStages()
     if path != "random":
-        load_encoder(enc, torch.load(path, weights_only=True))
+        load_encoder(enc, read_weights(Path(path)))  # encoder.safetensors, or an older cache's encoder.pt
     enc.eval()
     data = phantom_rsna(split, n, size)
     with torch.no_grad():

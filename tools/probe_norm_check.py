@@ -4,10 +4,11 @@ of phantom v2 rsna_cls at 64 px, 1 % subsets for seeds 42/0/1 and 100 % (2000 st
 
     python tools/probe_norm_check.py random ENCODER.pt ...
 
-ENCODER.pt: torchvision-keyed ResNet-18 weights (e.g. a cached encoder's encoder.pt).
+ENCODER.pt: torchvision-keyed ResNet-18 weights (e.g. a cached encoder's encoder.safetensors, or encoder.pt).
 """
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.splits import draw_subset
 from benchmark.data.transforms import downstream_batch
+from benchmark.pretraining import read_weights
 
 torch.set_num_threads(2)
 tr=phantom_rsna("train",10000,64); te=phantom_rsna("test",1000,64)
@@ -25,7 +27,7 @@ ids=[str(i) for i in range(len(ytr))]
 def feats(path):
     torch.manual_seed(0)
     net=torchvision.models.resnet18(); net.fc=torch.nn.Identity()
-    if path!="random": net.load_state_dict(torch.load(path),strict=False)
+    if path!="random": net.load_state_dict(read_weights(Path(path)),strict=False)  # .safetensors or .pt
     net.eval(); out=[]
     with torch.no_grad():
         for d in (tr,te):

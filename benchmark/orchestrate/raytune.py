@@ -22,7 +22,7 @@ from benchmark.store import Trial
 
 #: driver environment handed to every worker (a cluster node has its own environment)
 FORWARD_ENV = ("BENCHMARK_HOME", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
-               "TOKENIZERS_PARALLELISM", "BENCHMARK_TEXT_CACHE", "BENCHMARK_CONFIG_PATH")
+               "TOKENIZERS_PARALLELISM", "BENCHMARK_TEXT_CACHE", "BENCHMARK_CONFIG_PATH", "BENCHMARK_LOGGER", "WANDB_MODE")
 
 #: ``on_result(config, result)``: the driver's handler of one trial's result
 OnResult = Callable[[dict, dict], None]

@@ -3,7 +3,9 @@ display needed): label-efficiency curves (metric vs label fraction, one line per
 method, with 95 % interval bars and bands) and an ablation chart (each method's
 variants beside it, with 95 % interval bars). The intervals are the tables'
 (benchmark.report.results.cell_of): over seeds, or a one-seed trial's bootstrap over test
-images. One data source per figure, never phantom beside real.
+images. One data source per figure, never phantom beside real. Lines are labelled like
+the table rows (with the backbone when a figure holds several); ``by="backbone"``
+draws one figure per backbone (file names end in ``_<backbone>``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from benchmark.errors import UserError
 from benchmark.paths import writable_dir
 from benchmark.report.results import (
+    backbone,
     cell_of,
+    check_grouping,
     data_kind,
     describe_source,
     finished,
@@ -24,19 +28,29 @@ from benchmark.report.results import (
 from benchmark.store import Trial
 
 
-def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):
-    """Finished trials of one data kind as a long table (value in %), labelled like the table rows."""
+def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None, by: str = "method"):
+    """Finished trials of one data kind as a long table (value in %), labelled like the table rows;
+    ``group`` is the trial's backbone with ``by="backbone"`` (a figure each), else empty."""
     import pandas as pd
 
     done = finished(trials)
     if data is None:  # real when there is any: it is what a figure is for
         data = "real" if any(data_kind(t.data_source) == "real" for t in done) else "phantom"
     done = [t for t in done if data_kind(t.data_source) == data]
-    labels = method_labels(done, variants)
-    rows = [{"label": labels[(t.method, t.method_hash)], "method": t.method, "variant": bool(variants.get((t.method, t.method_hash))),
+    group = {id(t): backbone(t) if check_grouping(by) == "backbone" else "" for t in done}
+    labels: dict[tuple[str, str], str] = {}
+    for name in set(group.values()):  # labelled within each figure
+        labels.update(method_labels([t for t in done if group[id(t)] == name], variants))
+    rows = [{"label": labels[(t.method, t.method_hash)], "method": t.method, "group": group[id(t)],
+             "variant": bool(variants.get((t.method, t.method_hash))),
              "task": t.task, "protocol": t.protocol, "metric": t.metric, "source": t.data_source,
              "fraction": t.fraction, "seed": t.seed, "value": 100.0 * t.value, "trial": t} for t in done]
     return pd.DataFrame(rows), data
+
+
+def _safe(name: str) -> str:
+    """A backbone's name as a file-name part (a hub id or a spec may hold / : and spaces)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
@@ -46,15 +60,15 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
-def summary(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None):
-    """One row per (source, protocol, label, task, fraction): mean and 95 % interval in %, as the table cells."""
+def summary(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None, by: str = "method"):
+    """One row per (source, protocol, group, label, task, fraction): mean and 95 % interval in %, as the table cells."""
     import pandas as pd
 
-    df, data = frame(trials, variants, data)
+    df, data = frame(trials, variants, data, by)
     if df.empty:
         return df, data
     rows = []
-    keys = ["source", "protocol", "label", "method", "variant", "task", "metric", "fraction"]
+    keys = ["source", "protocol", "group", "label", "method", "variant", "task", "metric", "fraction"]
     for key, group in df.groupby(keys, sort=False):
         cell = cell_of(list(group["trial"]))
         low, high = cell.ci if cell.ci is not None else (math.nan, math.nan)
@@ -72,8 +86,10 @@ def _yerr(part) -> list:
     return [np.nan_to_num(low), np.nan_to_num(high)]
 
 
-def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: str | Path, data: str | None = None) -> list[Path]:
-    """Write the figures; returns their paths. Nothing finished: a UserError saying so."""
+def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: str | Path, data: str | None = None,
+                by: str = "method") -> list[Path]:
+    """Write the figures (one set per backbone with ``by="backbone"``); returns their paths.
+    Nothing finished: a UserError saying so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +97,7 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
     import numpy as np
     import seaborn as sns
 
-    df, data = summary(trials, variants, data)
+    df, data = summary(trials, variants, data, by)
     if df.empty:
         raise UserError(f"no finished {data}-data trials in the store to plot (run a grid first)")
     out = writable_dir(Path(out), "the --out folder", "pass --out DIR with a folder you can write")
@@ -91,7 +107,8 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
     # one colour per row: the default palette repeats after 10, husl spaces any number apart
     colours = dict(zip(order, sns.color_palette("deep" if len(order) <= 10 else "husl", n_colors=len(order))))
     caption = "bars and bands: 95 % interval (t over seeds; one seed: bootstrap over test images)"
-    for (source, protocol), part in df.groupby(["source", "protocol"]):
+    for (source, protocol, group), part in df.groupby(["source", "protocol", "group"]):
+        suffix, net = (f"_{_safe(group)}", f", backbone {group}") if group else ("", "")
         tasks = sorted(part["task"].unique())
         ncols = min(3, len(tasks))
         nrows = -(-len(tasks) // ncols)
@@ -116,9 +133,9 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             ax.set_visible(False)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, title="method", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
-        fig.suptitle(f"label efficiency, {protocol} protocol, {describe_source(source)}\n{caption}", fontsize=8)
+        fig.suptitle(f"label efficiency, {protocol} protocol{net}, {describe_source(source)}\n{caption}", fontsize=8)
         fig.tight_layout()
-        written += _save(fig, out, f"label_efficiency_{data}_{protocol}")
+        written += _save(fig, out, f"label_efficiency_{data}_{protocol}{suffix}")
         plt.close(fig)
 
         ablated = part[part["method"].isin(part.loc[part["variant"], "method"])]
@@ -136,8 +153,8 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             ax.set_xticklabels(columns)
             ax.set_xlabel("task, training labels")
             ax.set_ylabel("primary metric (%)")
-            ax.set_title(f"ablations, {protocol} protocol, {describe_source(source)}\n{caption}", fontsize=8)
+            ax.set_title(f"ablations, {protocol} protocol{net}, {describe_source(source)}\n{caption}", fontsize=8)
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method", title_fontsize=7)
-            written += _save(fig, out, f"ablations_{data}_{protocol}")
+            written += _save(fig, out, f"ablations_{data}_{protocol}{suffix}")
             plt.close(fig)
     return written

@@ -3,16 +3,22 @@
 (variant names; a name shared by two configs gets its config hash), and the cell of
 one method on one (task, fraction) with its 95 % interval. Tables and plots both
 read their numbers from here, so they never disagree.
+
+A trial's backbone is its method config's ``backbone`` (``resnet50`` when the config
+predates the field). Rows of one table or figure that hold more than one backbone
+name it: ``imitate (resnet18)``; a single-backbone store's labels stay as they were.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from benchmark.errors import UserError
 from benchmark.stats import (
     PairedDifference,
     SeedInterval,
@@ -36,9 +42,37 @@ def finished(trials: list[Trial]) -> list[Trial]:
     return [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
 
 
+DEFAULT_BACKBONE = "resnet50"  # what a method config without ``backbone`` built
+#: ``--by``: rows per method config (backbones labelled when several), or a table / figure per backbone
+GROUPINGS = ("method", "backbone")
+
+
+def check_grouping(by: str) -> str:
+    if by not in GROUPINGS:
+        raise UserError(f"--by {by!r}: choose one of {', '.join(GROUPINGS)}")
+    return by
+
+
+def backbone(trial: Trial) -> str:
+    """The trial's image backbone as a short name: the config's ``backbone`` (a name, or a
+    spec dict's ``name``), ``resnet50`` when absent."""
+    spec = (trial.method_config or {}).get("backbone") or DEFAULT_BACKBONE
+    if isinstance(spec, dict):
+        return str(spec.get("name") or json.dumps(spec, sort_keys=True))
+    return str(spec)
+
+
 def method_labels(trials: list[Trial], variants: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
-    """(method, config hash) -> its row name: the variant's name, else the method's."""
-    return display_labels({(t.method, t.method_hash) for t in trials}, lambda k: variants.get(k) or k[0])
+    """(method, config hash) -> its row name: the variant's name, else the method's; with the
+    backbone in brackets when ``trials`` hold more than one backbone."""
+    nets = {(t.method, t.method_hash): backbone(t) for t in trials}
+    several = len(set(nets.values())) > 1
+
+    def name(key: tuple[str, str]) -> str:
+        base = variants.get(key) or key[0]
+        return f"{base} ({nets[key]})" if several else base
+
+    return display_labels(set(nets), name)
 
 
 def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], str]:

@@ -6,7 +6,9 @@ ones), one protocol and one metric; its title says which. Rows are method
 configs (method + config hash), so two configs of one method never average
 together; published numbers come from ``results/reference/*.csv`` as separate,
 marked rows. The numbers (cells, labels, which trials count) come from
-:mod:`benchmark.report.results`.
+:mod:`benchmark.report.results`. ``by="backbone"`` makes one table per backbone too
+(each a comparison of methods on one backbone); by default a table holding several
+backbones labels its rows with them, so each method's backbones sit side by side.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from benchmark.report.results import (
     BOOTSTRAP_MARK,
     MISSING,
     Cell,
+    backbone,
     cell_of,
+    check_grouping,
     data_kind,
     describe_source,
     difference,
@@ -77,20 +81,22 @@ class Table:
 
 
 def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None = None,
-                 protocol: str | None = None, reference: list[dict] | None = None, vs: str | None = None) -> list[Table]:
-    """One table per (data source, protocol, metric) from the finished trials; ``vs`` (a row label)
-    adds every row's paired difference against that row."""
+                 protocol: str | None = None, reference: list[dict] | None = None, vs: str | None = None,
+                 by: str = "method") -> list[Table]:
+    """One table per (data source, protocol, metric) from the finished trials, and per backbone
+    with ``by="backbone"``; ``vs`` (a row label) adds every row's paired difference against that row."""
+    check_grouping(by)
     done = finished(trials)
     if data is not None:
         done = [t for t in done if data_kind(t.data_source) == data]
     if protocol is not None:
         done = [t for t in done if t.protocol == protocol]
-    groups: dict[tuple[str, str, str], list[Trial]] = {}
+    groups: dict[tuple[str, str, str, str], list[Trial]] = {}
     for t in done:
-        groups.setdefault((t.data_source, t.protocol, t.metric), []).append(t)
+        groups.setdefault((t.data_source, t.protocol, t.metric, backbone(t) if by == "backbone" else ""), []).append(t)
     tables = []
-    for (source, proto, metric), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
-        tables.append(_table(source, proto, metric, group, variants, reference))
+    for (source, proto, metric, net), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
+        tables.append(_table(source, proto, metric, group, variants, reference, net))
     if vs is not None and tables:
         _add_differences(tables, vs)
     return tables
@@ -138,7 +144,8 @@ def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str 
     return f"no finished {which}trials"
 
 
-def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None) -> Table:
+def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None,
+           net: str = "") -> Table:
     row_label = method_labels(trials, variants)
     task_label = display_labels({(t.task, t.task_hash) for t in trials}, lambda k: k[0])
     cells: dict[tuple[str, str], dict[tuple[str, float], list[Trial]]] = {}
@@ -148,7 +155,7 @@ def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: 
     columns = sorted({c for row in cells.values() for c in row})
     keys = sorted(cells, key=lambda k: row_order((row_label[k], k[0])))
     rows = [Row(row_label[k], {c: cell_of(v) for c, v in cells[k].items()}, method=k[0], config=k[1]) for k in keys]
-    title = f"{metric} (%), {proto} protocol, {describe_source(source)}"
+    title = f"{metric} (%), {proto} protocol, " + (f"backbone {net}, " if net else "") + describe_source(source)
     table = Table(title, metric, proto, source, columns, rows)
     boot = any(isinstance(c, Cell) and c.ci_kind == "bootstrap" for r in rows for c in r.cells.values())
     table.notes.append("cell: mean ± std over seeds [95 % t-interval over seeds] n=seeds"

@@ -1,0 +1,115 @@
+"""Encoders as safetensors (issue 17, item 4): new caches write encoder/model.safetensors,
+caches from before (.pt) still load, ``export ENCODER --out DIR`` writes a Hub-style folder
+that ``benchmark.load_encoder(DIR)`` and ``--method checkpoint --checkpoint DIR`` read back
+to the same features, and ``--method checkpoint`` takes a .safetensors file."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import benchmark
+from benchmark.cli import main
+from benchmark.errors import UserError
+
+X = torch.Generator().manual_seed(0)
+FIXED = torch.randn(2, 3, 64, 64, generator=X)  # a fixed input
+
+
+def features(encoder) -> torch.Tensor:
+    with torch.no_grad():
+        return encoder(FIXED)
+
+
+def test_export_round_trip_gives_identical_features_and_a_model_card(tmp_path, capsys):
+    pre = benchmark.pretrain("imitate", profile="smoke")
+    folder = pre.path.parent
+    assert pre.path.name == "encoder.safetensors" and (folder / "model.safetensors").is_file()
+    assert not list(folder.glob("*.pt"))  # one format in a new cache
+    assert "git_rev" in pre.meta and "created" in pre.meta
+    out = tmp_path / "exported" / "imitate"
+    assert main(["export", folder.name, "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "medvlp-bench-encoder" and config["backbone"] == "resnet50"
+    assert config["method"] == "imitate" and config["image_size"] == pre.meta["config"]["image_size"]
+    assert config["normalisation"]["downstream"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    weights = load_file(out / "model.safetensors")
+    assert weights.keys() == pre.weights().keys()
+    assert all(torch.equal(weights[k], v) for k, v in pre.weights().items())
+    card = (out / "README.md").read_text()
+    corpus = pre.meta["corpus"]
+    assert "`imitate`" in card and corpus["fingerprint"] in card and f"{corpus['source']}, {corpus['pairs']} pairs" in card
+    assert "Phantom weights" in card and "- phantom" in card  # phantom-trained weights say so
+    assert f"| steps | {pre.meta['steps']} |" in card and pre.meta["config_hash"] in card
+
+    named = benchmark.load_encoder("imitate", profile="smoke", device="cpu")
+    back = benchmark.load_encoder(out, profile="smoke", device="cpu")
+    assert torch.equal(features(back), features(named))  # bit-identical
+    again = tmp_path / "empty"
+    again.mkdir()  # an empty --out folder is fine
+    assert main(["export", str(folder), "--out", str(again)]) == 0
+    assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_an_exported_folder_runs_as_a_checkpoint_with_its_own_backbone(tmp_path, capsys):
+    """A ResNet-18 export: --method checkpoint takes its backbone from config.json and gives the
+    trial the same result as the encoder it came from; another --set backbone is refused."""
+    argv = ["run", "--task", "rsna_cls", "--profile", "smoke", "--json"]
+    assert main(["run", "--method", "random", "--set", "backbone=resnet18", *argv[1:]]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cached = benchmark.pretrain("random", profile="smoke", backbone="resnet18").path.parent
+    out = tmp_path / "r18"
+    assert main(["export", str(cached), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["backbone"] == "resnet18"
+    assert "Not pre-trained here" in (out / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["run", "--method", "checkpoint", "--checkpoint", str(out), *argv[1:]]) == 0
+    via = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert via["value"] == first["value"] and via["metrics"] == first["metrics"]
+    stored = benchmark.results(method="checkpoint")
+    assert stored["method_config"][0]["backbone"] == "resnet18"
+    assert benchmark.load_encoder(out, profile="smoke", device="cpu").width == 512
+    with pytest.raises(UserError, match="keys do not match a ResNet-50 .* add --set backbone=resnet18"):
+        benchmark.load_encoder(out, profile="smoke", device="cpu", backbone="resnet50")
+
+
+def test_an_old_pt_cache_still_loads(caplog):
+    """A cache written before safetensors (encoder.pt, model.pt) is read as it is: no rebuild."""
+    pre = benchmark.pretrain("random", profile="smoke")
+    folder = pre.path.parent
+    before = features(benchmark.load_encoder("random", profile="smoke", device="cpu"))
+    for name in ("encoder", "model"):
+        torch.save(load_file(folder / f"{name}.safetensors"), folder / f"{name}.pt")
+        (folder / f"{name}.safetensors").unlink()
+    caplog.set_level(logging.INFO)
+    again = benchmark.pretrain("random", profile="smoke")
+    assert again.reused and again.path == folder / "encoder.pt"
+    assert torch.equal(features(benchmark.load_encoder("random", profile="smoke", device="cpu")), before)
+    assert not [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["encoder.pt", "model.pt"]  # read, not rewritten
+    (folder / "encoder.pt").write_bytes((folder / "encoder.pt").read_bytes()[:1000])  # a damaged old cache
+    rebuilt = benchmark.pretrain("random", profile="smoke")
+    assert not rebuilt.reused and rebuilt.path.name == "encoder.safetensors" and not list(folder.glob("*.pt"))
+    assert any("is damaged (encoder.pt" in r.getMessage() for r in caplog.records)
+
+
+def test_a_safetensors_checkpoint_through_method_checkpoint(tmp_path, capsys):
+    """A released encoder as .safetensors, in MGCA's key layout: the same format detection and
+    strict mapping as a .pth, the same features as the weights it holds."""
+    mine = benchmark.pretrain("random", profile="smoke").weights()
+    save_file({f"img_encoder_q.model.{k}": v for k, v in mine.items()}, tmp_path / "mgca.safetensors")
+    loaded = benchmark.load_encoder(tmp_path / "mgca.safetensors", profile="smoke", device="cpu")
+    assert torch.equal(features(loaded), features(benchmark.load_encoder("random", profile="smoke", device="cpu")))
+    assert main(["pretrain", "--method", "checkpoint", "--checkpoint", str(tmp_path / "mgca.safetensors"),
+                 "--profile", "smoke"]) == 0
+    assert "checkpoint cached: 0 steps" in capsys.readouterr().out  # load_encoder cached it
+    broken = {f"img_encoder_q.model.{k}": v for k, v in mine.items() if not k.startswith("layer4.")}
+    save_file(broken, tmp_path / "short.safetensors")
+    with pytest.raises(UserError, match="missing .*layer4"):
+        benchmark.load_encoder(tmp_path / "short.safetensors", profile="smoke", device="cpu")

@@ -1,0 +1,77 @@
+"""Training curves (issue 17, item 5): every pre-training loss term and every downstream
+validation score as TensorBoard scalars, read back from the event files; ``--logger none``
+writes none; ``--logger wandb`` logs the same values to an offline run."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import types
+
+import pytest
+
+import benchmark
+from benchmark.cli import main
+from benchmark.loggers import read_scalars
+from benchmark.runner import run_trial, trial_folder
+
+
+def test_pretraining_loss_terms_are_in_the_event_file():
+    pre = benchmark.pretrain("imitate", profile="smoke")
+    folder = pre.path.parent
+    with open(folder / "losses.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    terms = [k for k in rows[0] if k not in ("step", "epoch")]
+    assert pre.meta["steps"] >= 2 and {"loss", "lr", "impression_text", "findings_text"} <= set(terms)  # IMITATE's terms, each its own column
+    curves = read_scalars(folder / "tb")
+    assert set(curves) == {f"pretrain/{t}" for t in terms}
+    for term in terms:
+        steps, values = zip(*curves[f"pretrain/{term}"])
+        assert list(steps) == [int(r["step"]) for r in rows] == list(range(1, pre.meta["steps"] + 1))
+        assert values == pytest.approx([float(r[term]) for r in rows], rel=1e-6)  # event files hold float32
+
+
+def test_validation_scores_are_in_the_trials_folder(tmp_path):
+    heard = []
+    out = run_trial("random", "rsna_cls", 1.0, 42, "smoke", on_epoch=lambda epoch, score: heard.append((epoch, score)))
+    curves = read_scalars(trial_folder(out.trial, out.store_path) / "tb")
+    assert heard and list(curves) == ["val/score"]
+    assert [s for s, _ in curves["val/score"]] == [e for e, _ in heard]
+    assert [v for _, v in curves["val/score"]] == pytest.approx([v for _, v in heard], rel=1e-6)
+    assert trial_folder(out.trial, out.store_path).is_relative_to(tmp_path / "runs" / out.trial.data_source)
+
+
+def test_logger_none_writes_no_curves(tmp_path, capsys):
+    assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--logger", "none", "--json"]) == 0
+    folder = benchmark.pretrain("imitate", profile="smoke").path.parent
+    assert (folder / "losses.csv").is_file() and not (folder / "tb").exists()
+    assert main(["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--logger", "none"]) == 0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_wandb_logs_the_same_terms_offline(monkeypatch):
+    """A stand-in wandb module (the real one is optional): the run is offline without an API key and
+    gets every loss term per step."""
+    runs = []
+
+    class Run:
+        def __init__(self, **kwargs):
+            self.kwargs, self.logged, self.finished = kwargs, [], False
+            runs.append(self)
+
+        def log(self, values, step):
+            self.logged.append((step, values))
+
+        def finish(self):
+            self.finished = True
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: Run(**kw)))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("BENCHMARK_LOGGER", "wandb")
+    pre = benchmark.pretrain("imitate", profile="smoke")
+    (run,) = runs
+    assert run.kwargs["mode"] == "offline" and run.kwargs["config"]["method"] == "imitate" and run.finished
+    assert [step for step, _ in run.logged] == list(range(1, pre.meta["steps"] + 1))
+    assert run.logged[-1][1]["pretrain/loss"] == pytest.approx(pre.meta["final_loss"])
+    assert not (pre.path.parent / "tb").exists()

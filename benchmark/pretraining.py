@@ -116,10 +116,11 @@ def weights_file(folder: Path, name: str) -> Path:
     return legacy if not path.exists() and legacy.exists() else path
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict file of this cache (safetensors, or a ``.pt`` read weights-only);
     :class:`DamagedCache` naming the file when it does not read (missing, truncated,
     corrupt, planted)."""
+    path = Path(path)  # meta.json and --json give paths as strings
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -381,3 +381,17 @@ def test_plot_lines_are_labelled_with_the_backbone(two_backbones):
     df, _ = summary(two_backbones.all(), {}, None, by="backbone")
     assert sorted(set(zip(df["group"], df["label"]))) == [("resnet18", "imitate"), ("resnet18", "random"),
                                                           ("resnet50", "imitate")]
+
+
+def test_an_open_clip_trial_is_grouped_by_its_model_not_the_unused_backbone_field(two_backbones):
+    from benchmark.report.results import backbone
+
+    clip = backbone_trial("open_clip", 0.9, "resnet50", seed=0)
+    clip.method_config["model"] = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    assert backbone(clip) == "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    two_backbones.record(clip)
+    split = build_tables(two_backbones.all(), {}, by="backbone")
+    assert [t.title.split(", ")[2] for t in split] == [
+        "backbone hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", "backbone resnet18",
+        "backbone resnet50"]
+    assert [r.label for r in split[0].rows] == ["open_clip"]

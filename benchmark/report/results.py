@@ -54,9 +54,14 @@ def check_grouping(by: str) -> str:
 
 
 def backbone(trial: Trial) -> str:
-    """The trial's image backbone as a short name: the config's ``backbone`` (a name, or a
-    spec dict's ``name``), ``resnet50`` when absent."""
-    spec = (trial.method_config or {}).get("backbone") or DEFAULT_BACKBONE
+    """The trial's image backbone as a short name: a config's ``model`` where the method
+    evaluates a released model whole (``open_clip``: its image tower is the encoder, the
+    config's ``backbone`` field is unused), else the config's ``backbone`` (a name, or a spec
+    dict's ``name``), ``resnet50`` when absent."""
+    cfg = trial.method_config or {}
+    if cfg.get("model"):
+        return str(cfg["model"])
+    spec = cfg.get("backbone") or DEFAULT_BACKBONE
     if isinstance(spec, dict):
         return str(spec.get("name") or json.dumps(spec, sort_keys=True))
     return str(spec)

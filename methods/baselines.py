@@ -100,7 +100,8 @@ class CheckpointConfig(MethodConfig):
 
 @METHODS.register("checkpoint")
 class Checkpoint(Method):
-    """A released encoder, imported into the config's ``backbone`` (ResNet-50 unless set)."""
+    """A released encoder: a ResNet release imported into the config's ``backbone`` (ResNet-50
+    unless set), a ViT / Swin / CLIP release into its own architecture, an export into its config's."""
 
     config_class = CheckpointConfig
     pretrains = False

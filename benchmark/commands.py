@@ -81,6 +81,7 @@ def _interval(metrics: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from benchmark import api
+    from benchmark.report.results import backbone
 
     sets = _sets(args)
     if args.protocol is not None:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if out.reused:
         print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
     print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
-          f"({t.method}, {t.method_config.get('model') or t.method_config.get('backbone', 'resnet50')}, fraction {t.fraction:g}, seed {t.seed}, "
+          f"({t.method}, {backbone(t)}, fraction {t.fraction:g}, seed {t.seed}, "
           f"protocol {t.protocol})")
     if isinstance(base, str):
         print(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")

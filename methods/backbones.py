@@ -65,6 +65,12 @@ BENCHX_VIT_BLOCKS = (4, 6, 8, 12)
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
+def vit_block_indices(depth: int) -> tuple[int, ...]:
+    """The four blocks whose outputs become a ViT's levels: BenchX's (3, 5, 7, 11) for 12
+    blocks, the same fractions of the depth otherwise (repeats for a depth under 4)."""
+    return tuple(max(0, round(depth * k / 12) - 1) for k in BENCHX_VIT_BLOCKS)
+
+
 def _check_weights(weights: str) -> None:
     if weights not in ("none", "imagenet"):
         raise UserError(f"backbone_weights must be 'none' or 'imagenet', got {weights!r}")
@@ -160,9 +166,6 @@ class TimmLevels(nn.Module):
             x = torch.nn.functional.pad(x, (0, -x.shape[-1] % pw, 0, -x.shape[-2] % ph))
         return list(self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True))
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x)[-1].mean(dim=(2, 3))
-
 
 class TimmViTLevels(nn.Module):
     """A plain transformer's intermediate blocks as maps (BenchX's ViT levels: see the module
@@ -174,7 +177,7 @@ class TimmViTLevels(nn.Module):
         self.model = model if model is not None else create_timm(name, weights, dynamic_img_size=True,
                                                                  dynamic_img_pad=True)
         depth = len(self.model.blocks)
-        self.indices = sorted({max(0, round(depth * b / 12) - 1) for b in BENCHX_VIT_BLOCKS})
+        self.indices = sorted(set(vit_block_indices(depth)))
         info = list(self.model.feature_info)
         self.channels = tuple(int(info[i]["num_chs"]) for i in self.indices)
         self.strides = tuple(int(info[i]["reduction"]) for i in self.indices)
@@ -305,6 +308,18 @@ def require_pyramid(arch: str | dict, method: str, why: str) -> None:
     if not shape.pyramid or len(shape.strides) != 4:
         raise UserError(f"method {method!r} needs a backbone with four CNN stages ({why}); {arch!r} has levels at "
                         f"strides {list(shape.strides)}: use a CNN such as resnet50 or convnext_tiny")
+
+
+def state_mismatch(expected: dict, state: dict, shown: int = 5) -> str:
+    """Empty when ``state`` has exactly ``expected``'s keys and shapes (a strict load), else
+    what differs: the missing, unexpected and reshaped keys, counted, the first ``shown`` named."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return ""
+    return (f"{len(missing)} missing {missing[:shown]}, {len(unexpected)} unexpected {unexpected[:shown]}, "
+            f"{len(shapes)} of another shape {shapes[:shown]}")
 
 
 def pooled(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:

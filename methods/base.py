@@ -7,8 +7,10 @@ checkpoints), so adding a method is one module plus one YAML.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import torch
@@ -20,6 +22,17 @@ from benchmark.errors import UserError
 from methods.backbones import build_backbone, check_backbone_name
 
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
+
+
+def files_digest(paths: Iterable[Path]) -> str:
+    """16 hex digits of SHA-256 over the files' bytes, in order: what a ``fingerprint`` of
+    weights on disk returns (the same path may hold new weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -43,22 +43,35 @@ encoder would give plausible but wrong numbers; so is a NaN or infinite weight.
 
 from __future__ import annotations
 
-import hashlib
-from functools import cache, lru_cache
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from benchmark.errors import UserError
-from benchmark.hubfolder import CONFIG, WEIGHTS, check_folder, is_export, read_config, read_safetensors
+from benchmark.hubfolder import (
+    CONFIG,
+    WEIGHTS,
+    check_folder,
+    is_export,
+    read_config,
+    read_safetensors,
+)
 from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
-from methods.backbones import build_backbone, released_prefix
-from methods.base import Method, MethodConfig
-from methods.checkpoint_formats import FORMATS, RESNET, Spec, canonical, describe, target_state
+from methods.backbones import build_backbone, released_prefix, state_mismatch
+from methods.base import Method, MethodConfig, files_digest
+from methods.checkpoint_formats import (
+    FORMATS,
+    RESNET,
+    Spec,
+    canonical,
+    describe,
+    target_state,
+)
 from methods.encoders import BACKBONES, ResNetStages, backbone_of
 
 #: the first four formats' encoder prefixes (all formats: ``methods.checkpoint_formats.FORMATS``)
@@ -132,12 +145,7 @@ class Checkpoint(Method):
         its config and weights)."""
         path = Path(cfg.checkpoint_path)
         _check_file(path)
-        digest = hashlib.sha256()
-        for part in [path / CONFIG, path / WEIGHTS] if is_export(path) else [path]:
-            with open(part, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        return digest.hexdigest()[:16]
+        return files_digest([path / CONFIG, path / WEIGHTS] if is_export(path) else [path])
 
     @classmethod
     def implied_settings(cls, values: dict) -> dict:
@@ -277,10 +285,7 @@ def import_encoder(state: dict[str, torch.Tensor], fmt: str = "auto", arch: str 
     if shapes:
         depth = other_depth(mine, arch) if resnet else ""
         raise UserError(f"checkpoint tensors have the wrong shape for a {name}: {shapes[:6]}{depth}")
-    broken = [k for k, v in mine.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if broken:
-        raise UserError(f"{source}: {len(broken)} of {len(mine)} encoder tensors hold NaN or infinite values "
-                        f"({broken[:3]}); the file is damaged or was saved from a diverged run")
+    check_finite(mine, source)
     # a half-precision release (CLIP saved from CUDA) widens exactly to the architecture's dtype
     mine = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in mine.items()}
     return spec, mine, fmt
@@ -320,16 +325,15 @@ def load_encoder_state(backbone: ResNetStages, state: dict[str, torch.Tensor], f
 
 def load_exported(backbone: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load an exported folder's weights (the backbone's own key names) strictly."""
-    expected = backbone.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise UserError(f"{source}: weights do not match its config's backbone {backbone.arch!r}: "
-                        f"{len(missing)} missing {missing[:6]}, {len(unexpected)} unexpected {unexpected[:6]}, "
-                        f"{len(shapes)} of another shape {shapes[:6]}")
+    if differs := state_mismatch(backbone.state_dict(), state, shown=6):
+        raise UserError(f"{source}: weights do not match its config's backbone {backbone.arch!r}: {differs}")
+    check_finite(state, source)
+    backbone.load_state_dict(state, strict=True)
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """A NaN or infinite weight is the file's fault: one line naming it."""
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
         raise UserError(f"{source}: {len(broken)} of {len(state)} encoder tensors hold NaN or infinite values "
                         f"({broken[:3]}); the file is damaged or was saved from a diverged run")
-    backbone.load_state_dict(state, strict=True)

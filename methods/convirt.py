@@ -41,8 +41,8 @@ from torch import nn
 from benchmark.config import Positive, Range, Share, Width
 from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
-from methods.base import Method, MethodConfig
 from methods.backbones import pooled
+from methods.base import Method, MethodConfig
 from methods.encoders import DrawsTextUnits, TextTower, projection_head
 from methods.losses import asymmetric_infonce
 from methods.sentences import report_sentences

@@ -103,10 +103,6 @@ class ResNetStages(nn.Module):
         f4 = self.layer4(f3)
         return [f1, f2, f3, f4]
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled feature (B x pooled_dim): layer4 averaged over space, as every method and probe uses it."""
-        return self.forward(x)[-1].mean(dim=(2, 3))
-
 
 def projection_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     """Linear-BN-ReLU-Linear-BN(affine=False): IMITATE's projection shape."""

@@ -21,7 +21,6 @@ The transferred encoder is the tower's state dict (``visual.*``) with its spec
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +32,7 @@ from torch import nn
 from benchmark.config import Range
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from methods.base import Method, MethodConfig
+from methods.base import Method, MethodConfig, files_digest
 from methods.openclip_backbone import OpenClipTower, tower_of
 from methods.openclip_models import (
     DEFAULT,
@@ -88,14 +87,7 @@ class OpenClip(Method):
             files = sorted(p for p in folder.iterdir() if p.is_file() and (not random or p.name == "open_clip_config.json"))
         elif not random and Path(cfg.weights).expanduser().is_file():
             files = [Path(cfg.weights).expanduser()]
-        if not files:
-            return ""
-        digest = hashlib.sha256()
-        for path in files:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        return digest.hexdigest()[:16]
+        return files_digest(files) if files else ""
 
     def image_encoder(self) -> OpenClipTower:
         return self._tower

@@ -53,18 +53,12 @@ from torch import nn
 from benchmark.data.transforms import HALF
 from benchmark.errors import UserError
 from benchmark.registry import BACKBONE_FAMILIES
-from methods.backbones import BENCHX_VIT_BLOCKS, PYRAMID_STRIDES
+from methods.backbones import PYRAMID_STRIDES, vit_block_indices
 from methods.openclip_models import NO_WEIGHTS, create_model, resolve_name
 
 FAMILY = "open_clip"
 #: where the tower's keys sit in this module's state dict (``self.visual``)
 PREFIX = "visual."
-
-
-def vit_block_indices(depth: int) -> tuple[int, ...]:
-    """The four blocks whose outputs become the levels: BenchX's (3, 5, 7, 11) for 12 blocks,
-    the same fractions of the depth otherwise."""
-    return tuple(max(0, round(depth * k / 12) - 1) for k in BENCHX_VIT_BLOCKS)
 
 
 def tower_kind(visual: nn.Module) -> str:

@@ -288,14 +288,10 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
 
 def load_encoder(encoder: nn.Module, state: dict) -> None:
     """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
-    expected = nn.Module.state_dict(encoder)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        arch = getattr(encoder, "arch", type(encoder).__name__)
-        raise RuntimeError(f"encoder weights do not match {arch}: {len(missing)} missing {missing[:5]}, "
-                           f"{len(unexpected)} unexpected {unexpected[:5]}, {len(shapes)} of another shape {shapes[:5]}")
+    from methods.backbones import state_mismatch
+
+    if differs := state_mismatch(nn.Module.state_dict(encoder), state):
+        raise RuntimeError(f"encoder weights do not match {getattr(encoder, 'arch', type(encoder).__name__)}: {differs}")
     # nn.Module's own method: smp's encoder overrides it and returns nothing
     nn.Module.load_state_dict(encoder, state, strict=True)
 

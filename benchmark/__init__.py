@@ -10,7 +10,7 @@ import torch, and no module below the API imports this package's API back.
 
 from benchmark.version import __version__
 
-__all__ = ["RunResult", "load_encoder", "pretrain", "results", "run"]
+__all__ = ["RunResult", "baselines", "load_encoder", "pretrain", "results", "run"]
 
 
 def __getattr__(name: str):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from benchmark.pretraining import Pretrained
     from benchmark.store import Store, Trial
 
-__all__ = ["RunResult", "load_encoder", "pretrain", "results", "run"]
+__all__ = ["RunResult", "baselines", "load_encoder", "pretrain", "results", "run"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class RunResult:
             "method": t.method, "task": t.task, "protocol": t.protocol, "fraction": t.fraction, "seed": t.seed,
             "data_source": t.data_source, "metric": t.metric, "value": t.value, "metrics": t.metrics,
             "config_hash": t.method_hash, "task_config_hash": t.task_hash, "device": t.device,
-            "seconds": t.seconds, "reused": self.reused,
+            "seconds": t.seconds, "reused": self.reused, "references": t.refs,
         }
 
 
@@ -106,6 +106,34 @@ def pretrain(
 
     resolved = resolve(method, None, profile, _sets(method, sets, overrides, checkpoint, max_steps=max_steps))
     return get_encoder(resolved, root_of(data_root), device, force)
+
+
+def baselines(task: str, *, profile: str = "cpu", data_root: str | None = None,
+              overrides: Iterable[tuple[str, Any]] = (), **sets: Any) -> dict[str, Any]:
+    """What trivial predictors (predict nothing, the whole image, a constant score, the majority
+    class, chance) score on ``task``'s test split, from its labels alone: on real data the split
+    recipe over the label files (no image is read), on the phantom its rendered test split.
+    Returns {task, data_source, split, n, references: {name: {metric: value}}, ...}; a trial
+    stores the same numbers for the split it was scored on."""
+    from benchmark.data import catalog
+    from benchmark.data.sources import data_root as root_of
+    from benchmark.runner import resolve_task, source_tag
+
+    task_cls, cfg = resolve_task(task, profile, _sets("", sets, overrides, None))
+    kind = task_cls(cfg)
+    root = root_of(data_root)
+    ds = catalog.dataset(cfg.dataset)
+    if root is None:
+        test = kind.test_split(ds.phantom("test", cfg.phantom_test, cfg.image_size))
+        labels = kind.test_labels(test)
+    else:
+        st = ds.split_table(root, cfg.kind)
+        if "test" not in st.rows:
+            raise UserError(f"the real {cfg.dataset} data has no test split (it has {', '.join(st.rows)})")
+        labels = ds.test_labels(st, "test")
+    refs = kind.references(labels)
+    return {"task": task, "kind": cfg.kind, "metric": cfg.metric, "data_source": source_tag(root),
+            "test_subset": getattr(cfg, "test_subset", "all"), **refs}
 
 
 def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:

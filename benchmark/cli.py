@@ -85,6 +85,7 @@ EXAMPLES = {
     "table": ['python -m benchmark table --format latex --data real --reference', 'python -m benchmark table --data phantom --vs random --json',
               'python -m benchmark table --by backbone'],
     "plot": ['python -m benchmark plot --out results/plots', 'python -m benchmark plot --by backbone'],
+    "baselines": ['python -m benchmark baselines rsna_seg', 'python -m benchmark baselines siim_seg --data-root /data --json'],
     "export": ['python -m benchmark export imitate-1a2b3c4d5e6f --out exported/imitate',
                'python -m benchmark run --method checkpoint --checkpoint exported/imitate --task rsna_cls'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
@@ -222,7 +223,7 @@ def _grid_parsers(sub) -> None:
     res.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     res.set_defaults(handler="results")
 
-    tab = _command(sub, "table", "paper-style tables: methods x (task, fraction), mean +- std and 95 % interval over seeds")
+    tab = _command(sub, "table", "paper-style tables: methods x (task, fraction), mean +- std and 95 %% interval over seeds")
     tab.add_argument("--format", choices=["markdown", "latex", "csv", "json"], default="markdown",
                      help="output format (default markdown); json has every number of every cell")
     tab.add_argument("--json", action="store_true", help="the same as --format json")
@@ -230,12 +231,26 @@ def _grid_parsers(sub) -> None:
                      help="add each row's paired difference (same seeds) against this row, e.g. random or a variant's name")
     tab.add_argument("--data", choices=["real", "phantom"], help="only this data (default: one table per data source)")
     tab.add_argument("--reference", action="store_true", help="add the published numbers from results/reference/*.csv")
+    tab.add_argument("--metric", type=_nonempty, metavar="NAME",
+                     help="any stored metric (dice_pos, empty_acc, dice_pooled, map_50, balanced_accuracy, ...) "
+                          "instead of each task's primary one")
     tab.add_argument("--protocol", help="only this protocol (default: every protocol, in separate tables)")
     tab.add_argument("--by", choices=["method", "backbone"], default="method",
                      help="method (default): rows per method config, labelled with the backbone when a table holds "
                           "several; backbone: one table per backbone")
     tab.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     tab.set_defaults(handler="table")
+
+    base = _command(sub, "baselines", "what trivial predictors score on a task's test split, from its labels alone "
+                               "(predict nothing, the whole image, a constant score, the majority class, chance)")
+    base.add_argument("task", help="a named task (see `list tasks`)")
+    base.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; "
+                      "none: the phantom test split); only the label files are read")
+    base.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml (the phantom split's size and image size)")
+    base.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a task config field, e.g. test_subset=positive (repeatable)")
+    base.add_argument("--json", action="store_true", help="print one JSON object (task, split, size, each reference)")
+    base.set_defaults(handler="baselines")
 
     plot = _command(sub, "plot", "label-efficiency curves and an ablation chart (PNG and PDF)")
     plot.add_argument("--out", type=_nonempty, default="results/plots", help="output folder (default results/plots)")

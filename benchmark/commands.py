@@ -79,6 +79,44 @@ def _interval(metrics: dict) -> str:
     return f" [95 % CI {low:.4f}, {high:.4f}]"
 
 
+def _parts_line(trial, indent: str = "  ") -> str | None:
+    """A trial's metric taken apart (dice_pos, empty_acc, ...), each with its interval; None if none stored."""
+    from benchmark.report.trivial import interval_text, parts_of
+
+    parts = parts_of(trial.metrics)
+    if not parts:
+        return None
+    return indent + ", ".join(f"{p} {_fixed(trial.metrics[p])}{interval_text(trial.metrics, p, trial.metric)}"
+                              for p in parts)
+
+
+def _fixed(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
+def _reference_block(t) -> list[str]:
+    from benchmark.report.trivial import parts_of, reference_lines, split_text
+
+    if not t.refs:
+        return []
+    return [f"  trivial references on this test split ({split_text(t.refs)}), from its labels alone:",
+            *reference_lines(t.refs, [t.metric, *parts_of(t.metrics)], indent="    ")]
+
+
+def _comparison_block(t, b) -> list[str]:
+    """The method against the baseline per metric: a difference only where both beat the trivial reference."""
+    from benchmark.report.trivial import comparable, comparison_line, parts_of
+
+    refs = t.refs or b.refs
+    lines = []
+    for metric in [t.metric, *parts_of(t.metrics)]:
+        mine, theirs = t.metrics.get(metric, t.value if metric == t.metric else None), b.metrics.get(metric)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mine, theirs)) or not comparable(refs, metric):
+            continue
+        lines.append("    " + comparison_line(metric, (t.method, mine), (BASELINE, theirs), refs))
+    return [f"  {t.method} vs {BASELINE}:", *lines] if lines else []
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmark import api
     from benchmark.report.results import backbone
@@ -95,15 +133,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
           f"({t.method}, {backbone(t)}, fraction {t.fraction:g}, seed {t.seed}, "
           f"protocol {t.protocol})")
+    lines = [line for line in [_parts_line(t)] if line] + _reference_block(t)
     if isinstance(base, str):
-        print(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")
+        lines.append(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")
     elif base is not None:
         b = base.trial
-        print(f"  beside it, the untrained {BASELINE} encoder on the same subset: {b.metric} = {b.value:.4f}"
-              f"{_interval(b.metrics)} (difference {t.value - b.value:+.4f})")
+        lines.append(f"  beside it, the untrained {BASELINE} encoder on the same subset: {b.metric} = {b.value:.4f}"
+                     f"{_interval(b.metrics)}")
+        lines += [line for line in [_parts_line(b, "    ")] if line] + _comparison_block(t, b)
+    if lines:
+        print("\n".join(lines))
     if _is_phantom(t.data_source):
         print(f"  one seed on phantom data; {PHANTOM_REPORT} has the real comparison (every method, 5 seeds, 95 % intervals)")
-    others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in (t.metric, "ci_low", "ci_high"))
+    from benchmark.report.trivial import parts_of
+
+    skip = {t.metric, "ci_low", "ci_high"} | {f"{p}{s}" for p in parts_of(t.metrics) for s in ("", "_ci_low", "_ci_high")}
+    others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in skip)
     if others:
         print(f"  other: {others}")
     print(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
@@ -117,6 +162,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def baselines(args: argparse.Namespace) -> int:
+    from benchmark import api
+    from benchmark.report.trivial import baselines_lines
+
+    result = api.baselines(args.task, profile=args.profile, data_root=args.data_root, overrides=parse_sets(args.sets))
+    if args.json:
+        emit_json(result)
+    else:
+        print("\n".join(baselines_lines(result)))
+    return 0
+
+
 def _baseline_json(base) -> dict | None:
     if base is None:
         return None
@@ -124,7 +181,7 @@ def _baseline_json(base) -> dict | None:
         return {"method": BASELINE, "status": "failed", "error": base.removeprefix("failed: ")}
     b = base.trial
     return {"method": BASELINE, "status": b.status, "value": b.value, "metrics": b.metrics, "config_hash": b.method_hash,
-            "seconds": b.seconds, "reused": base.reused}
+            "seconds": b.seconds, "reused": base.reused, "references": b.refs}
 
 
 def pretrain(args: argparse.Namespace) -> int:

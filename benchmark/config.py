@@ -377,8 +377,14 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def _hashed(cfg: Any) -> dict[str, Any]:
+    """The fields a config's hash covers: all but ``UNHASHED_FIELDS``, and a field of
+    ``HASHED_IF_SET`` (added after results were stored) only where it differs from its
+    default, so that configs which do not set it keep the hash they were stored under."""
     skip = set(getattr(cfg, "UNHASHED_FIELDS", ()))
-    return {k: v for k, v in to_dict(cfg).items() if k not in skip}
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    optional = set(getattr(cfg, "HASHED_IF_SET", ()))
+    return {k: v for k, v in to_dict(cfg).items()
+            if k not in skip and not (k in optional and v == defaults.get(k))}
 
 
 def config_hash(*parts: Any) -> str:

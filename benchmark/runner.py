@@ -95,6 +95,15 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     return resolved
 
 
+def resolve_task(task: str, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> tuple[type, Any]:
+    """(task kind class, task config) from class defaults < YAML < profile (``task:``, ``kinds:``)
+    < ``--set``, for what needs a task without a method (the trivial references)."""
+    task_cls, values = _task_layers(task)
+    layers = profile_overrides(profile, "", values["kind"])
+    routed = route_sets(list(sets), {"task": task_cls.config_class})
+    return task_cls, build(task_cls.config_class, {**values, **layers["task"], **routed["task"]}, f"task {task}")
+
+
 def source_tag(root) -> str:
     if root is None:
         from benchmark.data.phantom.datasets import PHANTOM_VERSION
@@ -205,6 +214,8 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     pre = get_encoder(resolved, root, device=str(dev))
     task_obj = resolved.task_cls(tcfg)
     splits, _ = task_splits(tcfg, root, task_obj.splits)
+    splits["test"] = task_obj.test_split(splits["test"])
+    trial.refs = task_obj.references(task_obj.test_labels(splits["test"]))  # from the test labels alone
     train, ids = splits.get("train"), []
     if train is not None:
         ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)

@@ -42,7 +42,8 @@ from benchmark.paths import store_path
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x4D564C42  # "MVLB" in the file header: a medvlp-bench results store
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0: a store made before the version was recorded
+#: PRAGMA user_version; 0: a store made before the version was recorded; 2 added ``refs`` (trivial references)
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 60.0  # seconds to wait for another process's write lock before saying so
 HINT = "set BENCHMARK_STORE (or --store) to another file"
 
@@ -53,7 +54,7 @@ COLUMNS = {
     "protocol": "TEXT NOT NULL", "fraction": "REAL NOT NULL", "seed": "INTEGER NOT NULL", "data_source": "TEXT NOT NULL",
     "status": "TEXT NOT NULL", "metric": "TEXT", "value": "REAL", "metrics": "TEXT", "method_config": "TEXT",
     "task_config": "TEXT", "device": "TEXT", "seconds": "REAL", "pretrain_seconds": "REAL", "error": "TEXT",
-    "version": "TEXT", "git_rev": "TEXT", "finished_at": "TEXT",
+    "version": "TEXT", "git_rev": "TEXT", "finished_at": "TEXT", "refs": "TEXT",
 }
 REQUIRED = (*KEY, "status")
 TRIALS = ("CREATE TABLE IF NOT EXISTS trials (id INTEGER PRIMARY KEY, "
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS variants (
 )
 """
 VARIANT_COLUMNS = ("method", "method_hash", "variant")
-JSON_FIELDS = ("metrics", "method_config", "task_config")
+JSON_FIELDS = ("metrics", "method_config", "task_config", "refs")
 
 
 @dataclass
@@ -91,6 +92,8 @@ class Trial:
     version: str | None = None
     git_rev: str | None = None
     finished_at: str | None = None
+    #: what trivial predictors score on the trial's test split (``tasks.references``); {} before schema 2
+    refs: dict = field(default_factory=dict)
 
     def key(self) -> tuple:
         return tuple(getattr(self, k) for k in KEY)

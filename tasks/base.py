@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from benchmark.config import Count, NonNegative, Positive, Range, Size
+from benchmark.data.types import TestLabels
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 
 PhantomSplit = Annotated[int, Range(1, 1_000_000)]
@@ -32,6 +33,8 @@ EpochReport = Callable[[int, float], None]
 @dataclass
 class TaskConfig:
     UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("description",)  # prose: editing it changes no result
+    #: fields added after results were stored: hashed only when set to something other than the default
+    HASHED_IF_SET: ClassVar[tuple[str, ...]] = ("test_subset",)
     #: what the task is (its YAML says): never overridden, or the stored config would lie
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset", "real", "metric")
 
@@ -110,6 +113,20 @@ class Task:
 
     def fit_evaluate(self, fit: Fit) -> dict[str, float]:
         raise NotImplementedError
+
+    def test_split(self, test):
+        """The test images this task scores (all of them unless its config narrows them)."""
+        return test
+
+    def test_labels(self, test) -> TestLabels:
+        """A loaded test split's labels, as :meth:`references` takes them."""
+        return TestLabels(list(test.ids), np.asarray(test.labels))
+
+    def references(self, labels: TestLabels) -> dict:
+        """What trivial predictors score on a test split from its labels alone
+        (``tasks.references``), the same from a loaded split (stored with every trial) and
+        from the label files (``baselines``). {} where a kind has none."""
+        return {}
 
 
 def head_epochs(cfg: TaskConfig, n_train: int) -> int:

@@ -42,6 +42,7 @@ from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
+from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
 from methods.backbones import pooled
 from tasks.base import (
@@ -54,7 +55,9 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
+from tasks.references import classification_references
 from tasks.metrics import (
+    balanced_accuracy,
     accuracy,
     auroc,
     auroc_of_counts,
@@ -190,8 +193,15 @@ class Classification(Task):
     def metrics(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         truth, scores = self.scored(logits, target)
         if self.cfg.label_type == "multiclass":
-            return {"accuracy": accuracy(truth.argmax(1), scores.argmax(1)), "auroc": auroc(truth, scores)}
+            return {"accuracy": accuracy(truth.argmax(1), scores.argmax(1)),
+                    "balanced_accuracy": balanced_accuracy(truth.argmax(1), scores.argmax(1)),
+                    "auroc": auroc(truth, scores)}
         return {"auroc": auroc(truth, scores)}
+
+    def references(self, labels: TestLabels) -> dict:
+        y = None if labels.labels is None else np.asarray(labels.labels)
+        return classification_references(y if y is not None and y.ndim == 1 else None, len(labels),
+                                         self.outputs if self.cfg.label_type == "multiclass" else 2)
 
     def interval(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """The primary metric's 95 % bootstrap interval over the test images (each

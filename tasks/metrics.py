@@ -19,6 +19,53 @@ def per_image_dice(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
+def mask_counts(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Per image of binary masks (N x ...): (intersection, predicted pixels, truth pixels), (N, 3)
+    float64: every segmentation metric here is a function of these counts."""
+    pred, truth = pred.flatten(1).bool(), truth.flatten(1).bool()
+    return torch.stack([(pred & truth).sum(1), pred.sum(1), truth.sum(1)], 1).double().cpu().numpy()
+
+
+def segmentation_scores(counts: np.ndarray, n_resamples: int = 1000) -> dict[str, float]:
+    """MGCA's per-image Dice (``dice``: empty on empty scores 1, the mean over all test images)
+    and its parts, from :func:`mask_counts`: ``dice_pos`` (mean Dice over the images whose truth
+    has a lesion), ``empty_acc`` (share of lesion-free images predicted empty), ``dice_pooled``
+    (one Dice over all pixels of the split). Each with its 95 % bootstrap interval over images:
+    ``dice``'s as ``ci_low/ci_high`` (the primary metric's), the others' as ``<name>_ci_low/high``;
+    NaN where the split holds no image of the kind a metric averages over."""
+    inter, pred, truth = (np.asarray(counts, np.float64).reshape(-1, 3)[:, k] for k in range(3))
+    total = pred + truth
+    pos = truth > 0
+    n = len(total)
+    dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)  # = per_image_dice
+    parts = {
+        "dice": mean_of_counts(dice),
+        "dice_pos": ratio_of_counts(np.where(pos, 2 * inter / np.maximum(total, 1), 0.0), pos),
+        "empty_acc": ratio_of_counts(~pos & (pred == 0), ~pos),
+        "dice_pooled": ratio_of_counts(2 * inter, total),
+    }
+    out: dict[str, float] = {}
+    for name, of_counts in parts.items():
+        out[name] = (float(dice.mean()) if name == "dice" else of_counts(np.ones(n))) if n else math.nan
+        interval = image_interval(of_counts, n, n_resamples) if math.isfinite(out[name]) else \
+            {"ci_low": math.nan, "ci_high": math.nan}
+        prefix = "" if name == "dice" else f"{name}_"
+        out[f"{prefix}ci_low"], out[f"{prefix}ci_high"] = interval["ci_low"], interval["ci_high"]
+    return out
+
+
+def ratio_of_counts(numerator: np.ndarray, denominator: np.ndarray) -> Callable[[np.ndarray], float]:
+    """sum(counts * numerator) / sum(counts * denominator) over a resample given as per-image counts
+    (a mean over a subset of images, or a pooled ratio); NaN where the denominator is 0."""
+    num, den = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+
+    def of_counts(counts: np.ndarray) -> float:
+        bottom = float(counts @ den)
+        return float(counts @ num) / bottom if bottom > 0 else math.nan
+
+    return of_counts
+
+
 def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC; for label matrices the macro mean over labels that have both
     classes in ``truth`` (a label without positives has no AUC). NaN if none."""
@@ -33,6 +80,14 @@ def auroc(truth: np.ndarray, scores: np.ndarray) -> float:
 
 def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(np.asarray(truth) == np.asarray(predicted)))
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``truth`` (sklearn's ``balanced_accuracy_score``):
+    the majority class alone scores 1 / classes, whatever the class shares."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(truth, predicted))
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from benchmark.config import Width
+from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
 from tasks.base import Fit, Task, TaskConfig, joint_scores
+from tasks.references import retrieval_chance
 
 
 @dataclass
@@ -37,3 +39,6 @@ class Retrieval(Task):
         out = {f"p@{k}": precision_at_k(scores, labels, labels, k) for k in self.cfg.ks}
         out["test_images"] = len(labels)
         return out
+
+    def references(self, labels: TestLabels) -> dict:
+        return retrieval_chance(labels.labels, tuple(self.cfg.ks))

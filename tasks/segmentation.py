@@ -30,7 +30,8 @@ at 512 px; we keep the U-Net so the two protocols differ only in what trains.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
+from benchmark.data.types import TestLabels
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from methods.backbones import pyramid_neck
@@ -54,7 +56,8 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
-from tasks.metrics import image_interval, mean_of_counts, per_image_dice
+from tasks.metrics import mask_counts, segmentation_scores
+from tasks.references import segmentation_references
 
 
 @dataclass
@@ -64,6 +67,9 @@ class SegmentationConfig(TaskConfig):
     focal_gamma: NonNegative = 2.0
     dice_smooth: Positive = 1.0  # > 0: an empty mask and an empty prediction would be 0 / 0
     threshold: Share = 0.5  # on the sigmoid probability
+    #: which test images are scored: "all" (MGCA's test sets) or "positive" (only those with a lesion,
+    #: as PRIOR reports segmentation); the references follow the same images
+    test_subset: Literal["all", "positive"] = "all"
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -119,6 +125,21 @@ class LevelsUnet(nn.Module):
         return self.head(self.decoder(feats))
 
 
+def lesion_shares(masks, size: int) -> np.ndarray:
+    """Each mask's share of lesion pixels at the scored size (``size`` px, as the test masks are scored)."""
+    return resize_masks(masks, size).flatten(1).double().mean(1).numpy()
+
+
+def positives(split):
+    """The images of a lesion set that have a lesion (its ``labels``), as a set of their own."""
+    from benchmark.data.splits import select
+
+    keep = [i for i, label in zip(split.ids, np.asarray(split.labels)) if label]
+    if not keep:
+        raise UserError(f"test_subset: positive, but the test split ({len(split.ids)} images) has no image with a lesion")
+    return replace(select(split, keep), fingerprint=f"{split.fingerprint}-positive" if split.fingerprint else "")
+
+
 @TASK_KINDS.register("segmentation")
 class Segmentation(Task):
     config_class = SegmentationConfig
@@ -164,11 +185,24 @@ class Segmentation(Task):
 
         best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, encoder=trained_encoder,
                                       on_epoch=fit.on_epoch)
-        dice = []
+        counts = []
         with torch.no_grad():
             for idx in batches(len(test.ids), c.batch_size):
                 pred = torch.sigmoid(predict("test", idx)) > c.threshold
-                dice.append(per_image_dice(pred, masks["test"][idx]).cpu())
-        dice = torch.cat(dice).double().numpy()  # per test image: the interval resamples these
-        return {"dice": float(dice.mean()), **image_interval(mean_of_counts(dice), len(dice)), "val_loss": best,
-                "epochs": epochs_run, "train_images": len(train.ids)}
+                counts.append(mask_counts(pred, masks["test"][idx]))
+        # per test image (intersection, predicted, truth pixels): every score and interval comes from these
+        return {**segmentation_scores(np.concatenate(counts)), "val_loss": best, "epochs": epochs_run,
+                "train_images": len(train.ids)}
+
+    def test_split(self, test):
+        return positives(test) if self.cfg.test_subset == "positive" else test
+
+    def test_labels(self, test) -> TestLabels:
+        # the shares of the masks as they are scored (resized to image_size), so that a decoder's
+        # score and the references are taken over the same pixels
+        return TestLabels(list(test.ids), np.asarray(test.labels), lesion_shares(test.masks, self.cfg.image_size))
+
+    def references(self, labels: TestLabels) -> dict:
+        if self.cfg.test_subset == "positive":
+            labels = labels.positives()
+        return segmentation_references(labels.lesion_share)

@@ -17,9 +17,11 @@ import torch
 
 from benchmark.config import Width
 from benchmark.errors import UserError
+from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
 from tasks.base import Fit, Task, TaskConfig, joint_scores
 from tasks.metrics import accuracy, auroc, macro_f1
+from tasks.references import label_chance
 
 
 @dataclass
@@ -78,3 +80,6 @@ class ZeroShot(Task):
             "prompts": len(prompts),
             "test_images": len(truth),
         }
+
+    def references(self, labels: TestLabels) -> dict:
+        return label_chance(labels.labels, len(self.cfg.classes))

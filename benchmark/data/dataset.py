@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmark.data.real.fingerprint import files_fingerprint
 from benchmark.data.real.layout import Layout, label_files
 from benchmark.data.real.splittable import SplitTable, TooFewRows
+from benchmark.data.types import TestLabels
 from benchmark.errors import UserError
 
 
@@ -79,6 +80,11 @@ class DataSet:
     def load(self, st: SplitTable, split: str, cfg) -> object:
         """One split as a ``benchmark.data.types`` container for the task config ``cfg``."""
         raise UserError(f"task kind {cfg.kind!r} is not defined on the real {self.name} data")
+
+    def test_labels(self, st: SplitTable, split: str) -> TestLabels:
+        """A split's labels from the label files alone (no image read): the split table's label
+        column; lesion sets add each image's lesion share (``lesion_share``)."""
+        return TestLabels(st.ids(split), st.labels(split))
 
     def phantom(self, split: str, n: int, size: int) -> object:
         """The phantom stand-in: ``n`` images of ``split`` at ``size`` px."""

@@ -111,3 +111,24 @@ class TextLabelSet:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass
+class TestLabels:
+    """A test split's labels without its images: what trivial references are computed from
+    (``tasks.references``), whether the split was loaded or only its label files were read.
+    labels: (N,) or (N, K), None where the data set's table has no single label column;
+    lesion_share: (N,) the share of each image's pixels inside its lesion mask (lesion sets)."""
+
+    ids: list[str]
+    labels: np.ndarray | None
+    lesion_share: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positives(self) -> "TestLabels":
+        """The images with a lesion (a positive label), as ``test_subset: positive`` scores them."""
+        keep = np.asarray(self.labels).reshape(len(self.ids), -1).max(1) > 0
+        return TestLabels([i for i, k in zip(self.ids, keep) if k], np.asarray(self.labels)[keep],
+                          None if self.lesion_share is None else np.asarray(self.lesion_share)[keep])

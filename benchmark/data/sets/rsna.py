@@ -36,7 +36,7 @@ from benchmark.data.real.layout import Layout, label_files
 from benchmark.data.real.loaders import boxes_set, label_set
 from benchmark.data.real.mgca import three_way
 from benchmark.data.real.splittable import SplitTable
-from benchmark.data.types import LesionSet
+from benchmark.data.types import LesionSet, TestLabels
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir
 from benchmark.registry import DATASETS
@@ -45,6 +45,7 @@ LAYOUT = Layout("rsna", "RSNA Pneumonia Detection Challenge stage 2",
                 ("rsna-pneumonia", "rsna", "rsna-pneumonia-detection-challenge"),
                 ("stage_2_train_labels.csv",), "stage_2_train_images")
 LABEL_ROWS = 30227
+ORIGINAL_SIZE = 1024  # every stage-2 DICOM is 1024 x 1024 px
 PATIENTS = 26684
 
 
@@ -63,6 +64,17 @@ def patients(path: Path) -> pd.DataFrame:
     ids = sorted(boxes)
     return pd.DataFrame({"patientId": ids, "boxes": [boxes[i] for i in ids],
                          "Target": [int(bool(boxes[i])) for i in ids]})
+
+
+def box_share(boxes: list[list[float]], size: int) -> float:
+    """The share of a ``size`` x ``size`` image inside the union of its x, y, w, h boxes, drawn as
+    the loaders draw box masks (clipped, rounded to pixels)."""
+    if not boxes:
+        return 0.0
+    mask = np.zeros((size, size), bool)
+    for x, y, w, h in L.clip_boxes(boxes, size, size)[0]:
+        mask[round(y):round(y + h), round(x):round(x + w)] = True
+    return float(mask.mean())
 
 
 def recipe(root: Path, variant: str = "cls") -> SplitTable:
@@ -165,6 +177,14 @@ class Rsna(DataSet):
         if cfg.kind in ("detection", "segmentation"):
             return boxes_set(st, split, cfg, paths)
         return label_set(st, split, cfg, paths, st.part(split)["Target"].to_numpy(np.int64), ("normal", "pneumonia"))
+
+    def test_labels(self, st: SplitTable, split: str) -> TestLabels:
+        """Labels, and for the detection/segmentation variant each image's share of pixels inside
+        its (clipped, united) boxes at the download's 1024 x 1024 px."""
+        out = super().test_labels(st, split)
+        if st.variant == "det":
+            out.lesion_share = np.asarray([box_share(b, ORIGINAL_SIZE) for b in st.part(split)["boxes"]])
+        return out
 
     def phantom(self, split: str, n: int, size: int) -> object:
         return phantom_rsna(split, n, size)

@@ -28,13 +28,14 @@ from benchmark.data.real.layout import Layout, index_files, label_files
 from benchmark.data.real.loaders import masks_set
 from benchmark.data.real.mgca import three_way
 from benchmark.data.real.splittable import SplitTable
-from benchmark.data.types import LesionSet
+from benchmark.data.types import LesionSet, TestLabels
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
 LAYOUT = Layout("siim", "SIIM-ACR Pneumothorax Segmentation (train-rle)", ("siim-acr-pneumothorax", "siim", "siim-acr"),
                 ("train-rle.csv",), "dicom-images-train")
 LABEL_ROWS = 12954
+ORIGINAL_SIZE = 1024  # every image of the challenge is 1024 x 1024 px
 
 
 def images(path: Path) -> pd.DataFrame:
@@ -130,6 +131,13 @@ class Siim(DataSet):
         rles = list(st.part(split)["rles"])
         return masks_set(st, split, cfg, self.image_paths(st, st.ids(split)),
                          lambda i, shape: rle_mask(rles[i], *shape), "rle")
+
+    def test_labels(self, st: SplitTable, split: str) -> TestLabels:
+        """Labels and each image's share of pneumothorax pixels, decoded at the download's 1024 x 1024 px."""
+        out = super().test_labels(st, split)
+        out.lesion_share = np.asarray([rle_mask(r, ORIGINAL_SIZE, ORIGINAL_SIZE).mean() if r else 0.0
+                                       for r in st.part(split)["rles"]])
+        return out
 
     def phantom(self, split: str, n: int, size: int) -> object:
         return phantom_siim(split, n, size)

@@ -382,9 +382,10 @@ def table(args: argparse.Namespace) -> int:
     store = _store(args, readonly=True)
     reference = load_reference() if args.reference else None
     trials = store.all()
-    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs, by=args.by)
+    tables = build_tables(trials, store.variants(), args.data, args.protocol, reference, vs=args.vs, by=args.by,
+                          metric=args.metric)
     if not tables:
-        raise UserError(f"{nothing_to_show(trials, args.data, args.protocol)} in {store.path} "
+        raise UserError(f"{nothing_to_show(trials, args.data, args.protocol, args.metric)} in {store.path} "
                         "(run `python -m benchmark grid ...` first)")
     print(render_all(tables, fmt))
     return 0

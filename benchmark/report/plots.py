@@ -3,7 +3,8 @@ display needed): label-efficiency curves (metric vs label fraction, one line per
 method, with 95 % interval bars and bands) and an ablation chart (each method's
 variants beside it, with 95 % interval bars). The intervals are the tables'
 (benchmark.report.results.cell_of): over seeds, or a one-seed trial's bootstrap over test
-images. One data source per figure, never phantom beside real. Lines are labelled like
+images. Each task's trivial references (predict nothing, a constant score, ...; stored with
+its trials) are dashed lines. One data source per figure, never phantom beside real. Lines are labelled like
 the table rows (with the backbone when a figure holds several); ``by="backbone"``
 draws one figure per backbone (file names end in ``_<backbone>``).
 """
@@ -24,6 +25,7 @@ from benchmark.report.results import (
     finished,
     method_labels,
     row_order,
+    trivial_values,
 )
 from benchmark.store import Trial
 
@@ -121,6 +123,10 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
                             color=colours[label])
                 ax.fill_between(line["fraction"], line["low"], line["high"], color=colours[label], alpha=0.15,
                                 linewidth=0)
+            metric = on_task["metric"].iloc[0]
+            same_split = [t for t in finished(trials) if (t.task, t.data_source, t.protocol) == (task, source, protocol)]
+            for k, (name, value) in enumerate(sorted(trivial_values(same_split, metric).items())):
+                ax.axhline(value, linestyle="--", linewidth=1, color=str(0.3 + 0.25 * k), label=f"{name} (trivial)")
             fractions = sorted(on_task["fraction"].unique())
             ax.set_xscale("log")
             ax.set_xticks(fractions)
@@ -131,7 +137,11 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
             ax.set_xlabel("training labels")
         for ax in list(axes.flat)[len(tasks):]:
             ax.set_visible(False)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        legend: dict[str, object] = {}  # every axis's lines (a method may be on one task only), each label once
+        for ax in list(axes.flat)[:len(tasks)]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        handles, labels = list(legend.values()), list(legend)
         fig.legend(handles, labels, title="method", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
         fig.suptitle(f"label efficiency, {protocol} protocol{net}, {describe_source(source)}\n{caption}", fontsize=8)
         fig.tight_layout()

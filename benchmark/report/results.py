@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from benchmark.errors import UserError
@@ -40,6 +40,31 @@ def data_kind(source: str) -> str:
 def finished(trials: list[Trial]) -> list[Trial]:
     """The trials that count in tables and plots: finished, with a finite value."""
     return [t for t in trials if t.status == "finished" and t.value is not None and math.isfinite(t.value)]
+
+
+def as_metric(trial: Trial, metric: str | None) -> Trial | None:
+    """The trial as if ``metric`` were its primary one (its value, and its interval as
+    ``ci_low/ci_high``), for a table or figure of any stored metric; None when it did not store
+    a finite value of it. ``metric`` None or the trial's own: the trial itself."""
+    if metric is None or metric == trial.metric:
+        return trial
+    value = (trial.metrics or {}).get(metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    interval = {"ci_low": trial.metrics.get(f"{metric}_ci_low"), "ci_high": trial.metrics.get(f"{metric}_ci_high")}
+    return replace(trial, metric=metric, value=float(value), metrics={**trial.metrics, **interval})
+
+
+def trivial_values(trials: list[Trial], metric: str) -> dict[str, float]:
+    """{reference name: value in %} under ``metric`` from the references stored with ``trials``,
+    trials of one task config (they share one test split, hence its references)."""
+    out: dict[str, float] = {}
+    for t in trials:
+        for name, row in ((t.refs or {}).get("rows") or {}).items():
+            value = row.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                out.setdefault(name, 100.0 * value)
+    return out
 
 
 DEFAULT_BACKBONE = "resnet50"  # what a method config without ``backbone`` built

@@ -25,6 +25,7 @@ from benchmark.report.results import (
     BOOTSTRAP_MARK,
     MISSING,
     Cell,
+    as_metric,
     backbone,
     cell_of,
     check_grouping,
@@ -35,12 +36,15 @@ from benchmark.report.results import (
     finished,
     method_labels,
     row_order,
+    trivial_values,
 )
 from benchmark.stats import PairedDifference
 from benchmark.store import Trial, to_json
 
 REFERENCE_COLUMNS = ("method", "task", "protocol", "metric", "fraction", "value", "source")
 SIGNIFICANT_MARK = "*"  # a paired difference whose 95 % interval excludes 0
+TRIVIAL = "trivial"  # the source of a trivial reference row
+TRIVIAL_MARK = "◦"  # a paired difference with a side at or below the trivial reference: not between encoders
 
 
 # ---------------------------------------------------------------- paper-style tables
@@ -48,7 +52,8 @@ SIGNIFICANT_MARK = "*"  # a paired difference whose 95 % interval excludes 0
 @dataclass
 class Row:
     label: str
-    cells: dict[tuple[str, float], Cell | str] = field(default_factory=dict)  # str: a published value
+    #: str: a published value; float: a trivial reference (in %)
+    cells: dict[tuple[str, float], Cell | str | float] = field(default_factory=dict)
     source: str = ""  # set on reference rows
     method: str = ""
     config: str = ""
@@ -63,18 +68,31 @@ class Table:
     columns: list[tuple[str, float]]  # (task, fraction)
     rows: list[Row]
     reference: list[Row] = field(default_factory=list)
+    trivial: list[Row] = field(default_factory=list)  # what a predictor that sees no image scores (source "trivial")
     notes: list[str] = field(default_factory=list)
     vs: str | None = None  # the baseline row's label of the paired differences
     diffs: dict[tuple[str, tuple[str, float]], PairedDifference | None] = field(default_factory=dict)
 
     def best(self) -> dict[tuple[str, float], float]:
-        """Best mean per column among measured rows (every metric here is higher-is-better)."""
+        """Best mean per column among measured rows (every metric here is higher-is-better), for
+        the columns where it exceeds every trivial reference: a best that a predictor seeing no
+        image matches is not marked."""
         out = {}
         for col in self.columns:
             means = [r.cells[col].mean for r in self.rows if isinstance(r.cells.get(col), Cell)]
-            if means:
+            if means and max(means) > self.trivial_max(col):
                 out[col] = max(means)
         return out
+
+    def trivial_max(self, col: tuple[str, float]) -> float:
+        """The highest trivial reference of a column in % (-inf where none is stored)."""
+        return max((float(r.cells[col]) for r in self.trivial if col in r.cells), default=-math.inf)
+
+    def explained(self, label: str, col: tuple[str, float]) -> bool:
+        """Whether the row or the baseline sits at or below the column's trivial reference: their
+        difference is then not one between encoders."""
+        cells = [r.cells.get(col) for r in self.rows if r.label in (label, self.vs)]
+        return any(isinstance(c, Cell) and c.mean <= self.trivial_max(col) for c in cells)
 
     def baseline(self) -> Row | None:
         return next((r for r in self.rows if r.label == self.vs), None)
@@ -82,11 +100,13 @@ class Table:
 
 def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data: str | None = None,
                  protocol: str | None = None, reference: list[dict] | None = None, vs: str | None = None,
-                 by: str = "method") -> list[Table]:
+                 by: str = "method", metric: str | None = None) -> list[Table]:
     """One table per (data source, protocol, metric) from the finished trials, and per backbone
-    with ``by="backbone"``; ``vs`` (a row label) adds every row's paired difference against that row."""
+    with ``by="backbone"``; ``vs`` (a row label) adds every row's paired difference against that row;
+    ``metric``: any stored metric instead of each trial's primary one (trials without it are left out).
+    Each table carries the trivial references stored with its trials as rows of their own."""
     check_grouping(by)
-    done = finished(trials)
+    done = [m for t in finished(trials) if (m := as_metric(t, metric)) is not None]
     if data is not None:
         done = [t for t in done if data_kind(t.data_source) == data]
     if protocol is not None:
@@ -122,16 +142,22 @@ def _add_differences(tables: list[Table], vs: str) -> None:
         table.notes.append(
             f"difference vs {vs}: row - {vs} over the seeds both have (same seed = same training subset), "
             f"mean [95 % paired t-interval] n=pairs; {SIGNIFICANT_MARK} = the interval excludes 0; "
+            f"{TRIVIAL_MARK} = a side at or below the trivial reference (not a difference between encoders); "
             f"{MISSING} = no shared seed")
 
 
-def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str | None = None) -> str:
+def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str | None = None,
+                    metric: str | None = None) -> str:
     """Why :func:`build_tables` found nothing, naming the filter that left nothing (and what there is)."""
     done = finished(trials)
     if not trials:
         return "no trials stored"
     if not done:
         return f"no finished trials with a value ({len(trials)} stored, none finished with a number)"
+    if metric is not None and not any(as_metric(t, metric) is not None for t in done):
+        stored = sorted({k for t in done for k, v in (t.metrics or {}).items()
+                         if isinstance(v, (int, float)) and not k.endswith(("ci_low", "ci_high"))} | {t.metric for t in done})
+        return f"no finished trial stored the metric {metric!r} (they stored: {', '.join(stored)})"
     if data is not None:
         kinds = sorted({data_kind(t.data_source) for t in done})
         if data not in kinds:
@@ -157,12 +183,33 @@ def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: 
     rows = [Row(row_label[k], {c: cell_of(v) for c, v in cells[k].items()}, method=k[0], config=k[1]) for k in keys]
     title = f"{metric} (%), {proto} protocol, " + (f"backbone {net}, " if net else "") + describe_source(source)
     table = Table(title, metric, proto, source, columns, rows)
+    _add_trivial(table, trials, task_label)
     boot = any(isinstance(c, Cell) and c.ci_kind == "bootstrap" for r in rows for c in r.cells.values())
     table.notes.append("cell: mean ± std over seeds [95 % t-interval over seeds] n=seeds"
                        + (f"; {BOOTSTRAP_MARK} one seed: 95 % bootstrap interval over test images" if boot else ""))
     if reference is not None:
         _add_reference(table, reference)
     return table
+
+
+def _add_trivial(table: Table, trials: list[Trial], task_label: dict) -> None:
+    """One row per trivial reference (``predict-nothing``, ``constant-score``, ...) from the
+    references stored with the trials; a column whose trials stored none is left blank, and said."""
+    by_column: dict[str, list[Trial]] = {}
+    for t in trials:
+        by_column.setdefault(task_label[(t.task, t.task_hash)], []).append(t)
+    rows: dict[str, Row] = {}
+    for col in table.columns:
+        for name, value in trivial_values(by_column.get(col[0], []), table.metric).items():
+            rows.setdefault(name, Row(f"{name} (trivial)", source=TRIVIAL)).cells[col] = value
+    table.trivial = list(rows.values())
+    if rows:
+        table.notes.append("(trivial): what a predictor that sees no image scores on the same test split, from its labels "
+                           "alone; a difference between rows that do not both exceed it is not one between encoders")
+    missing = sorted({c[0] for c in table.columns if not trivial_values(by_column.get(c[0], []), table.metric)})
+    if missing:
+        table.notes.append(f"no trivial reference stored for {', '.join(missing)} (trials from before they were stored; "
+                           "`python -m benchmark baselines TASK` computes them)")
 
 
 def _add_reference(table: Table, reference: list[dict]) -> None:
@@ -213,21 +260,25 @@ def _cell_text(row: Row, col, best: dict, bold) -> str:
         return MISSING
     if isinstance(cell, str):
         return cell or MISSING
+    if isinstance(cell, float):
+        return f"{cell:.1f}"
     text = cell.text()
     return bold(text) if not row.source and math.isclose(cell.mean, best.get(col, math.nan)) else text
 
 
-def diff_text(diff: PairedDifference | None) -> str:
-    """``+12.3 [4.1, 20.5]* n=5``: * when the interval excludes 0; one pair has no interval."""
+def diff_text(diff: PairedDifference | None, explained: bool = False) -> str:
+    """``+12.3 [4.1, 20.5]* n=5``: * when the interval excludes 0; one pair has no interval;
+    ``explained`` (a side at or below the trivial reference): marked ◦ and never *."""
     if diff is None:
         return MISSING
     ci = f" [{diff.ci[0]:+.1f}, {diff.ci[1]:+.1f}]" if diff.ci is not None else ""
-    return f"{diff.mean:+.1f}{ci}{SIGNIFICANT_MARK if diff.excludes_zero else ''} n={diff.n}"
+    mark = TRIVIAL_MARK if explained else SIGNIFICANT_MARK if diff.excludes_zero else ""
+    return f"{diff.mean:+.1f}{ci}{mark} n={diff.n}"
 
 
 def _diff_body(table: Table) -> list[list[str]]:
     base = table.baseline()
-    return [[r.label, *(diff_text(table.diffs.get((r.label, c))) for c in table.columns)]
+    return [[r.label, *(diff_text(table.diffs.get((r.label, c)), table.explained(r.label, c)) for c in table.columns)]
             for r in table.rows if r is not base]
 
 
@@ -245,7 +296,8 @@ def render(table: Table, fmt: str = "markdown") -> str:
 
     latex = fmt == "latex"
     bold = (lambda s: f"\\textbf{{{s}}}") if latex else (lambda s: f"**{s}**")
-    body = [[r.label, *(_cell_text(r, c, best, bold) for c in table.columns)] for r in table.rows + table.reference]
+    body = [[r.label, *(_cell_text(r, c, best, bold) for c in table.columns)]
+            for r in table.rows + table.trivial + table.reference]
     headers = ["method", *(_header(c) for c in table.columns)]
     diff_title = f"paired difference vs {table.vs} (points)"
     has_diffs = table.vs is not None and table.baseline() is not None
@@ -271,7 +323,7 @@ def _latex_table(body: list[list[str]], headers: list[str]) -> str:
 
 def _latex(text: str) -> str:
     return (text.replace("%", "\\%").replace("_", "\\_").replace("±", "$\\pm$").replace("†", "$^\\dagger$")
-            .replace(BOOTSTRAP_MARK, "$^\\ddagger$").replace(SIGNIFICANT_MARK, "$^*$"))
+            .replace(BOOTSTRAP_MARK, "$^\\ddagger$").replace(SIGNIFICANT_MARK, "$^*$").replace(TRIVIAL_MARK, "$^\\circ$"))
 
 
 def _diff_dict(diff: PairedDifference | None) -> dict | None:
@@ -297,19 +349,24 @@ def table_dict(table: Table) -> dict:
                      "best": math.isclose(cell.mean, best.get(col, math.nan))}
             if table.vs is not None and row.label != table.vs:
                 entry["vs"] = _diff_dict(table.diffs.get((row.label, col)))
+                if entry["vs"] is not None:
+                    entry["vs"]["explained_by_trivial"] = table.explained(row.label, col)
             cells.append(entry)
         rows.append({"label": row.label, "method": row.method, "config": row.config, "cells": cells})
     reference = [{"label": r.label, "source": r.source,
                   "cells": [{"task": c[0], "fraction": c[1], "published": v} for c, v in r.cells.items()]}
                  for r in table.reference]
+    trivial = [{"label": r.label, "name": r.label.removesuffix(" (trivial)"),
+                "cells": [{"task": c[0], "fraction": c[1], "value": float(v)} for c, v in r.cells.items()]}
+               for r in table.trivial]
     return {"title": table.title, "metric": table.metric, "unit": "%", "protocol": table.protocol,
             "data_source": table.data_source, "level": 0.95, "vs": table.vs,
             "columns": [{"task": t, "fraction": f} for t, f in table.columns], "rows": rows,
-            "reference": reference, "notes": table.notes}
+            "trivial": trivial, "reference": reference, "notes": table.notes}
 
 
 CSV_COLUMNS = ("table", "row", "task", "fraction", "mean", "std", "n", "ci_low", "ci_high", "ci_kind", "best", "source",
-               "vs", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_n", "diff_excludes_zero")
+               "vs", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_n", "diff_excludes_zero", "diff_explained_by_trivial")
 
 
 def _num(x: float | None) -> str:
@@ -320,7 +377,7 @@ def _render_csv(table: Table, best: dict) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n", restval="")
     writer.writeheader()
-    for row in table.rows + table.reference:
+    for row in table.rows + table.trivial + table.reference:
         for col in table.columns:
             cell = row.cells.get(col)
             line = {"table": table.title, "row": row.label, "task": col[0], "fraction": col[1]}
@@ -334,7 +391,10 @@ def _render_csv(table: Table, best: dict) -> str:
                     if (diff := table.diffs.get((row.label, col))) is not None:
                         low, high = diff.ci if diff.ci is not None else (None, None)
                         line.update(diff_mean=_num(diff.mean), diff_ci_low=_num(low), diff_ci_high=_num(high),
-                                    diff_n=diff.n, diff_excludes_zero=int(diff.excludes_zero))
+                                    diff_n=diff.n, diff_excludes_zero=int(diff.excludes_zero),
+                                    diff_explained_by_trivial=int(table.explained(row.label, col)))
+            elif isinstance(cell, float):
+                line.update(mean=_num(cell), best=0, source=row.source)
             elif isinstance(cell, str):
                 line.update(mean=cell, best=0, source=row.source)
             else:

@@ -64,7 +64,7 @@ def trivial_values(trials: list[Trial], metric: str) -> dict[str, float]:
             value = row.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 out.setdefault(name, 100.0 * value)
-    return out
+    return dict(sorted(out.items()))  # by name: the same order from a store (sorted JSON) and from memory
 
 
 DEFAULT_BACKBONE = "resnet50"  # what a method config without ``backbone`` built

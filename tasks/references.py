@@ -59,15 +59,15 @@ def detection_references(has_lesion: np.ndarray) -> dict:
 
 def classification_references(labels: np.ndarray | None, n: int, classes: int | None = None) -> dict:
     """A constant score (AUROC 50 for every label); for one label per image (multi-class,
-    binary) the majority class too: its accuracy is the largest class share, its balanced
-    accuracy 1 / classes."""
+    binary) the majority class too (a constant score as well, so its AUROC is the same 50):
+    its accuracy is the largest class share, its balanced accuracy 1 / classes."""
     rows: dict[str, dict[str, float]] = {"constant-score": {"auroc": 0.5}}
     out = {"split": "test", "n": n, "rows": rows}
     if labels is not None and np.asarray(labels).ndim == 1 and n:
         labels = np.asarray(labels, np.int64)
         k = classes or int(labels.max()) + 1
         shares = np.bincount(labels, minlength=k) / len(labels)
-        rows["majority-class"] = {"auroc": 0.5, "accuracy": float(shares.max()), "balanced_accuracy": 1.0 / k}
+        rows["majority-class"] = {"accuracy": float(shares.max()), "balanced_accuracy": 1.0 / k}
         out["class_shares"] = [float(s) for s in shares]
     return out
 
@@ -75,14 +75,14 @@ def classification_references(labels: np.ndarray | None, n: int, classes: int | 
 def label_chance(labels: np.ndarray, classes: int) -> dict:
     """Zero-shot classification: a uniform random guess (accuracy 1 / classes; macro F1 of
     a class with share s guessed at rate 1 / classes is 2 s / (1 + s classes)), and the
-    majority class (its share; macro F1 from that one class). AUROC of constant scores 50."""
+    majority class (its share; macro F1 from that one class). AUROC of any constant score 50."""
     labels = np.asarray(labels, np.int64).reshape(-1)
     shares = np.bincount(labels, minlength=classes) / max(1, len(labels))
     f1_random = float(np.mean([2 * s / (1 + s * classes) for s in shares]))
     top = float(shares.max())
     return {"split": "test", "n": len(labels), "class_shares": [float(s) for s in shares],
             "rows": {"chance": {"accuracy": 1.0 / classes, "f1": f1_random, "auroc": 0.5},
-                     "majority-class": {"accuracy": top, "f1": 2 * top / (1 + top) / classes, "auroc": 0.5}}}
+                     "majority-class": {"accuracy": top, "f1": 2 * top / (1 + top) / classes}}}
 
 
 def retrieval_chance(labels: np.ndarray, ks: tuple[int, ...]) -> dict:

@@ -201,3 +201,21 @@ def test_baselines_on_the_phantom_and_bad_names(capsys):
     assert main(["baselines", "no_such_task"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_such_task" in err
+
+
+def test_shipped_trivial_reference_rows_are_what_the_label_files_give(labels_only):
+    """results/reference/trivial_real_splits.csv (what `table --reference` shows beside the
+    published rows) is tools/trivial_references.py's output on the real label files."""
+    import importlib.util as iu
+
+    from benchmark.report.tables import load_reference
+
+    spec = iu.spec_from_file_location("trivial_references", Path(__file__).parents[1] / "tools" / "trivial_references.py")
+    tool = iu.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    shipped = [r for r in load_reference() if r["method"].endswith("(trivial)")]
+    again = tool.rows(str(labels_only))
+    assert [(r["method"], r["task"], r["metric"], r["fraction"], r["value"]) for r in shipped] == \
+        [(r["method"], r["task"], r["metric"], r["fraction"], r["value"]) for r in again]
+    nothing = {r["task"]: r["value"] for r in shipped if r["method"] == "predict-nothing (trivial)"}
+    assert nothing == {"rsna_seg": f"{100 * 4086 / 5337:.1f}", "siim_seg": f"{100 * 1390 / 1807:.1f}"}

@@ -101,6 +101,6 @@ def test_import_benchmark_stays_cheap():
             "print('torch' in sys.modules, 'benchmark.api' in sys.modules, sorted(benchmark.__all__))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=2)
     assert out[:2] == ["False", "False"]
-    assert out[2].strip() == str(["RunResult", "load_encoder", "pretrain", "results", "run"])
+    assert out[2].strip() == str(["RunResult", "baselines", "load_encoder", "pretrain", "results", "run"])
     with pytest.raises(AttributeError, match="no attribute 'runn'"):
         benchmark.runn  # noqa: B018

@@ -82,7 +82,22 @@ PINNED = {
     ("rsna_cls", "cpu"): "aee988f91847", ("rsna_cls", "paper"): "61b9e8b22a08",
     ("rsna_seg", "cpu"): "78ec7ce92554", ("rsna_seg", "paper"): "26b82925c1e7",
     ("rsna_det", "cpu"): "1dd77b05c557", ("rsna_det", "paper"): "729ae3d177ea",
+    # the segmentation tasks keep their hashes now that test_subset exists (hashed only when set);
+    # the positives-only tasks are new (issue 23)
+    ("siim_seg", "cpu"): "1aa51b6f61d9", ("siim_seg", "paper"): "159abe1cbbe1",
+    ("rsna_seg_pos", "cpu"): "1b3b564ff4ae", ("rsna_seg_pos", "paper"): "6891d8a7994e",
+    ("siim_seg_pos", "cpu"): "69a4936b2d85", ("siim_seg_pos", "paper"): "00f247145c9c",
 }
+
+
+def test_test_subset_is_hashed_only_when_set():
+    from benchmark.runner import plan_trial
+
+    default = plan_trial("imitate", "siim_seg", 0.01, 42, "cpu")[0]
+    explicit = plan_trial("imitate", "siim_seg", 0.01, 42, "cpu", [("task.test_subset", "all")])[0]
+    positive = plan_trial("imitate", "siim_seg", 0.01, 42, "cpu", [("task.test_subset", "positive")])[0]
+    assert default.task_hash == explicit.task_hash == PINNED["siim_seg", "cpu"] != positive.task_hash
+    assert positive.task_config["test_subset"] == "positive"
 
 
 @pytest.mark.parametrize("task, profile", sorted(PINNED))
@@ -108,7 +123,7 @@ def test_shipped_includes_are_not_configs_of_their_own():
         "space": {"task.lr": {"loguniform": [1e-4, 1e-2]}, "task.weight_decay": {"loguniform": [1e-7, 1e-2]}}}
     shared = {p.stem for p in (ROOT / "configs" / "includes").glob("*.yaml")}
     assert shared and not shared & {n for kind in ("tasks", "sweeps", "methods") for n in available(kind)}
-    assert len(available("tasks")) == 12
+    assert len(available("tasks")) == 14  # issue 23 added siim_seg_pos, rsna_seg_pos
 
 
 @pytest.fixture

@@ -128,28 +128,43 @@ def describe_source(source: str) -> str:
 
 # ---------------------------------------------------------------- the trial list: one row per trial
 
-RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds",
-                  "error")
+RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "trivial",
+                  "seconds", "error")
 ERROR_WIDTH = 60  # the table view cuts a failure's reason here (JSON and CSV keep it whole)
 
 
+def trivial_text(trial: Trial) -> str:
+    """``predict-nothing 0.6700``: the best trivial reference of the trial's primary metric ('' if none stored)."""
+    from benchmark.report.trivial import trivial_best
+
+    best = trivial_best(trial.refs, trial.metric or "")
+    return f"{best[0]} {best[1]:.4f}" if best else ""
+
+
 def result_rows(trials: list[Trial]) -> list[dict]:
+    """One row per trial: its key, value and the best trivial reference of its metric, then the
+    metric's parts (``dice_pos``, ``empty_acc``, ...) where any trial stored them."""
+    from benchmark.report.trivial import PARTS
+
+    parts = [p for p in PARTS if any(p in (t.metrics or {}) for t in trials)]
     return [
         {"method": t.method, "config": t.method_hash, "task": t.task, "protocol": t.protocol, "fraction": t.fraction,
          "seed": t.seed, "data": t.data_source, "status": t.status, "metric": t.metric, "value": t.value,
-         "seconds": t.seconds, "error": t.error}
+         "trivial": trivial_text(t), **{p: (t.metrics or {}).get(p) for p in parts}, "seconds": t.seconds,
+         "error": t.error}
         for t in trials
     ]
 
 
 def format_results(trials: list[Trial], fmt: str = "table", where: str = "the store") -> str:
-    """The trial list; a value that is not a number (NaN, stored as null) is null in JSON and blank in CSV."""
+    """The trial list; a value that is not a number (NaN, stored as null) is null in JSON and blank in CSV.
+    JSON also holds each trial's every metric and its references."""
     rows = result_rows(trials)
     if fmt == "json":
-        return to_json(rows, indent=1)
+        return to_json([{**r, "metrics": t.metrics, "references": t.refs} for r, t in zip(rows, trials)], indent=1)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
@@ -157,9 +172,10 @@ def format_results(trials: list[Trial], fmt: str = "table", where: str = "the st
 
     if not rows:
         return f"no trials stored yet in {where} (run `python -m benchmark run ...` or `grid ...`)"
-    shown = [{**r, "fraction": f"{r['fraction']:g}", "value": MISSING if r["value"] is None else f"{r['value']:.4f}",
-              "seconds": MISSING if r["seconds"] is None else f"{r['seconds']:.1f}",
-              "error": _cut(r["error"] or "")} for r in rows]
+    number = lambda v, fmt_: MISSING if v is None else format(v, fmt_)
+    shown = [{**r, "fraction": f"{r['fraction']:g}", "value": number(r["value"], ".4f"),
+              "seconds": number(r["seconds"], ".1f"), "error": _cut(r["error"] or ""),
+              **{p: number(r[p], ".4f") for p in r if p not in RESULT_COLUMNS}} for r in rows]
     if not any(r["error"] for r in rows):
         shown = [{k: v for k, v in r.items() if k != "error"} for r in shown]
     return tabulate(shown, headers="keys", tablefmt="simple", disable_numparse=True)

@@ -219,3 +219,26 @@ def test_shipped_trivial_reference_rows_are_what_the_label_files_give(labels_onl
         [(r["method"], r["task"], r["metric"], r["fraction"], r["value"]) for r in again]
     nothing = {r["task"]: r["value"] for r in shipped if r["method"] == "predict-nothing (trivial)"}
     assert nothing == {"rsna_seg": f"{100 * 4086 / 5337:.1f}", "siim_seg": f"{100 * 1390 / 1807:.1f}"}
+
+
+def test_backfill_gives_an_older_phantom_trial_the_references_a_new_one_stores(tmp_path, capsys):
+    import importlib.util as iu
+    import sqlite3
+
+    from benchmark.store import Store
+
+    assert main(["run", "--method", "random", "--task", "rsna_seg", "--fraction", "1", "--profile", "smoke",
+                 "--set", "task.epochs=1"]) == 0
+    capsys.readouterr()
+    path = Store().path
+    stored = Store(path, readonly=True).all()[0].refs
+    assert stored["rows"]["predict-nothing"]["dice"] == stored["lesion_free"] / stored["n"]
+    with sqlite3.connect(path) as db:  # as a trial recorded before references were stored
+        db.execute("UPDATE trials SET refs = NULL")
+    assert Store(path, readonly=True).all()[0].refs == {}
+    spec = iu.spec_from_file_location("backfill", Path(__file__).parents[1] / "tools" / "backfill_references.py")
+    tool = iu.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.backfill(Store(path)) == 1
+    assert Store(path, readonly=True).all()[0].refs == stored
+    assert tool.backfill(Store(path)) == 0  # nothing left to do

@@ -117,7 +117,7 @@ def test_the_installed_package_runs_outside_the_checkout(built):
     listed = _cli(built, "list", "tasks").stdout
     names = [line.split()[0] for line in listed.splitlines() if line.strip()]
     assert names == sorted(p.stem for p in (ROOT / "configs" / "tasks").glob("*.yaml"))
-    assert len(names) == 12 and {"rsna_cls", "siim_seg", "chexpert5x200_zs"} <= set(names)
+    assert len(names) == 14 and {"rsna_cls", "siim_seg", "siim_seg_pos", "chexpert5x200_zs"} <= set(names)
     assert _sh([built["python"], "-m", "benchmark", "list", "tasks"], cwd=work, env=built["env"]).stdout == listed
     assert _cli(built, "--version").stdout.strip() == f"medvlp-bench {VERSION}"
 

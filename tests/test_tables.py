@@ -100,8 +100,8 @@ def test_results_lists_every_trial(store, capsys):
     assert main(["results", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 12
-    assert {"method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "seconds",
-            "error"} == set(rows[0])
+    assert {"method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "trivial",
+            "seconds", "error", "metrics", "references"} == set(rows[0])
     assert sum(r["status"] == "failed" for r in rows) == 1
     assert main(["results"]) == 0
     out = capsys.readouterr().out

@@ -34,6 +34,7 @@ from benchmark.orchestrate.raytune import (
     worker_base,
     worker_setup,
 )
+from benchmark.report.results import trivial_text
 from benchmark.store import Store, Trial
 
 
@@ -219,9 +220,11 @@ def _trial_phase(plan: Plan, ready: set[str], base: dict, resources: dict, name:
         item = items[config["index"]]
         n = f"{summary.skipped + len(seen)}/{summary.total}"
         if result.get("status") == "finished":
-            store.record(Trial(**json.loads(result["trial"])))  # the driver's copy: same key, same row
+            trial = Trial(**json.loads(result["trial"]))
+            store.record(trial)  # the driver's copy: same key, same row
             summary.done += 1
-            say(f"[grid] {n} {item.name}: {result['metric']} {result['value']:.4f} ({result.get('seconds', 0):.1f}s)")
+            trivial = f"; {ref}" if (ref := trivial_text(trial)) else ""
+            say(f"[grid] {n} {item.name}: {result['metric']} {result['value']:.4f}{trivial} ({result.get('seconds', 0):.1f}s)")
         else:
             summary.failed.append(f"{item.name}: {result.get('error')}")
             say(f"[grid] {n} {item.name}: FAILED {result.get('error')}")

@@ -42,6 +42,7 @@ from benchmark.orchestrate.raytune import (
     worker_setup,
 )
 from benchmark.registry import unknown_name
+from benchmark.report.results import trivial_text
 from benchmark.store import Store
 
 KINDS = ("uniform", "loguniform", "int", "choice")
@@ -127,7 +128,7 @@ def search_trainable(space: dict) -> None:
     t = out.trial
     selected, score = score_of(t.metrics)
     tune.report({"score": score, "final": 1, "selected_on": selected, "test_metric": t.metric, "test_value": t.value,
-                 "method_hash": t.method_hash, "reused": int(out.reused)})
+                 "test_trivial": trivial_text(t), "method_hash": t.method_hash, "reused": int(out.reused)})
 
 
 @dataclass
@@ -231,7 +232,7 @@ def _collect(name: str, folder: Path, params: list[Param], last: dict[str, dict]
         row = {"trial": trial_id, **{p.key: res["config"].get(p.name) for p in params}, "status": status,
                "reports": res.get("training_iteration"), "val_score": res.get("score"),
                f"test_{metric}": res.get("test_value") if res.get("final") else None,
-               "method_hash": res.get("method_hash")}
+               "test_trivial": res.get("test_trivial", ""), "method_hash": res.get("method_hash")}
         rows.append(row)
     finished = [r for r in rows if r["status"] == "finished" and r["val_score"] is not None and math.isfinite(r["val_score"])]
     selected = next((res["selected_on"] for res in last.values() if res.get("final")), "validation")
@@ -261,7 +262,8 @@ def search_lines(result: SearchResult) -> list[str]:
     else:
         b = result.best
         lines.append(f"best (selected on validation {result.selected_on} = {b['val_score']:.4f}; "
-                     f"its test {result.metric} = {b[f'test_{result.metric}']:.4f}):")
+                     f"its test {result.metric} = {b[f'test_{result.metric}']:.4f}"
+                     + (f", beside {b['test_trivial']} on the same test split" if b.get("test_trivial") else "") + "):")
         lines.append("  " + " ".join(f"--set {s}" for s in result.best_sets))
     lines.append(f"stored in {result.folder} (trials.csv, best.json, trials.sqlite, Ray state in ray/)")
     return lines

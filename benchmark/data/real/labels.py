@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +29,36 @@ def subset_allowed() -> bool:
     return os.environ.get("BENCHMARK_DATA_SUBSET", "") not in ("", "0")
 
 
-def read_csv(path: Path, columns: tuple[str, ...], **kwargs) -> pd.DataFrame:
-    """A label table with stripped column names; a UserError if unreadable or a column is missing."""
+#: what a damaged download or archive raises while pandas reads it: a gzip/bz2/xz stream cut off
+#: (EOFError), a corrupt deflate stream (zlib.error), a zip without its directory (BadZipFile)
+UNREADABLE = (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError)
+
+#: cell rules of :func:`read_csv`'s ``cells``: what each column of a label file must hold
+ID = "id"  # non-empty text (an image or patient id, a path)
+NUMBER = "number"  # a number, or empty
+BINARY = "binary"  # 0 or 1, never empty
+LABELER = "labeler"  # a labeler's observation: 1, 0, -1 (uncertain) or empty (not mentioned)
+
+_RULES = {
+    NUMBER: ("a number", lambda v: pd.Series(True, index=v.index), True),
+    BINARY: ("0 or 1", lambda v: v.isin([0, 1]), False),
+    LABELER: ("1, 0, -1 or empty", lambda v: v.isna() | v.isin([1, 0, -1]), True),
+}
+
+
+def read_csv(path: Path, columns: tuple[str, ...], cells: dict[str, str] | None = None, **kwargs) -> pd.DataFrame:
+    """A label table with stripped column names; a UserError if unreadable (a damaged or cut-off
+    compressed file included) or a column is missing, and for each column of ``cells`` (``ID``,
+    ``NUMBER``, ``BINARY``, ``LABELER``) if a cell breaks its rule: one line naming the file, the
+    data row (1 = the first row under the header), the column and the value, and how many more
+    cells of that column break it. Numeric columns come back as numbers, id columns as stripped
+    text, whatever pandas guessed from the file."""
     try:
         df = pd.read_csv(path, compression="infer", **kwargs)
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read label file {path}: {exc}".splitlines()[0]) from None
+    except UNREADABLE as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read label file {path}: {text} (damaged or cut off in transfer? download it again)") \
+            from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -40,7 +66,36 @@ def read_csv(path: Path, columns: tuple[str, ...], **kwargs) -> pd.DataFrame:
                         f"(found {', '.join(map(str, df.columns[:8]))}): not the official file?")
     if df.empty:
         raise UserError(f"label file {path} has a header but no rows: truncated? (expected the official file)")
+    for column, rule in (cells or {}).items():
+        df[column] = checked_column(path, df[column], column, rule)
     return df
+
+
+def checked_column(path: Path, values: pd.Series, column: str, rule: str) -> pd.Series:
+    """``values`` under ``rule`` (see :func:`read_csv`), converted; a UserError at the first bad cell."""
+    if rule == ID:
+        text = values.astype("string").str.strip()
+        bad = text.isna() | (text == "")
+        if bad.any():
+            _bad_cell(path, values, bad, column, "a non-empty id")
+        return text.astype(str)
+    what, holds, empty_ok = _RULES[rule]
+    raw = values.astype("string").str.strip()
+    number = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
+    unparsed = number.isna() & raw.notna() & (raw != "")
+    bad = unparsed | ~holds(number).fillna(False).astype(bool) | (number.isna() & (not empty_ok))
+    if bad.any():
+        _bad_cell(path, values, bad, column, what)
+    return number
+
+
+def _bad_cell(path: Path, values: pd.Series, bad: pd.Series, column: str, what: str) -> None:
+    first = int(np.flatnonzero(bad.to_numpy())[0])
+    value = values.iloc[first]
+    shown = "an empty cell" if pd.isna(value) or str(value).strip() == "" else repr(str(value))
+    more = int(bad.sum()) - 1
+    raise UserError(f"label file {path}: data row {first + 1}, column {column!r} holds {shown}, expected {what}"
+                    + (f" ({more} more cell(s) of that column too)" if more else "") + ": fix the file or download it again")
 
 
 def check_rows(path: Path, rows: int, name: str, official: int) -> None:

@@ -100,11 +100,13 @@ def report_path(dirs: list[Path], subject, study) -> Path | None:
 def tables(root: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """(folder, frontal images with their official split, study-level CheXpert labels)."""
     folder, files = label_files(root, LAYOUT)
-    meta = L.read_csv(files[LAYOUT.labels[0]], ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    meta = L.read_csv(files[LAYOUT.labels[0]], ("dicom_id", "subject_id", "study_id", "ViewPosition"),
+                      cells={"dicom_id": L.ID})
     L.check_rows(files[LAYOUT.labels[0]], len(meta), LAYOUT.labels[0], ROWS[LAYOUT.labels[0]])
-    split = L.read_csv(files[LAYOUT.labels[1]], ("dicom_id", "split"))
+    split = L.read_csv(files[LAYOUT.labels[1]], ("dicom_id", "split"), cells={"dicom_id": L.ID})
     L.check_rows(files[LAYOUT.labels[1]], len(split), LAYOUT.labels[1], ROWS[LAYOUT.labels[1]])
-    chex = L.read_csv(files[LAYOUT.labels[2]], ("subject_id", "study_id") + LABELER_OBSERVATIONS)
+    chex = L.read_csv(files[LAYOUT.labels[2]], ("subject_id", "study_id") + LABELER_OBSERVATIONS,
+                      cells={c: L.LABELER for c in LABELER_OBSERVATIONS})
     L.check_rows(files[LAYOUT.labels[2]], len(chex), LAYOUT.labels[2], ROWS[LAYOUT.labels[2]])
     meta = meta[meta["ViewPosition"].isin(FRONTAL)]
     frontal = meta[["dicom_id", "subject_id", "study_id", "ViewPosition"]].merge(

@@ -35,7 +35,7 @@ ROWS = {"train.csv": 8000, "dev.csv": 1000}
 
 
 def table(path: Path, name: str) -> pd.DataFrame:
-    df = L.read_csv(path, ("image_name", "annotation"), dtype=str, keep_default_na=False)
+    df = L.read_csv(path, ("image_name", "annotation"), cells={"image_name": L.ID}, dtype=str, keep_default_na=False)
     L.check_rows(path, len(df), f"Object-CXR {name}", ROWS[name])
     return df
 

@@ -52,7 +52,8 @@ PATIENTS = 26684
 def patients(path: Path) -> pd.DataFrame:
     """One row per patient (sorted by id, as MGCA's ``groupby("patientId")`` orders them):
     patientId, boxes (list of [x, y, w, h] in original pixels), Target."""
-    df = L.read_csv(path, ("patientId", "x", "y", "width", "height", "Target"))
+    df = L.read_csv(path, ("patientId", "x", "y", "width", "height", "Target"),
+                    cells={"patientId": L.ID, "Target": L.BINARY, **{c: L.NUMBER for c in ("x", "y", "width", "height")}})
     L.check_rows(path, len(df), "stage_2_train_labels.csv", LABEL_ROWS)
     boxes: dict[str, list[list[float]]] = {}
     for pid, target, x, y, w, h in df[["patientId", "Target", "x", "y", "width", "height"]].itertuples(index=False):

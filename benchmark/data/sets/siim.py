@@ -42,7 +42,7 @@ def images(path: Path) -> pd.DataFrame:
     """One row per image, in order of first appearance: ImageId, rles (the non-empty
     EncodedPixels strings), Label (1 = pneumothorax). "-1" with or without a leading
     space is negative (copies of the file differ)."""
-    df = L.read_csv(path, ("ImageId", "EncodedPixels"), dtype=str, keep_default_na=False)
+    df = L.read_csv(path, ("ImageId", "EncodedPixels"), cells={"ImageId": L.ID}, dtype=str, keep_default_na=False)
     L.check_rows(path, len(df), "train-rle.csv", LABEL_ROWS)
     rles: dict[str, list[str]] = {}
     for image, enc in df[["ImageId", "EncodedPixels"]].itertuples(index=False):

@@ -23,6 +23,7 @@ import codecs
 import collections
 import pickle
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ INERT_PICKLE.load = _load
 INERT_PICKLE.__version__ = "1"
 
 
+def torch_load(path: Path, **kwargs: Any) -> Any:
+    """``torch.load`` without torch's ``UserWarning`` about a file's pickle protocol (a raw or
+    planted pickle triggers it before being refused): the caller reports such a file in one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
+        return torch.load(path, map_location="cpu", **kwargs)
+
+
 def load_tensors(path: Path) -> Any:
     """The object in ``path`` with every tensor loaded and no pickled code run.
 
@@ -111,7 +120,7 @@ def load_tensors(path: Path) -> Any:
     raises (pickle.UnpicklingError, RuntimeError, EOFError, ...) for a file that
     is not a PyTorch checkpoint at all."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
         pass  # not only weights (or not a pickle at all: the second reading says which)
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=INERT_PICKLE)
+    return torch_load(path, weights_only=False, pickle_module=INERT_PICKLE)

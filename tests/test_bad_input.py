@@ -762,3 +762,26 @@ def test_user_mistakes_are_one_line_exit_2(argv, fragments, setup, tmp_path, mon
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_a_refused_pickle_checkpoint_is_one_line_in_a_real_process(tmp_path):
+    """Under pytest, warnings are captured; a user's terminal showed torch's four-line UserWarning
+    about the pickle protocol before the one-line refusal. A subprocess sees what a user sees."""
+    import os
+    import subprocess
+    import sys
+
+    import pickle
+
+    class Command:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/MARKER",))
+
+    with open(tmp_path / "raw.pkl", "wb") as fh:  # a raw pickle, not torch.save's zip: torch warns about it
+        pickle.dump(Command(), fh, protocol=4)
+    env = {**os.environ, "BENCHMARK_HOME": str(tmp_path / "home"), "BENCHMARK_STORE": str(tmp_path / "s.sqlite")}
+    done = subprocess.run([sys.executable, "-m", "benchmark", *CKPT, str(tmp_path / "raw.pkl")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line[:8].replace(":", "").isdigit()]
+    assert done.returncode == 2 and len(lines) == 1 and "raw.pkl" in lines[0], done.stderr
+    assert not (tmp_path / "MARKER").exists()

@@ -134,12 +134,12 @@ def discard(log: logging.Logger, what: str, path: Path, reason: str, files: Sequ
 def load_torch(path: Path, check: Callable[[Any], str | None], what: str, log: logging.Logger) -> Any | None:
     """A ``torch.save``d cache file if it loads (weights only) and ``check`` finds nothing wrong
     (it returns a reason, or None); else one warning line, the file removed, and None."""
-    import torch
+    from benchmark.safe_load import torch_load
 
     if not path.is_file():
         return None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read a derived file means: rebuild it
         reason = f"unreadable: {type(exc).__name__}"
     else:

@@ -216,3 +216,24 @@ def test_a_closed_pipe_ends_quietly():
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_list_is_fast_and_imports_no_torch_and_methods_match_the_registry():
+    """`list methods` reads the method YAMLs (importing the methods took 6 s and 860 MB); the
+    registry and the YAMLs must name the same methods for that to be the truth."""
+    import subprocess
+    import sys
+
+    import methods  # noqa: F401
+    from benchmark.config import available
+    from benchmark.registry import METHODS
+
+    assert set(available("methods")) == set(METHODS.names())
+    code = ("import sys, io, contextlib; from benchmark.cli import main\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    assert main(['list', 'methods']) == 0 and main(['list', 'tasks']) == 0\n"
+            "print('torch' in sys.modules, out.getvalue().count(chr(10)))")
+    torch_loaded, lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                         check=True).stdout.split()
+    assert torch_loaded == "False" and int(lines) == len(METHODS.names()) + len(available("tasks"))

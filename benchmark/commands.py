@@ -130,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
     base = _baseline_beside(args, sets, t)
     if out.reused:
         print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
+    rule = f", subset {t.task_config.get('subset', 'stratified')}" if "train_images" in t.metrics else ""
     print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
           f"({t.method}, {backbone(t)}, fraction {t.fraction:g}, seed {t.seed}, "
-          f"protocol {t.protocol})")
+          f"protocol {t.protocol}{rule})")
     lines = [line for line in [_parts_line(t)] if line] + _reference_block(t)
     if isinstance(base, str):
         lines.append(f"  beside it, the untrained {BASELINE} encoder on the same subset {base}")

@@ -218,9 +218,9 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
     trial.refs = task_obj.references(task_obj.test_labels(splits["test"]))  # from the test labels alone
     train, ids = splits.get("train"), []
     if train is not None:
-        ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed)
-        log.info("%s: training on %d of %d images (fraction %g, seed %d; list %s)",
-                 task, len(ids), len(train.ids), fraction, seed, manifest)
+        ids, manifest = fraction_subset(task, tag, train.ids, task_obj.strata(train), fraction, seed, tcfg.subset)
+        log.info("%s: training on %d of %d images (fraction %g, seed %d, subset rule %s; list %s)",
+                 task, len(ids), len(train.ids), fraction, seed, tcfg.subset, manifest)
     encoder_state = pre.weights()  # read (and checked) once, when the cache was looked up
     with open_logger(trial_folder(trial, store.path), f"{task}/{trial.method}-{trial.method_hash}", trial_info(trial),
                      fresh=True) as curves:

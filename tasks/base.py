@@ -34,7 +34,7 @@ EpochReport = Callable[[int, float], None]
 class TaskConfig:
     UNHASHED_FIELDS: ClassVar[tuple[str, ...]] = ("description",)  # prose: editing it changes no result
     #: fields added after results were stored: hashed only when set to something other than the default
-    HASHED_IF_SET: ClassVar[tuple[str, ...]] = ("test_subset",)
+    HASHED_IF_SET: ClassVar[tuple[str, ...]] = ("test_subset", "subset")
     #: what the task is (its YAML says): never overridden, or the stored config would lie
     IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset", "real", "metric")
 
@@ -52,6 +52,9 @@ class TaskConfig:
     patience: Size = 10  # early stopping on validation loss
     #: at least this many optimiser steps before early stopping or selection may act (0: off, MGCA's loop)
     min_steps: Count = 0
+    #: how the fraction subset is drawn (``benchmark.data.splits``): "stratified" per seed, or "mgca"
+    #: (MGCA's ``sample(frac, random_state=42)``, one subset for every seed; its classification tasks' rule)
+    subset: Literal["stratified", "mgca"] = "stratified"
     phantom_train: PhantomSplit = 1000  # phantom stand-in split sizes
     phantom_val: PhantomSplit = 200
     phantom_test: PhantomSplit = 200

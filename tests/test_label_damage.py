@@ -120,3 +120,51 @@ def test_a_chexpert_label_outside_the_labelers_values_is_named(tmp_path, capsys)
     train.iloc[:234].to_csv(chex / "valid.csv", index=False)
     err = one_line(capsys, ["data", "split", "chexpert", "--data-root", str(tmp_path), "--out", str(tmp_path / "l")])
     assert "data row 4, column 'Edema' holds '2.0', expected 1, 0, -1 or empty" in err
+
+
+# ---------------------------------------------------------------- MGCA's own subsets
+
+
+def test_mgca_rule_gives_mgcas_own_rsna_classification_lists(tmp_path, rsna_raw, capsys):
+    """MGCA's RSNA classification dataset: its train.csv (the first call of its split, one row per
+    patient in groupby order), then ``df.sample(frac=data_pct, random_state=42)``, the same for every
+    seed. Computed here the way MGCA's code does it, and compared with `data split` and the runner's rule."""
+    import hashlib
+    import json
+
+    from sklearn.model_selection import train_test_split
+
+    from benchmark.data.splits import fraction_subset
+
+    frame = rsna_raw.assign(Target=rsna_raw["Target"].astype(int))
+    grouped = frame.groupby("patientId").agg(list).reset_index()  # MGCA's preprocessing
+    train_df, _rest = train_test_split(grouped, test_size=0.3, random_state=0)
+    write_rsna(tmp_path, rsna_raw)
+    out = tmp_path / "lists"
+    assert main(["data", "split", "rsna", "--data-root", str(tmp_path), "--out", str(out)]) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())["lists"]
+    train = (out / "cls-train.txt").read_text().split()
+    assert train == train_df["patientId"].tolist()
+    for fraction, pct, count in ((0.01, "1", 187), (0.1, "10", 1868)):
+        mgca = train_df.sample(frac=fraction, random_state=42)["patientId"].tolist()  # MGCA's call
+        written = (out / f"cls-train-{pct}pct-mgca.txt").read_text().split()
+        assert written == mgca and len(written) == count == summary[f"cls-train-{pct}pct-mgca"]["count"]
+        for seed in (42, 0):  # the runner's rule: the same list whatever the seed
+            assert fraction_subset("rsna_cls", "real", train, None, fraction, seed, "mgca")[0] == mgca
+        stratified = set((out / f"cls-train-{pct}pct-seed42.txt").read_text().split())
+        assert len(stratified & set(mgca)) < count // 2  # the per-seed draw is another list
+    digest = hashlib.sha256((out / "cls-train-1pct-mgca.txt").read_bytes()).hexdigest()
+    assert digest == summary["cls-train-1pct-mgca"]["sha256"]
+    assert "det-train-1pct-mgca" not in summary  # MGCA's detection/segmentation draws are not reproducible
+
+
+def test_rsna_cls_uses_the_mgca_rule_and_says_so(capsys):
+    from benchmark.runner import resolve
+
+    assert resolve("random", "rsna_cls", "cpu").task_cfg.subset == "mgca"
+    assert resolve("random", "rsna_cls", "phantom").task_cfg.subset == "stratified"  # the calibration's seeds
+    assert resolve("random", "siim_seg", "cpu").task_cfg.subset == "stratified"
+    assert main(["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--fraction", "0.5",
+                 "--set", "task.epochs=1"]) == 0
+    assert "protocol mgca, subset mgca)" in capsys.readouterr().out

@@ -46,6 +46,9 @@ class DataSet:
     variants: tuple[str, ...] = ("",)
     #: whether ``data split`` also writes the 1 % and 10 % train subsets
     fractions: bool = True
+    #: recipe variants whose classification subsets MGCA draws deterministically
+    #: (``sample(frac, random_state=42)``): ``data split`` writes those lists too
+    mgca_sample_variants: tuple[str, ...] = ()
     #: a test-only set carved out of a download (its id list is written by ``data prepare``)
     held_out: bool = False
     #: image-report pairs for pre-training (``pairs``, ``prepare``)

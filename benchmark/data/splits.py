@@ -1,6 +1,9 @@
 """Label-fraction subsets as stored manifests, never a global RNG at load time.
 
-A subset is a pure function of (training ids, labels, fraction, seed): each
+Two rules (a task config's ``subset``). "mgca" is MGCA's own draw for its classification
+data sets, ``sample(frac, random_state=42)`` over the training list, deterministic and the
+same for every seed (:func:`mgca_sample`). "stratified" (BenchX-style, the default of every
+other task) is a pure function of (training ids, labels, fraction, seed): each
 label group is permuted by ``numpy.random.default_rng(seed)`` once and the
 first ``round(fraction * n_group)`` ids (at least one) are taken, so subsets
 are stratified and nested (the 1 % list sits inside the 10 % list for a seed).
@@ -59,6 +62,31 @@ def draw_subset(ids: Sequence[str], labels: Sequence[int] | None, fraction: floa
     return [ids[i] for i in sorted(keep)]
 
 
+#: how a fraction subset is drawn: "stratified" (per seed, each label group in proportion: BenchX-style,
+#: nested) or "mgca" (MGCA's classification datasets: ``df.sample(frac=fraction, random_state=42)`` over
+#: the training list, the same for every seed)
+SUBSET_RULES = ("stratified", "mgca")
+MGCA_SAMPLE_STATE = 42
+
+
+def mgca_sample(ids: Sequence[str], fraction: float) -> list[str]:
+    """MGCA's draw (``mgca/datasets/classification_dataset.py``): ``sample(frac=fraction,
+    random_state=42)`` of the training table, in the order it returns; the whole list at fraction 1
+    (MGCA samples only when ``data_pct != 1``). Where that draw would hold no row at all (a list of
+    fewer than 1 / (2 * fraction) ids, which MGCA's code cannot train on), one row: ``sample(n=1)``."""
+    import pandas as pd
+
+    check_fraction(fraction)
+    ids = list(ids)
+    if fraction == 1.0:
+        return ids
+    table = pd.DataFrame({"id": ids})
+    drawn = table.sample(frac=fraction, random_state=MGCA_SAMPLE_STATE)
+    if drawn.empty and ids:
+        drawn = table.sample(n=1, random_state=MGCA_SAMPLE_STATE)
+    return drawn["id"].astype(str).tolist()
+
+
 def subset_fingerprint(ids: Sequence[str], labels: Sequence[int] | None) -> str:
     """What a subset is drawn from: the ids, and the labels that stratify them."""
     if labels is None:
@@ -115,10 +143,17 @@ def read_manifest(path: Path) -> list[str]:
 
 
 def fraction_subset(
-    task: str, source: str, ids: Sequence[str], labels: Sequence[int] | None, fraction: float, seed: int
+    task: str, source: str, ids: Sequence[str], labels: Sequence[int] | None, fraction: float, seed: int,
+    rule: str = "stratified",
 ) -> tuple[list[str], Path]:
-    """The stored subset for (task, data source, training ids and strata, fraction, seed), written on first use."""
-    path = manifest_path(task, source, ids, fraction, seed, labels)
+    """The stored subset for (task, data source, training ids and strata, fraction, seed), written on
+    first use; ``rule`` (:data:`SUBSET_RULES`) "mgca" draws MGCA's subset, one list for every seed."""
+    if rule not in SUBSET_RULES:
+        raise UserError(f"unknown subset rule {rule!r}; expected one of {', '.join(SUBSET_RULES)}")
+    if rule == "mgca":
+        path = cache_dir("splits", source, task) / f"train-{ids_fingerprint(ids)}-f{fraction:g}-mgca.txt"
+    else:
+        path = manifest_path(task, source, ids, fraction, seed, labels)
     if path.exists():
         subset = read_manifest(path)
         if not subset:
@@ -128,7 +163,7 @@ def fraction_subset(
         if unknown:
             raise UserError(f"split manifest {path} names {len(unknown)} ids not in the training split; delete it")
         return subset, path
-    subset = draw_subset(ids, labels, fraction, seed)
+    subset = mgca_sample(ids, fraction) if rule == "mgca" else draw_subset(ids, labels, fraction, seed)
     atomic_write(path, lambda p: p.write_text("\n".join(subset) + "\n"))
     record_manifest(path)
     return subset, path

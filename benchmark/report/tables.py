@@ -184,6 +184,12 @@ def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: 
     title = f"{metric} (%), {proto} protocol, " + (f"backbone {net}, " if net else "") + describe_source(source)
     table = Table(title, metric, proto, source, columns, rows)
     _add_trivial(table, trials, task_label)
+    rules = sorted({(task_label[(t.task, t.task_hash)], t.task_config.get("subset", "stratified"))
+                    for t in trials if "train_images" in (t.metrics or {})})
+    if rules:
+        table.notes.append("training subsets: " + "; ".join(f"{task} {rule}" for task, rule in rules)
+                           + " (mgca: MGCA's sample(frac, random_state=42), one subset for every seed; "
+                             "stratified: a stratified draw per seed)")
     boot = any(isinstance(c, Cell) and c.ci_kind == "bootstrap" for r in rows for c in r.cells.values())
     table.notes.append("cell: mean ± std over seeds [95 % t-interval over seeds] n=seeds"
                        + (f"; {BOOTSTRAP_MARK} one seed: 95 % bootstrap interval over test images" if boot else ""))

@@ -5,7 +5,9 @@ anyone can diff settle it. ``write_manifests`` writes, for every split of each
 of a data set's recipe variants (``DataSet.variants``), ``<variant->train.txt``
 etc., and for the train split
 the 1 % and 10 % subsets for seeds 42, 0 and 1 exactly as the runner draws
-them (``benchmark.data.splits.draw_subset`` on the same ids and strata), plus
+them (``benchmark.data.splits.draw_subset`` on the same ids and strata), for the
+variants whose classification tasks use MGCA's rule (``DataSet.mgca_sample_variants``)
+also MGCA's ``sample(frac, random_state=42)`` lists (``train-1pct-mgca.txt``), plus
 ``summary.json`` with each list's file, count and SHA-256. Only label files
 are read, never images.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from benchmark.data import catalog
 from benchmark.data.real.splittable import RECIPE_VERSION
-from benchmark.data.splits import draw_subset
+from benchmark.data.splits import draw_subset, mgca_sample
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, atomic_write, cache_dir, writable_dir
 
@@ -77,10 +79,13 @@ def write_manifests(name: str, root: Path, protocol: str = "mgca", out: Path | N
                 for seed in SEEDS:
                     tag = f"{prefix}train-{fraction * 100:g}pct-seed{seed}"
                     planned[tag] = draw_subset(ids, strata, fraction, seed)
+                if variant in ds.mgca_sample_variants:  # MGCA's own draw: one list for every seed
+                    planned[f"{prefix}train-{fraction * 100:g}pct-mgca"] = mgca_sample(ids, fraction)
     check_existing(out, {f"{tag}.txt": _text(ids) for tag, ids in planned.items()})
     lists = {tag: _entry(write_ids(out / f"{tag}.txt", ids), len(ids)) for tag, ids in planned.items()}
     summary = {"dataset": dataset, "protocol": protocol, "recipe": RECIPE_VERSION, "source": sorted(sources),
                "stratified": "fraction subsets: benchmark.data.splits.draw_subset(train ids, labels, fraction, seed)",
+               "mgca": "*-mgca lists: MGCA's DataFrame.sample(frac=fraction, random_state=42) of the train list",
                "lists": lists}
     atomic_json(out / "summary.json", summary)
     return out, summary

@@ -150,6 +150,7 @@ def phantom_chexpert(split: str, n: int, size: int) -> LabelSet:
 class Competition(DataSet):
     name = LAYOUT.key
     layout = LAYOUT
+    mgca_sample_variants = ("",)  # MGCA's classification dataset: sample(frac, random_state=42)
 
     def recipe(self, root: Path, variant: str) -> SplitTable:
         return recipe(root)

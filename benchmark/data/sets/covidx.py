@@ -105,6 +105,7 @@ def phantom_covidx(split: str, n: int, size: int) -> LabelSet:
 class Covidx(DataSet):
     name = LAYOUT.key
     layout = LAYOUT
+    mgca_sample_variants = ("",)  # MGCA's classification dataset: sample(frac, random_state=42)
 
     def recipe(self, root: Path, variant: str) -> SplitTable:
         return recipe(root)

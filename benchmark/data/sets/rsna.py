@@ -163,6 +163,7 @@ class Rsna(DataSet):
     name = LAYOUT.key
     layout = LAYOUT
     variants = ("cls", "det")
+    mgca_sample_variants = ("cls",)  # MGCA's classification dataset: sample(frac, random_state=42)
 
     def variant(self, kind: str) -> str:
         return "det" if kind in ("detection", "segmentation") else "cls"

@@ -563,7 +563,8 @@ def test_invalid_boxes_are_listed_by_data_check_and_clipped_by_the_loaders(tmp_p
     split = next(s for s in ("train", "val", "test") if pid in rsna(tmp_path, "det").ids(s))
     with caplog.at_level(logging.WARNING):
         data = real_task_splits(cfg_for("rsna_det", image_size=32), tmp_path, (split,))[split]
-    assert f"1 box(es) reaching outside their image clipped, 1 box(es) without area dropped (first: {pid})" in caplog.text
+    assert (f"1 box(es) reaching outside their image clipped, 1 box(es) without area dropped in the {split} split(s) "
+            f"(first: {pid})") in caplog.text and str(labels) in caplog.text
     k = data.ids.index(pid)
     assert [25.0, 20.0, 7.0, 5.0] in data.boxes[k].tolist()  # (50, 40, 14, 10) in 64 px, halved
     assert len(data.boxes[k]) == len(truth[pid]) + 1  # the fixture's boxes and the clipped one; not the negative one
@@ -601,3 +602,36 @@ def test_damaged_mimic_table_is_rebuilt_with_one_warning(tmp_path, subset, caplo
                 if r.levelno >= logging.WARNING and r.name != "benchmark.data.real.labels"]  # not the subset notes
     assert len(warnings) == 1 and f"pre-training table cache {path} is damaged" in warnings[0], warnings
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_box_repairs_are_one_warning_per_label_file_and_an_in_place_fix_gives_fresh_masks(tmp_path, subset, caplog,
+                                                                                          capsys):
+    """A run loads three splits: one warning line for the label file, counted over them; the file
+    corrected in place and the run forced: new masks from the corrected boxes, no warning."""
+    F.rsna(tmp_path)
+    labels = tmp_path / "rsna-pneumonia" / "stage_2_train_labels.csv"
+    good = labels.read_text()
+    lines = good.splitlines()
+    pids = [line.split(",")[0] for line in lines[1:] if line.endswith(",1")]
+    bad = lines + [f"{pids[0]},50.0,40.0,30.0,10.0,1", f"{pids[1]},5.0,5.0,-4.0,10.0,1", f"{pids[2]},70,70,5,5,1"]
+    labels.write_text("\n".join(bad) + "\n")
+    argv = ["run", "--method", "random", "--task", "rsna_seg", "--profile", "smoke", "--data-root", str(tmp_path),
+            "--fraction", "1", "--set", "task.epochs=1", "--json"]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "box(es) reaching outside" in r.getMessage()]
+    assert len(warned) == 1 and "1 box(es) reaching outside their image clipped, 2 box(es) without area dropped" \
+        in warned[0], warned
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from benchmark.paths import cache_dir
+
+    before = {p.name for p in cache_dir("real").rglob("*.masks.npy")}
+    labels.write_text(good)  # corrected in place, same data root
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(argv + ["--force"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not [r for r in caplog.records if "box(es) reaching outside" in r.getMessage()]
+    assert again["task_config_hash"] != first["task_config_hash"]  # keyed on the label file's content
+    after = {p.name for p in cache_dir("real").rglob("*.masks.npy")}
+    assert after - before  # masks drawn again from the corrected file, not the cached ones reused

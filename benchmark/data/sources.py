@@ -49,7 +49,10 @@ def task_splits(cfg, root: Path | None, splits: tuple[str, ...] = ("train", "val
         missing = [s for s in splits if s not in st.rows]
         if missing:
             raise UserError(f"the real {cfg.dataset} data has no {', '.join(missing)} split (it has {', '.join(st.rows)})")
+        from benchmark.data.real.loaders import warn_repairs
+
         data = {split: ds.load(st, split, cfg) for split in splits}
+        warn_repairs(data, list(st.files.values()))
         return data, next(iter(data.values())).source
     sizes = {"train": cfg.phantom_train, "val": cfg.phantom_val, "test": cfg.phantom_test}
     return {split: ds.phantom(split, sizes[split], cfg.image_size) for split in splits}, PHANTOM

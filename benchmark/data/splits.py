@@ -177,6 +177,6 @@ def select(split, ids: Sequence[str]):
     changes = {}
     for f in dataclasses.fields(split):
         value = getattr(split, f.name)
-        if hasattr(value, "__len__") and not isinstance(value, str) and len(value) == n:
+        if hasattr(value, "__len__") and not isinstance(value, (str, dict)) and len(value) == n:
             changes[f.name] = value[rows] if hasattr(value, "shape") else [value[i] for i in rows]
     return dataclasses.replace(split, **changes)

@@ -76,6 +76,8 @@ class LesionSet:
     labels: np.ndarray
     source: str = "phantom"
     fingerprint: str = ""
+    #: boxes repaired while loading (real data): {"clipped": n, "dropped": n, "first": id}; {} if none
+    repairs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -10,8 +10,8 @@ preprocessing and the image size (it keys the feature caches).
 
 Boxes (RSNA, Object-CXR) are clipped to their image and boxes left without area
 (zero or negative width or height, wholly outside) are dropped, the same kept
-boxes giving the masks and the detection targets; one warning per split counts
-them (``data check`` lists them). Labels stay as the file says.
+boxes giving the masks and the detection targets; one warning per label file counts
+them over the splits a run loads (``data check`` lists them). Labels stay as the file says.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def _box_mask(boxes_of: list[list[list[float]]]):
     return draw
 
 
-def _stored_boxes(name: str, stack: Stack, rows: np.ndarray, boxes: list) -> list[np.ndarray]:
-    """Each readable image's boxes, clipped to it, in stored pixels; one warning with the counts."""
+def _stored_boxes(stack: Stack, rows: np.ndarray, boxes: list) -> tuple[list[np.ndarray], dict]:
+    """Each readable image's boxes, clipped to it, in stored pixels, and what was repaired
+    (``{"clipped": n, "dropped": n, "first": id}``: :func:`warn_repairs` says it once per label file)."""
     out, clipped, dropped, first = [], 0, 0, None
     for k, r in enumerate(rows):
         geo = stack.geometry[k]
@@ -64,10 +65,19 @@ def _stored_boxes(name: str, stack: Stack, rows: np.ndarray, boxes: list) -> lis
             first = stack.ids[k]
         clipped, dropped = clipped + c, dropped + d
         out.append(geo.boxes(kept))
-    if clipped or dropped:
-        log.warning("%s: %d box(es) reaching outside their image clipped, %d box(es) without area dropped "
-                    "(first: %s); `data check` lists them", name, clipped, dropped, first)
-    return out
+    return out, ({"clipped": clipped, "dropped": dropped, "first": first} if clipped or dropped else {})
+
+
+def warn_repairs(splits: dict[str, object], files: list[Path]) -> None:
+    """One warning for the splits loaded from one label file: how many boxes were clipped to their
+    image and how many dropped without area, summed over the splits (``data check`` lists them)."""
+    found = [(name, s.repairs) for name, s in splits.items() if getattr(s, "repairs", None)]
+    if not found:
+        return
+    clipped, dropped = sum(r["clipped"] for _, r in found), sum(r["dropped"] for _, r in found)
+    log.warning("%s: %d box(es) reaching outside their image clipped, %d box(es) without area dropped in the %s "
+                "split(s) (first: %s); masks and detection targets both use the kept boxes; `data check` lists them",
+                ", ".join(str(f) for f in files), clipped, dropped, "/".join(n for n, _ in found), found[0][1]["first"])
 
 
 def _prefix(st: SplitTable, split: str) -> str:
@@ -82,10 +92,10 @@ def boxes_set(st: SplitTable, split: str, cfg, paths: list[Path]) -> LesionSet:
     boxes = list(part["boxes"])
     stack = cached_stack(name, ids, paths, size, st.folder, _box_mask(boxes), mask_tag=f"boxes-2|{labels_fp}")
     rows = _rows_of(stack, ids)
-    return LesionSet(ids=stack.ids, images=stack.images, masks=stack.masks,
-                     boxes=_stored_boxes(name, stack, rows, boxes),
+    kept, repairs = _stored_boxes(stack, rows, boxes)
+    return LesionSet(ids=stack.ids, images=stack.images, masks=stack.masks, boxes=kept,
                      labels=part[st.strata].to_numpy(np.int64)[rows], source=f"real: {st.source}",
-                     fingerprint=_fingerprint(st, split, stack, size))
+                     fingerprint=_fingerprint(st, split, stack, size), repairs=repairs)
 
 
 def masks_set(st: SplitTable, split: str, cfg, paths: list[Path], draw: MaskFn, tag: str) -> LesionSet:

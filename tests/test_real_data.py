@@ -102,7 +102,7 @@ def test_data_split_writes_nested_stratified_lists_with_hashes(official, tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     lists = summary["lists"]
     assert lists["cls-train"]["count"] == 18678 and lists["det-test"]["count"] == 5337
-    assert len(lists) == 2 * (3 + 2 * 3)
+    assert len(lists) == 2 * (3 + 2 * 3) + 2  # + MGCA's 1 % and 10 % classification lists (cls-train-*pct-mgca)
     for entry in lists.values():
         data = (out / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
@@ -384,6 +384,11 @@ def test_run_on_real_fixture_uses_the_published_fraction_list(tmp_path, subset, 
     assert res["data_source"] == "real" and 0 <= res["value"] <= 1
     from benchmark.paths import cache_dir
 
+    used = list(cache_dir("splits", "real", "rsna_cls").glob("*-f0.1-mgca.txt"))  # rsna_cls: MGCA's rule
+    assert len(used) == 1 and used[0].read_text() == (lists / "cls-train-10pct-mgca.txt").read_text()
+    assert res["metrics"]["train_images"] == len(used[0].read_text().split())
+    assert main(argv + ["--set", "task.subset=stratified"]) == 0  # the per-seed rule: the seed's published list
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     used = list(cache_dir("splits", "real", "rsna_cls").glob("*-f0.1-seed0.txt"))
     assert len(used) == 1 and used[0].read_text() == (lists / "cls-train-10pct-seed0.txt").read_text()
     assert res["metrics"]["train_images"] == len(used[0].read_text().split())

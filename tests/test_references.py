@@ -135,6 +135,12 @@ def test_table_shows_the_reference_row_and_never_bolds_a_best_that_predict_nothi
     data = json.loads(render(table, "json"))
     assert [r["name"] for r in data["trivial"]] == ["predict-everything", "predict-nothing"]
     assert data["rows"][1]["cells"][0]["vs"]["explained_by_trivial"] is True
+    from benchmark.report.tables import load_reference
+
+    published = render(build_tables(trials, {}, reference=load_reference())[0])
+    real = [line for line in published.splitlines() if line.startswith("| predict-nothing (trivial, real test split) †")]
+    assert len(real) == 1 and "76.9" in real[0]  # the real SIIM split's predict-nothing Dice
+    assert "| MGCA † (G2D" in published and "explained by a trivial predictor" in published
     parts = build_tables(trials, {}, metric="dice_pos")[0]
     assert parts.metric == "dice_pos" and "dice_pos (%)" in parts.title
     assert [r.cells[("siim_seg", 0.01)] for r in parts.trivial] == [pytest.approx(100 * 2 * 0.2 / 1.2), 0.0]

@@ -229,14 +229,21 @@ def _add_reference(table: Table, reference: list[dict]) -> None:
         if col not in wanted or ref["metric"] != table.metric or ref["protocol"] != table.protocol:
             continue
         key = (ref["method"], ref["source"])
-        row = by_row.setdefault(key, Row(f"{ref['method']} † ({ref['source']})", source=ref["source"]))
+        trivial = ref["method"].endswith(f"({TRIVIAL})")  # a real split's reference, not a published result
+        label = ref["method"].replace(f"({TRIVIAL})", f"({TRIVIAL}, real test split) †") if trivial \
+            else f"{ref['method']} † ({ref['source']})"
+        row = by_row.setdefault(key, Row(label, source=ref["source"]))
         row.cells[col] = ref["value"]
     table.reference = list(by_row.values())
-    if table.reference:
-        sources = sorted({r.source for r in table.reference})
-        table.notes.append("† published numbers (real data, mgca protocol), not run here, from: " + "; ".join(sources))
-        if data_kind(table.data_source) == "phantom":
-            table.notes.append("the measured rows are phantom data: do not compare them with the published rows")
+    published = sorted({r.source for r in table.reference if not r.label.endswith(f"real test split) †")})
+    if published:
+        table.notes.append("† published numbers (real data, mgca protocol), not run here, from: " + "; ".join(published))
+    if len(published) < len({r.source for r in table.reference}):
+        table.notes.append(f"({TRIVIAL}, real test split) †: what predicting nothing / everything or a constant score "
+                           "scores on the real MGCA test split, from its label files (`baselines TASK --data-root DIR`); "
+                           "a published number at or below it is explained by a trivial predictor")
+    if table.reference and data_kind(table.data_source) == "phantom":
+        table.notes.append("the measured rows are phantom data: do not compare them with the published rows")
 
 
 def load_reference(folder: Path | None = None) -> list[dict]:

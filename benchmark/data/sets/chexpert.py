@@ -42,7 +42,7 @@ VAL = 5000
 
 def table(path: Path, name: str) -> pd.DataFrame:
     df = L.read_csv(path, ("Path", "Frontal/Lateral") + LABELER_OBSERVATIONS,
-                    cells={"Path": L.ID, **{c: L.LABELER for c in LABELER_OBSERVATIONS}})
+                    cells={"Path": L.ID, "Frontal/Lateral": L.ID, **{c: L.LABELER for c in LABELER_OBSERVATIONS}})
     L.check_rows(path, len(df), f"CheXpert {name}", ROWS[name])
     return df
 

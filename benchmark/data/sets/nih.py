@@ -37,7 +37,7 @@ NIH_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass"
 
 
 def table(path: Path) -> pd.DataFrame:
-    df = L.read_csv(path, ("Image Index", "Finding Labels", "Patient ID"), cells={"Image Index": L.ID})
+    df = L.read_csv(path, ("Image Index", "Finding Labels", "Patient ID"), cells={"Image Index": L.ID, "Finding Labels": L.ID})
     L.check_rows(path, len(df), "Data_Entry_2017_v2020.csv", LABEL_ROWS)
     return df
 

@@ -73,7 +73,8 @@ def edited_split_manifest(tmp, monkeypatch):
     from benchmark.data.phantom.datasets import PHANTOM_VERSION
 
     tag = f"phantom-{PHANTOM_VERSION}"
-    _, path = fraction_subset("rsna_cls", tag, train.ids, r.task_cls(r.task_cfg).strata(train), 0.5, 42)
+    _, path = fraction_subset("rsna_cls", tag, train.ids, r.task_cls(r.task_cfg).strata(train), 0.5, 42,
+                              r.task_cfg.subset)
     path.write_text(path.read_text()[:30])
 
 
@@ -636,7 +637,7 @@ CASES = [
      ["label file(s) {tmp}/root/rsna-pneumonia/stage_2_train_labels.csv hold too few rows for the split recipe"],
      rsna_two_rows),
     ("split manifest edited", [*SMOKE, "--fraction", "0.5"],
-     ["no longer matches its recorded SHA-256", "-f0.5-seed42.txt.sha256", "restore it", "delete both files"],
+     ["no longer matches its recorded SHA-256", "-f0.5-mgca.txt.sha256", "restore it", "delete both files"],
      edited_split_manifest),
     ("published split list edited", ["data", "split", "rsna", "--data-root", "{tmp}/root", "--out", "{tmp}/lists"],
      ["split list {tmp}/lists/cls-test.txt no longer matches the SHA-256 in {tmp}/lists/summary.json"],

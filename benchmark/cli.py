@@ -117,7 +117,7 @@ def _trial_args(p: argparse.ArgumentParser) -> None:
                    "chexzero|mgca_vit|mrm)")
     p.add_argument("--data-root", type=_nonempty, help="folder with the official downloads (default: $BENCHMARK_DATA; none: phantom data)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("--json", action="store_true", help="stdout holds exactly one JSON document, the result (the human lines go to stderr)")
     _logger_arg(p)
 
 

@@ -17,6 +17,15 @@ def emit_json(obj: dict) -> None:
     print(to_json(obj, sort_keys=True))
 
 
+def _human(args: argparse.Namespace):
+    """``print`` for a command's human lines: to stderr under ``--json``, so that stdout holds
+    exactly one JSON document (``| jq``, ``json.loads``)."""
+    import sys
+
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    return lambda *parts, **kw: print(*parts, file=stream, **kw)
+
+
 def _is_phantom(source: str) -> bool:
     return source.startswith("phantom")
 
@@ -118,6 +127,7 @@ def _comparison_block(t, b) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    say = _human(args)
     from benchmark import api
     from benchmark.report.results import backbone
 
@@ -129,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
     t = out.trial
     base = _baseline_beside(args, sets, t)
     if out.reused:
-        print(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
+        say(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
     rule = f", subset {t.task_config.get('subset', 'stratified')}" if "train_images" in t.metrics else ""
-    print(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
+    say(f"{t.task} {t.metric} = {t.value:.4f}{_interval(t.metrics)}   "
           f"({t.method}, {backbone(t)}, fraction {t.fraction:g}, seed {t.seed}, "
           f"protocol {t.protocol}{rule})")
     lines = [line for line in [_parts_line(t)] if line] + _reference_block(t)
@@ -143,21 +153,21 @@ def run(args: argparse.Namespace) -> int:
                      f"{_interval(b.metrics)}")
         lines += [line for line in [_parts_line(b, "    ")] if line] + _comparison_block(t, b)
     if lines:
-        print("\n".join(lines))
+        say("\n".join(lines))
     if _is_phantom(t.data_source):
-        print(f"  one seed on phantom data; {PHANTOM_REPORT} has the real comparison (every method, 5 seeds, 95 % intervals)")
+        say(f"  one seed on phantom data; {PHANTOM_REPORT} has the real comparison (every method, 5 seeds, 95 % intervals)")
     from benchmark.report.trivial import parts_of
 
     skip = {t.metric, "ci_low", "ci_high"} | {f"{p}{s}" for p in parts_of(t.metrics) for s in ("", "_ci_low", "_ci_high")}
     others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in skip)
     if others:
-        print(f"  other: {others}")
-    print(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
+        say(f"  other: {others}")
+    say(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
     note = "  (synthetic phantom data: not a real-data number)" if _is_phantom(t.data_source) else ""
-    print(f"  data {t.data_source}{note}")
+    say(f"  data {t.data_source}{note}")
     pre = f" (pre-training {t.pretrain_seconds:.1f}s)" if t.pretrain_seconds else " (cached encoder)"
-    print(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
-    print(f"  store {out.store}")
+    say(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
+    say(f"  store {out.store}")
     if args.json:
         emit_json({**out.as_dict(), BASELINE: _baseline_json(base)})
     return 0
@@ -186,19 +196,20 @@ def _baseline_json(base) -> dict | None:
 
 
 def pretrain(args: argparse.Namespace) -> int:
+    say = _human(args)
     from benchmark import api
 
     pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
                        max_steps=args.max_steps, overrides=_sets(args))
     m = pre.meta
     state = "cached" if pre.reused else "pre-trained"
-    print(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
+    say(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
           f"final loss {m['final_loss']:.4f}, {m['seconds']:.1f}s on {m['device']}"
           + (f" x {m['processes']} DDP processes" if m.get("processes", 1) > 1 else ""))
-    print(f"  encoder {pre.path}")
-    print(f"  loss curve {pre.path.parent / 'losses.csv'}")
+    say(f"  encoder {pre.path}")
+    say(f"  loss curve {pre.path.parent / 'losses.csv'}")
     if (pre.path.parent / "tb").is_dir():
-        print(f"  TensorBoard: tensorboard --logdir {pre.path.parent / 'tb'}")
+        say(f"  TensorBoard: tensorboard --logdir {pre.path.parent / 'tb'}")
     if args.json:
         emit_json({"method": args.method, "encoder": str(pre.path), "reused": pre.reused, **m})
     return 0
@@ -402,10 +413,11 @@ def plot(args: argparse.Namespace) -> int:
 def speed(args: argparse.Namespace) -> int:
     from benchmark.speed import measure_steps, measure_task, speed_lines, task_lines
 
+    say = _human(args)
     sets = _sets(args)
     if args.task:
         result = measure_task(args.method, args.task, args.profile, sets, args.device, args.data_root)
-        print("\n".join(task_lines(result)))
+        say("\n".join(task_lines(result)))
     else:
         if args.batch_size is not None:
             sets.append(("batch_size", args.batch_size))
@@ -413,7 +425,7 @@ def speed(args: argparse.Namespace) -> int:
             sets.append(("image_size", args.image_size))
         result = measure_steps(args.method, args.profile, sets, args.device, args.steps, args.warmup, args.data_root,
                                args.compile).as_dict()
-        print("\n".join(speed_lines(result)))
+        say("\n".join(speed_lines(result)))
     if args.json:
         emit_json(result)
     return 0

@@ -237,3 +237,18 @@ def test_list_is_fast_and_imports_no_torch_and_methods_match_the_registry():
     torch_loaded, lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                          check=True).stdout.split()
     assert torch_loaded == "False" and int(lines) == len(METHODS.names()) + len(available("tasks"))
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke", "--fraction", "0.5", "--set", "task.epochs=1"],
+    ["pretrain", "--method", "imitate", "--profile", "smoke", "--max-steps", "1"],
+    ["baselines", "rsna_seg", "--profile", "smoke"],
+])
+def test_json_is_the_whole_of_stdout(argv, capsys):
+    """`--json`: stdout is exactly one JSON document (it had the human lines before it, so `| jq` and
+    json.load failed); the human lines go to stderr."""
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # the whole of it
+    if argv[0] != "baselines":
+        assert captured.err.strip()  # the human lines are still said

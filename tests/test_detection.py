@@ -127,6 +127,6 @@ def test_detection_through_the_cli(capsys):
     assert result["metrics"]["train_images"] == 20 and "reference_skips_negatives" not in result["metrics"]
     # a low threshold gives every test image detections, so the reference's skipping leaves images with truth
     assert main([*base, "--set", "count_negatives=false", "--set", "conf_threshold=0.01"]) == 0
-    out = capsys.readouterr().out
+    out = (lambda c: c.err + c.out)(capsys.readouterr())
     assert "reference_skips_negatives 1" in out  # the printed "other:" line says the run skipped negatives
     assert json.loads(out.strip().splitlines()[-1])["metrics"]["reference_skips_negatives"] == 1

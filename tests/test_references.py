@@ -108,7 +108,7 @@ def test_a_trial_stores_references_and_a_decoder_that_predicts_nothing_scores_th
     argv = ["run", "--method", "random", "--task", "siim_seg", "--fraction", "1", "--profile", "smoke",
             "--set", "task.threshold=1.0", "--set", "task.phantom_test=40", "--json"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out = (lambda c: c.err + c.out)(capsys.readouterr())
     result = json.loads(out.strip().splitlines()[-1])
     refs = result["references"]
     assert refs["n"] == 40 and 0 < refs["lesion_free"] < 40

@@ -37,7 +37,7 @@ def test_speed_command_prints_the_three_rates_and_their_ratios(capsys):
     code = main(["speed", "--method", "imitate", "--profile", "smoke", "--batch-size", "2", "--image-size", "32",
                  "--steps", "1", "--warmup", "0", "--device", "cpu", "--json"])
     assert code == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    out = (lambda c: c.err + c.out)(capsys.readouterr()).strip().splitlines()
     result = json.loads(out[-1])
     assert result["device"].startswith("cpu") and result["batch_size"] == 2 and result["image_size"] == 32
     assert result["views"] == 2  # IMITATE's ceiling: 2 x batch images

@@ -333,7 +333,7 @@ def test_a_nan_test_metric_is_a_failed_trial_and_later_runs_work(capsys, metrics
     result = no_nan(out[-1])  # valid JSON: the NaN validation loss is null
     assert result["value"] == 0.75 and result["metrics"]["val_loss"] is None and not result["reused"]
     assert main([*RUN, "--json"]) == 0  # reused from the store, NULL metric and all
-    out = capsys.readouterr().out
+    out = (lambda c: c.err + c.out)(capsys.readouterr())
     assert "reused" in out and "val_loss n/a" in out and no_nan(out.strip().splitlines()[-1])["reused"] is True
 
 

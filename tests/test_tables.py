@@ -316,7 +316,7 @@ def test_run_prints_random_beside_the_value_and_reuses_it(capsys, tmp_path):
             "--set", "backbone=resnet18", "--json"]
     argv = ["run", "--method", "checkpoint", "--checkpoint", str(path), *tail]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out = (lambda c: c.err + c.out)(capsys.readouterr())
     first = json.loads(out.strip().splitlines()[-1])
     assert "beside it, the untrained random encoder on the same subset: auroc = " in out and "results/PHANTOM.md" in out
     rand = first["random"]

@@ -299,8 +299,36 @@ def test_plot_intervals_are_the_table_intervals(paired_store):
             assert len(point) == 1 and point["mean"].iloc[0] == pytest.approx(cell.mean)
             if cell.ci is None:
                 assert point["low"].isna().all()
-            else:
-                assert (point["low"].iloc[0], point["high"].iloc[0]) == pytest.approx(cell.ci)
+            else:  # the table's interval, clipped to the metric's 0..100 range
+                low, high = max(cell.ci[0], 0.0), min(cell.ci[1], 100.0)
+                assert (point["low"].iloc[0], point["high"].iloc[0]) == pytest.approx((low, high))
+
+
+def test_plot_legend_names_every_line_and_bands_stay_in_range(tmp_path, monkeypatch):
+    """Issue 27: the legend named only the first task's lines, and a two-seed t-interval ran the AUROC
+    axis from -40 to 130. The figures are read back before they close."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from benchmark.report.plots import write_plots
+    from benchmark.store import Trial
+    from tasks.references import classification_references
+
+    refs = classification_references(np.array([0, 1, 0, 1]), 4)
+    trials = [Trial(m, m[:3] + "0" * 9, task, "t" + task, "mgca", 1.0, seed, "phantom-v2", "finished", "auroc", v,
+                    {"auroc": v}, refs=refs)
+              for task, methods in (("rsna_cls", ("random", "imitate")), ("chexpert_cls", ("random", "convirt")))
+              for m in methods for seed, v in ((0, 0.55), (1, 0.95))]
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    write_plots(trials, {}, tmp_path)
+    fig = figures[0]
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert {"random", "imitate", "convirt", "constant-score (trivial)"} <= set(labels), labels
+    for ax in fig.axes:
+        if ax.get_visible():
+            low, high = ax.get_ylim()
+            assert low > -10 and high < 110, (low, high)  # the band of 55/95 over two seeds is clipped to 0..100
 
 
 def test_run_prints_random_beside_the_value_and_reuses_it(capsys, tmp_path):

@@ -74,6 +74,7 @@ def summary(trials: list[Trial], variants: dict[tuple[str, str], str], data: str
     for key, group in df.groupby(keys, sort=False):
         cell = cell_of(list(group["trial"]))
         low, high = cell.ci if cell.ci is not None else (math.nan, math.nan)
+        low, high = max(low, 0.0), min(high, 100.0)  # a t-interval of two seeds can run past the metric's range
         rows.append({**dict(zip(keys, key)), "mean": cell.mean, "low": low, "high": high, "n": cell.n,
                      "ci_kind": cell.ci_kind})
     return pd.DataFrame(rows), data

@@ -127,10 +127,11 @@ def _comparison_block(t, b) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    say = _human(args)
     from benchmark import api
     from benchmark.report.results import backbone
+    from benchmark.report.trivial import parts_of
 
+    say = _human(args)
     sets = _sets(args)
     if args.protocol is not None:
         sets.append(("task.protocol", args.protocol))
@@ -156,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
         say("\n".join(lines))
     if _is_phantom(t.data_source):
         say(f"  one seed on phantom data; {PHANTOM_REPORT} has the real comparison (every method, 5 seeds, 95 % intervals)")
-    from benchmark.report.trivial import parts_of
-
     skip = {t.metric, "ci_low", "ci_high"} | {f"{p}{s}" for p in parts_of(t.metrics) for s in ("", "_ci_low", "_ci_high")}
     others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in skip)
     if others:
@@ -196,9 +195,9 @@ def _baseline_json(base) -> dict | None:
 
 
 def pretrain(args: argparse.Namespace) -> int:
-    say = _human(args)
     from benchmark import api
 
+    say = _human(args)
     pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
                        max_steps=args.max_steps, overrides=_sets(args))
     m = pre.meta

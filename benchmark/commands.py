@@ -37,6 +37,16 @@ def _number(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """The method, task and profile names, from their YAMLs, before torch is imported: a typo is one
+    line in a fraction of a second, not after seconds of imports (the YAMLs and the registry name the
+    same methods: tests/test_cli.py)."""
+    named_yaml("methods", args.method)
+    if getattr(args, "task", None):
+        named_yaml("tasks", args.task)
+    named_yaml("profiles", args.profile)
+
+
 def _sets(args: argparse.Namespace) -> list:
     sets = parse_sets(args.sets)
     if args.checkpoint is not None:
@@ -132,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.report.trivial import parts_of
 
     say = _human(args)
+    _check_names(args)
     sets = _sets(args)
     if args.protocol is not None:
         sets.append(("task.protocol", args.protocol))
@@ -198,6 +209,7 @@ def pretrain(args: argparse.Namespace) -> int:
     from benchmark import api
 
     say = _human(args)
+    _check_names(args)
     pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
                        max_steps=args.max_steps, overrides=_sets(args))
     m = pre.meta
@@ -410,6 +422,7 @@ def plot(args: argparse.Namespace) -> int:
 
 
 def speed(args: argparse.Namespace) -> int:
+    _check_names(args)  # before benchmark.speed imports torch
     from benchmark.speed import measure_steps, measure_task, speed_lines, task_lines
 
     say = _human(args)

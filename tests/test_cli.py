@@ -252,3 +252,19 @@ def test_json_is_the_whole_of_stdout(argv, capsys):
     json.loads(captured.out)  # the whole of it
     if argv[0] != "baselines":
         assert captured.err.strip()  # the human lines are still said
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "--method", "imitat", "--task", "rsna_seg"], "unknown method 'imitat'; valid: imitate"),
+    (["run", "--method", "imitate", "--task", "rsna_sg"], "unknown task 'rsna_sg'; valid: rsna_seg"),
+    (["pretrain", "--method", "convirtt"], "unknown method 'convirtt'; valid: convirt"),
+    (["speed", "--method", "imitate", "--profile", "smok"], "unknown profile 'smok'; valid: smoke"),
+])
+def test_a_misspelt_name_is_one_line_before_torch_is_imported(argv, fragment):
+    """A typo cost seconds of imports (torch, every model library) before its one-line error."""
+    code = ("import sys; from benchmark.cli import main\n"
+            f"code = main({argv!r})\n"
+            "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {fragment}"), done.stderr

@@ -48,6 +48,7 @@ from methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, repor
 from methods.base import Method, MethodConfig
 from methods.encoders import TextTower, projection_head, spatial_patches
 from methods.losses import (
+    cosine_logits,
     infonce_loss,
     region_alignment_loss,
     symmetric_kl_loss,
@@ -169,7 +170,7 @@ class Asg(Method):
         terms["arsa"] = region_alignment_loss(
             self.region_features(feats[2]), self.region_texts(tokens, sentence_index, regions), regions.any(-1), cfg.temperature
         )
-        logits = F.normalize(g_image.float(), dim=-1) @ F.normalize(g_report.float(), dim=-1).T / cfg.temperature
+        logits = cosine_logits(g_image, g_report, cfg.temperature)
         terms["erl"] = symmetric_kl_loss(logits, tag_soft_targets(g_tags, 1 - cfg.soft_label_weight, cfg.soft_label_weight))
         loss = terms["ira"] + cfg.arsa_weight * terms["arsa"] + cfg.erl_weight * terms["erl"]
         if self.tag_decoder is not None:

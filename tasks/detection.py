@@ -294,8 +294,8 @@ class Detection(Task):
                 for idx in batches(len(splits[name].ids), c.batch_size):
                     raw = decode(head(feats[name](idx)), anchors, strides)
                     for b, s in postprocess(*raw, c.conf_threshold, c.nms_iou, c.image_size, c.max_detections):
-                        pred_boxes.append(b.cpu().numpy())
-                        pred_scores.append(s.cpu().numpy())
+                        pred_boxes.append(b.float().cpu().numpy())
+                        pred_scores.append(s.float().cpu().numpy())
             return pred_boxes, pred_scores, [box_convert(b, "xywh", "xyxy").numpy() for b in boxes[name]]
 
         def batch_loss(name: str, idx: np.ndarray) -> torch.Tensor:

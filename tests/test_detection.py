@@ -130,3 +130,17 @@ def test_detection_through_the_cli(capsys):
     out = (lambda c: c.err + c.out)(capsys.readouterr())
     assert "reference_skips_negatives 1" in out  # the printed "other:" line says the run skipped negatives
     assert json.loads(out.strip().splitlines()[-1])["metrics"]["reference_skips_negatives"] == 1
+
+
+def test_detection_scores_under_bf16_autocast_reach_numpy(capsys):
+    """Issue 28: under CUDA's bf16 autocast the head's scores were bfloat16, which numpy has no type
+    for; the CPU's autocast stands in for it here."""
+    import torch
+
+    from benchmark.cli import main
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert main(["run", "--method", "random", "--task", "rsna_det", "--profile", "smoke", "--fraction", "1",
+                     "--set", "task.epochs=1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == "map" and 0 <= result["value"] <= 1

@@ -104,3 +104,22 @@ def test_core_soft_targets_are_transposed_for_the_columns():
     assert out.a_to_b.item() == pytest.approx(1.25 * math.log(2), rel=1e-6)
     assert out.b_to_a.item() == pytest.approx((2.5 * big - 10) / 2, rel=1e-6)
     assert out.loss.item() == pytest.approx(out.a_to_b.item() + out.b_to_a.item(), rel=1e-6)
+
+
+def test_the_loss_core_stays_float32_under_bf16_autocast():
+    """Issue 28: under autocast the cosine logits and CICL's targets came back in bfloat16 (a logit
+    error of 0.08 at temperature 0.01) although the docstring promised float32."""
+    from methods.losses import clinical_prior_targets, cosine_logits
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 16)
+    a, b = torch.randn(8, 16), torch.randn(8, 16)
+    exact = cosine_logits(layer(a), b, 0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = layer(a)  # bfloat16, as a method's head gives it under autocast
+        logits = cosine_logits(x, b, 0.01)
+        targets = clinical_prior_targets(x, 0.07, 0.2)
+    assert x.dtype == torch.bfloat16 and logits.dtype == torch.float32 and targets.dtype == torch.float32
+    # only the head's own bfloat16 rounding is left, not a bfloat16 matmul on top of it
+    assert torch.allclose(logits, cosine_logits(x.float(), b, 0.01), atol=1e-4)
+    assert (logits - exact).abs().max() < 2.0  # bfloat16 inputs, float32 logits

@@ -331,6 +331,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
             log.warning("ignoring the pre-training checkpoint %s (%s); starting from step 0", ckpt_path, _first_line(exc))
             return train_loop(method, cfg, corpus, dev, out, resume=False)
         step, history = state["step"], state["history"]
+        check_weights(model, f"{method} pre-training", f"in the checkpoint of step {step} ({ckpt_path})")
         log.info("resuming %s pre-training at step %d/%d from %s", method, step, total, ckpt_path)
 
     def save_checkpoint() -> None:
@@ -383,6 +384,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
                 if step >= total:
                     break
 
+    check_weights(model, f"{method} pre-training", f"after step {step}")  # fused AdamW never raises on an overflow
     seconds = time.monotonic() - started
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
@@ -450,6 +452,17 @@ def _resume_mismatch(state: object, model: torch.nn.Module, opt: torch.optim.Opt
     if not isinstance(state["method_rng"], dict) or not torch.is_tensor(state["torch_rng"]):
         return "its random states are not tensors"
     return None
+
+
+def check_weights(model: torch.nn.Module, what: str, when: str) -> None:
+    """Every weight and buffer finite, or a TrainingDiverged line naming when and how many: an
+    optimiser step that overflows (fused AdamW on CUDA does not raise) must not leave an encoder of
+    NaNs in the cache for the next trial to blame its task for."""
+    state = model.state_dict()
+    bad = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrainingDiverged(f"{what}: {len(bad)} of {len(state)} weight tensors are not finite {when} "
+                               f"(first: {bad[0]}); nothing was cached")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device):

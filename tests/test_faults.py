@@ -449,3 +449,27 @@ def test_a_pretrain_failure_does_not_claim_a_store(capsys):
     assert main(["pretrain", "--method", "imitate", "--profile", "smoke", "--set", "lr=1e30"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
     assert err == ["failed: imitate pre-training loss became nan at step 2 (no encoder was cached)"], err
+
+
+def test_non_finite_weights_after_the_last_step_are_one_line_and_never_cached(monkeypatch, capsys):
+    """Issue 28: fused AdamW (the CUDA path) finishes an overflowing step without raising; the
+    encoder of NaNs was cached and the next trial blamed its task. A step that leaves NaN weights
+    stands in for it here."""
+    import torch
+
+    from benchmark import pretraining
+    from benchmark.paths import cache_dir
+
+    real = pretraining.train_step
+
+    def overflowing(model, batch, opt, params, *args, **kwargs):
+        terms = real(model, batch, opt, params, *args, **kwargs)
+        with torch.no_grad():
+            params[0].fill_(float("nan"))  # what a silent overflow leaves
+        return terms
+
+    monkeypatch.setattr(pretraining, "train_step", overflowing)
+    assert main(["pretrain", "--method", "convirt", "--profile", "smoke", "--max-steps", "1"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
+    assert len(err) == 1 and "weight tensors are not finite after step" in err[0] and "nothing was cached" in err[0]
+    assert not list(cache_dir("encoders").glob("convirt-*/meta.json"))  # no finished encoder

@@ -290,6 +290,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     seed_everything(cfg.seed)
 
     model = METHODS.get(method)(cfg)
+    model.text_device = str(dev)  # the frozen text encoder on the loop's device (--device cpu, cuda:N)
     if rank == 0:  # the first process fills the on-disk text cache; the others read it
         model.prepare(corpus)
     if size > 1:

@@ -141,14 +141,26 @@ class Method(nn.Module):
             self.attach_text(text_bank(self.text_cache, corpus, self.text_fields))
 
     @property
+    def text_device(self) -> str:
+        """Where the frozen text encoder runs: the loop and the joint-space tasks set the trial's
+        device (a method may have made its cache in ``__init__``, on the CPU: it moves)."""
+        return getattr(self, "_text_device", "cpu")
+
+    @text_device.setter
+    def text_device(self, device: str) -> None:
+        self._text_device = device
+        if getattr(self, "_text_cache", None) is not None:
+            self._text_cache.to(device)
+
+    @property
     def text_cache(self):
         """The frozen text encoder's per-text cache (built on first use)."""
         if getattr(self, "_text_cache", None) is None:
             from methods.text_cache import TextEmbeddingCache
 
-            cfg = self.cfg
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._text_cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling, device=device)
+            cfg = self.cfg  # on the trial's device (text_device), not on CUDA whenever CUDA exists
+            self._text_cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling,
+                                                  device=self.text_device)
         return self._text_cache
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,13 @@ class TextEmbeddingCache:
             self._encoder = FrozenTextEncoder(self.encoder_name, self.max_length, self.pooling).to(self.device)
         return self._encoder
 
+    def to(self, device: str) -> "TextEmbeddingCache":
+        """Run the encoder on ``device`` from now on (moved there if it is loaded already)."""
+        self.device = device
+        if self._encoder is not None:
+            self._encoder.to(device)
+        return self
+
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Embeddings (N x dim) for ``texts``; only texts never seen before are encoded."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._table))

@@ -299,6 +299,7 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
     from benchmark.data.transforms import downstream_batch
 
     model = fit.load_method().to(fit.device).eval()
+    model.text_device = str(fit.device)  # its frozen text encoder (if any) on the trial's device
     rows = []
     for idx in batches(len(split.ids), batch_size):
         x = downstream_batch(split.images[idx], image_size, model.image_stats).to(fit.device)

@@ -83,3 +83,20 @@ def test_bad_channel_keep_is_a_user_error():
         build(ImitateConfig, {"channel_keep": [0.5, 0.5]}, "test")
     with pytest.raises(UserError, match="max_tokens"):
         build(ImitateConfig, {"channel_keep": [1.0, 1.0, 1.0, 1.0]}, "test")
+
+
+def test_the_frozen_text_encoder_runs_on_the_trials_device(monkeypatch):
+    """Issue 28: the frozen text encoder went to CUDA whenever CUDA was available, whatever --device
+    said; now it runs where the loop (or a joint-space task) puts the method (``text_device``)."""
+    import torch
+
+    from benchmark.registry import METHODS
+    from benchmark.runner import resolve
+
+    cfg = resolve("imitate", None, "smoke", []).method_cfg
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, told --device cpu
+    model = METHODS.get("imitate")(cfg)  # IMITATE builds its text cache in __init__
+    model.text_device = "cpu"  # what train_loop sets for --device cpu
+    assert model.text_cache.device == "cpu"
+    model.text_device = "meta"  # another device given later: the cache follows
+    assert model.text_cache.device == "meta"

@@ -4,6 +4,13 @@ per-image Dice at 0.5 (empty truth and empty prediction count 1), early stopping
 on validation loss, test with the best-validation decoder; ``ci_low``/``ci_high``:
 95 % percentile bootstrap of the mean over the per-image test Dice values.
 
+Beside MGCA's Dice (unchanged), the scores taken apart (``tasks.metrics.segmentation_scores``):
+``dice_pos`` over the test images with a lesion, ``empty_acc`` over those without, and the pooled
+Dice, each with its interval; and the split's trivial references (``tasks.references``): with most
+test images lesion-free, predicting nothing scores the share of lesion-free images under MGCA's
+Dice (docs/METRICS.md). ``test_subset: positive`` scores the images with a lesion only (the
+positives-only evaluation; ``siim_seg_pos``, ``rsna_seg_pos``).
+
 Differences from MGCA's code, deliberate: the frozen encoder stays in eval mode
 (in Lightning's train mode its BatchNorm statistics drift although its weights
 are frozen); images are not augmented (so frozen features are computed once);

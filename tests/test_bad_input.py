@@ -786,3 +786,13 @@ def test_a_refused_pickle_checkpoint_is_one_line_in_a_real_process(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip() and not line[:8].replace(":", "").isdigit()]
     assert done.returncode == 2 and len(lines) == 1 and "raw.pkl" in lines[0], done.stderr
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_step_cap_above_the_runs_length_is_refused_with_the_reason(capsys):
+    """Issue 27: `pretrain --max-steps 5` on the smoke corpus silently ran 2 steps (one epoch)."""
+    assert main(["pretrain", "--method", "convirt", "--profile", "smoke", "--max-steps", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: max_steps 5 is more than this run's 2 steps (1 epoch(s) of 8 pairs in batches of 4: "
+                   "2 a pass); set epochs=3 as well, or max_steps <= 2")
+    assert main(["pretrain", "--method", "convirt", "--profile", "smoke", "--max-steps", "5", "--set", "epochs=3"]) == 0
+    assert "convirt pre-trained: 5 steps" in capsys.readouterr().out

@@ -100,17 +100,13 @@ def _interval(metrics: dict) -> str:
 
 def _parts_line(trial, indent: str = "  ") -> str | None:
     """A trial's metric taken apart (dice_pos, empty_acc, ...), each with its interval; None if none stored."""
-    from benchmark.report.trivial import interval_text, parts_of
+    from benchmark.report.trivial import fixed, interval_text, parts_of
 
     parts = parts_of(trial.metrics)
     if not parts:
         return None
-    return indent + ", ".join(f"{p} {_fixed(trial.metrics[p])}{interval_text(trial.metrics, p, trial.metric)}"
+    return indent + ", ".join(f"{p} {fixed(trial.metrics[p])}{interval_text(trial.metrics, p, trial.metric)}"
                               for p in parts)
-
-
-def _fixed(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
 
 def _reference_block(t) -> list[str]:

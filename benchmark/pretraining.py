@@ -271,9 +271,9 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
             f"the corpus has {n} pairs, fewer than one global batch ({cfg.batch_size} x {cfg.ddp_workers} "
             "processes): lower batch_size or ddp_workers, or raise corpus_size"
         )
-    planned = EpochBatches(n, cfg.batch_size, cfg.seed, 0, cfg.ddp_workers).batches_per_epoch * cfg.epochs
+    per_epoch = EpochBatches(n, cfg.batch_size, cfg.seed, 0, cfg.ddp_workers).batches_per_epoch
+    planned = per_epoch * cfg.epochs
     if cfg.max_steps and cfg.max_steps > planned:  # a cap above the run's own length would silently do less
-        per_epoch = planned // cfg.epochs
         raise UserError(
             f"max_steps {cfg.max_steps} is more than this run's {planned} steps ({cfg.epochs} epoch(s) of {n} pairs in "
             f"batches of {global_batch}: {per_epoch} a pass); set epochs={-(-cfg.max_steps // per_epoch)} as well, "

@@ -87,21 +87,27 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         require_pyramid(method_cfg.backbone, method, why)
     resolved = Resolved(method, method_cls, method_cfg)
     if task is not None:
-        if fixed := sorted(set(layers["task"]) & set(task_cls.config_class.IDENTITY_FIELDS)):
-            raise UserError(f"profile {profile!r} sets {', '.join(fixed)} under task:, which define(s) a task, "
-                            "not how it runs; remove them from the profile")
         resolved.task, resolved.task_cls = task, task_cls
-        resolved.task_cfg = build(task_cls.config_class, {**task_values, **layers["task"], **routed["task"]}, f"task {task}")
+        resolved.task_cfg = _task_config(task, task_cls, task_values, layers["task"], routed["task"], profile)
     return resolved
+
+
+def _task_config(task: str, task_cls: type, values: dict, profile_layer: dict, sets: dict, profile: str):
+    """The task config from its YAML < the profile's task layer < ``--set``; a profile may not
+    redefine what the task is."""
+    if fixed := sorted(set(profile_layer) & set(task_cls.config_class.IDENTITY_FIELDS)):
+        raise UserError(f"profile {profile!r} sets {', '.join(fixed)} under task:, which define(s) a task, "
+                        "not how it runs; remove them from the profile")
+    return build(task_cls.config_class, {**values, **profile_layer, **sets}, f"task {task}")
 
 
 def resolve_task(task: str, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> tuple[type, Any]:
     """(task kind class, task config) from class defaults < YAML < profile (``task:``, ``kinds:``)
     < ``--set``, for what needs a task without a method (the trivial references)."""
     task_cls, values = _task_layers(task)
-    layers = profile_overrides(profile, "", values["kind"])
-    routed = route_sets(list(sets), {"task": task_cls.config_class})
-    return task_cls, build(task_cls.config_class, {**values, **layers["task"], **routed["task"]}, f"task {task}")
+    layer = profile_overrides(profile, "", values["kind"])["task"]
+    routed = route_sets(list(sets), {"task": task_cls.config_class})["task"]
+    return task_cls, _task_config(task, task_cls, values, layer, routed, profile)
 
 
 def source_tag(root) -> str:

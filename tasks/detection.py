@@ -61,7 +61,7 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
-from tasks.metrics import DetectionAP, detection_map, image_interval, ratio_of_counts
+from tasks.metrics import DetectionAP, detection_map, image_interval, ratio_of_counts, scored
 from tasks.references import detection_references
 
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
@@ -313,19 +313,15 @@ class Detection(Task):
         test_map = DetectionAP(*test, MAP_IOU_THRESHOLDS, c.count_negatives)  # matched once, resampled by weights
         lesion_free = np.asarray([len(t) == 0 for t in test[2]])
         left_empty = np.asarray([len(b) == 0 for b in test[0]])  # no box above conf_threshold after NMS
-        empty_acc = ratio_of_counts(lesion_free & left_empty, lesion_free)
         metrics = {
             "map": test_map(),
             **image_interval(test_map, len(test[2])),
-            "empty_acc": empty_acc(np.ones(len(lesion_free))),
+            **scored("empty_acc", ratio_of_counts(lesion_free & left_empty, lesion_free), len(lesion_free)),
             "map_50": detection_map(*test, (0.5,), c.count_negatives),
             "val_map": best if math.isfinite(best) else math.nan,
             "epochs": epochs_run,
             "train_images": len(train.ids),
         }
-        if math.isfinite(metrics["empty_acc"]):
-            low_high = image_interval(empty_acc, len(lesion_free))
-            metrics["empty_acc_ci_low"], metrics["empty_acc_ci_high"] = low_high["ci_low"], low_high["ci_high"]
         if not c.count_negatives:
             metrics["reference_skips_negatives"] = 1
         return metrics

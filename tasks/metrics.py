@@ -39,19 +39,24 @@ def segmentation_scores(counts: np.ndarray, n_resamples: int = 1000) -> dict[str
     n = len(total)
     dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)  # = per_image_dice
     parts = {
-        "dice": mean_of_counts(dice),
         "dice_pos": ratio_of_counts(np.where(pos, 2 * inter / np.maximum(total, 1), 0.0), pos),
         "empty_acc": ratio_of_counts(~pos & (pred == 0), ~pos),
         "dice_pooled": ratio_of_counts(2 * inter, total),
     }
-    out: dict[str, float] = {}
+    out = {"dice": float(dice.mean()) if n else math.nan, **image_interval(mean_of_counts(dice), n, n_resamples)}
     for name, of_counts in parts.items():
-        out[name] = (float(dice.mean()) if name == "dice" else of_counts(np.ones(n))) if n else math.nan
-        interval = image_interval(of_counts, n, n_resamples) if math.isfinite(out[name]) else \
-            {"ci_low": math.nan, "ci_high": math.nan}
-        prefix = "" if name == "dice" else f"{name}_"
-        out[f"{prefix}ci_low"], out[f"{prefix}ci_high"] = interval["ci_low"], interval["ci_high"]
+        out.update(scored(name, of_counts, n, n_resamples))
     return out
+
+
+def scored(name: str, of_counts: Callable[[np.ndarray], float], n: int, n_resamples: int = 1000) -> dict[str, float]:
+    """A secondary metric over ``n`` test images as the metrics dict holds it: ``name`` and its 95 %
+    bootstrap interval as ``<name>_ci_low/high`` (the primary metric's is ``ci_low/ci_high``); NaN
+    all three where the metric is undefined (no image of the kind it averages over)."""
+    value = of_counts(np.ones(n)) if n else math.nan
+    interval = image_interval(of_counts, n, n_resamples) if math.isfinite(value) else {"ci_low": math.nan,
+                                                                                         "ci_high": math.nan}
+    return {name: value, f"{name}_ci_low": interval["ci_low"], f"{name}_ci_high": interval["ci_high"]}
 
 
 def ratio_of_counts(numerator: np.ndarray, denominator: np.ndarray) -> Callable[[np.ndarray], float]:

@@ -7,14 +7,14 @@ MGCA's RSNA test split, 76.9 % on SIIM's); a constant classifier scores AUROC 50
 
 Each function takes the test split's labels only (no images, no encoder), so the same
 numbers come from a loaded split (stored with every trial) and from the label files
-alone (``baselines``). The result is one plain dict, stored as a trial's
-``references``::
+alone (``baselines``). The result is one plain dict, stored as a trial's ``refs``
+(``references`` in ``run --json``)::
 
     {"split": "test", "n": 300, "lesion_free": 201,
      "rows": {"predict-nothing": {"dice": 0.67, "dice_pos": 0.0, ...}, ...}}
 
 Every metric here is higher-is-better, so the best trivial score of a metric
-(``benchmark.report.results.trivial_best``) is what a result must exceed before a
+(``benchmark.report.trivial.trivial_best``) is what a result must exceed before a
 comparison of two results means anything.
 """
 
@@ -23,10 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-#: the per-image Dice of the whole-image prediction on an image whose lesion covers share ``a``
-#: of its pixels is 2a / (a + 1); on a lesion-free image it is 0 (prediction non-empty, truth empty)
-
 
 def segmentation_references(lesion_share: np.ndarray) -> dict:
     """Predict nothing / predict the whole image, under every segmentation metric.
@@ -38,6 +34,7 @@ def segmentation_references(lesion_share: np.ndarray) -> dict:
     a = np.asarray(lesion_share, np.float64).reshape(-1)
     n, pos = len(a), a > 0
     n_pos = int(pos.sum())
+    # the whole image on a lesion covering share a of it: Dice 2a / (a + 1); on a lesion-free image 0
     whole = np.where(pos, 2 * a / (a + 1), 0.0)
     nothing = {"dice": float((~pos).mean()) if n else math.nan, "dice_pos": 0.0 if n_pos else math.nan,
                "empty_acc": 1.0 if n_pos < n else math.nan, "dice_pooled": 0.0 if n_pos else 1.0}

@@ -5,17 +5,16 @@ naming the file, the row and the column, and exit status 2; nothing is lost sile
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_real_layouts import XRV
 
 from benchmark.cli import main
 
-XRV = Path(importlib.util.find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
 
 
 def one_line(capsys, argv: list[str], code: int = 2) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -23,7 +22,7 @@ from benchmark.cli import main
 from benchmark.data.splits import draw_subset
 from benchmark.errors import UserError
 
-XRV = Path(importlib.util.find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
+XRV = F.XRV
 
 
 def cfg_for(task: str, **changes):
@@ -53,11 +52,7 @@ def subset(monkeypatch):
 @pytest.fixture(scope="module")
 def official(tmp_path_factory) -> Path:
     """The real RSNA, SIIM and CheXpert label files (as .zip / .gz variants) in their layouts."""
-    root = tmp_path_factory.mktemp("official")
-    (root / "rsna").mkdir()
-    shutil.copy(XRV / "kaggle_stage_2_train_labels.csv.zip", root / "rsna" / "stage_2_train_labels.csv.zip")
-    (root / "siim").mkdir()
-    shutil.copy(XRV / "siim-pneumothorax-train-rle.csv.gz", root / "siim" / "train-rle.csv.gz")
+    root = F.official_labels(tmp_path_factory.mktemp("official"))
     chex = root / "CheXpert-v1.0-small"
     chex.mkdir()
     shutil.copy(XRV / "chexpert_train.csv.gz", chex / "train.csv.gz")

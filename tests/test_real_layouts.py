@@ -9,6 +9,8 @@ official files, so the tests that load them set ``BENCHMARK_DATA_SUBSET=1``.
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,17 @@ CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "
                    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
                    "Fracture", "Support Devices")
 FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+#: the real official label files shipped in the torchxrayvision wheel
+XRV = Path(importlib.util.find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
+
+
+def official_labels(root: Path) -> Path:
+    """The real RSNA and SIIM label files (as .zip / .gz variants) in their layouts under ``root``."""
+    (root / "rsna").mkdir()
+    shutil.copy(XRV / "kaggle_stage_2_train_labels.csv.zip", root / "rsna" / "stage_2_train_labels.csv.zip")
+    (root / "siim").mkdir()
+    shutil.copy(XRV / "siim-pneumothorax-train-rle.csv.gz", root / "siim" / "train-rle.csv.gz")
+    return root
 
 
 def write_dicom(path: Path, arr: np.ndarray, monochrome1: bool = False, window: tuple[int, int] | None = None) -> None:

@@ -4,10 +4,8 @@ lines and the table's reference rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_real_layouts import official_labels
 
 from benchmark.cli import main
 from benchmark.report.trivial import comparison_line, trivial_best
@@ -27,7 +26,6 @@ from tasks.references import (
     segmentation_references,
 )
 
-XRV = Path(importlib.util.find_spec("torchxrayvision").submodule_search_locations[0]) / "data"
 
 
 def masks(*rows: str) -> torch.Tensor:
@@ -151,12 +149,17 @@ def test_table_shows_the_reference_row_and_never_bolds_a_best_that_predict_nothi
 
 @pytest.fixture(scope="module")
 def labels_only(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("labels_only")
-    (root / "rsna").mkdir()
-    shutil.copy(XRV / "kaggle_stage_2_train_labels.csv.zip", root / "rsna" / "stage_2_train_labels.csv.zip")
-    (root / "siim").mkdir()
-    shutil.copy(XRV / "siim-pneumothorax-train-rle.csv.gz", root / "siim" / "train-rle.csv.gz")
-    return root
+    return official_labels(tmp_path_factory.mktemp("labels_only"))
+
+
+def _tool(name: str):
+    """A script of tools/ (not part of the package) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def _mgca_test(frame: pd.DataFrame, test_size) -> pd.DataFrame:
@@ -212,13 +215,9 @@ def test_baselines_on_the_phantom_and_bad_names(capsys):
 def test_shipped_trivial_reference_rows_are_what_the_label_files_give(labels_only):
     """results/reference/trivial_real_splits.csv (what `table --reference` shows beside the
     published rows) is tools/trivial_references.py's output on the real label files."""
-    import importlib.util as iu
-
     from benchmark.report.tables import load_reference
 
-    spec = iu.spec_from_file_location("trivial_references", Path(__file__).parents[1] / "tools" / "trivial_references.py")
-    tool = iu.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("trivial_references")
     shipped = [r for r in load_reference() if r["method"].endswith("(trivial)")]
     again = tool.rows(str(labels_only))
     assert [(r["method"], r["task"], r["metric"], r["fraction"], r["value"]) for r in shipped] == \
@@ -228,7 +227,6 @@ def test_shipped_trivial_reference_rows_are_what_the_label_files_give(labels_onl
 
 
 def test_backfill_gives_an_older_phantom_trial_the_references_a_new_one_stores(tmp_path, capsys):
-    import importlib.util as iu
     import sqlite3
 
     from benchmark.store import Store
@@ -242,9 +240,7 @@ def test_backfill_gives_an_older_phantom_trial_the_references_a_new_one_stores(t
     with sqlite3.connect(path) as db:  # as a trial recorded before references were stored
         db.execute("UPDATE trials SET refs = NULL")
     assert Store(path, readonly=True).all()[0].refs == {}
-    spec = iu.spec_from_file_location("backfill", Path(__file__).parents[1] / "tools" / "backfill_references.py")
-    tool = iu.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("backfill_references")
     assert tool.backfill(Store(path)) == 1
     assert Store(path, readonly=True).all()[0].refs == stored
     assert tool.backfill(Store(path)) == 0  # nothing left to do

@@ -25,6 +25,7 @@ from benchmark.stats import (
     paired_difference,
     seed_interval,
 )
+from benchmark.report.trivial import PARTS, trivial_best
 from benchmark.store import Trial, to_json
 
 #: row order: the controls (lower bound, positive control) first, the proposed method last (as papers print them)
@@ -135,8 +136,6 @@ ERROR_WIDTH = 60  # the table view cuts a failure's reason here (JSON and CSV ke
 
 def trivial_text(trial: Trial) -> str:
     """``predict-nothing 0.6700``: the best trivial reference of the trial's primary metric ('' if none stored)."""
-    from benchmark.report.trivial import trivial_best
-
     best = trivial_best(trial.refs, trial.metric or "")
     return f"{best[0]} {best[1]:.4f}" if best else ""
 
@@ -144,8 +143,6 @@ def trivial_text(trial: Trial) -> str:
 def result_rows(trials: list[Trial]) -> list[dict]:
     """One row per trial: its key, value and the best trivial reference of its metric, then the
     metric's parts (``dice_pos``, ``empty_acc``, ...) where any trial stored them."""
-    from benchmark.report.trivial import PARTS
-
     parts = [p for p in PARTS if any(p in (t.metrics or {}) for t in trials)]
     return [
         {"method": t.method, "config": t.method_hash, "task": t.task, "protocol": t.protocol, "fraction": t.fraction,

@@ -205,14 +205,18 @@ def _add_trivial(table: Table, trials: list[Trial], task_label: dict) -> None:
     for t in trials:
         by_column.setdefault(task_label[(t.task, t.task_hash)], []).append(t)
     rows: dict[str, Row] = {}
+    missing = set()
     for col in table.columns:
-        for name, value in trivial_values(by_column.get(col[0], []), table.metric).items():
+        values = trivial_values(by_column.get(col[0], []), table.metric)
+        if not values:
+            missing.add(col[0])
+        for name, value in values.items():
             rows.setdefault(name, Row(f"{name} (trivial)", source=TRIVIAL)).cells[col] = value
     table.trivial = list(rows.values())
     if rows:
         table.notes.append("(trivial): what a predictor that sees no image scores on the same test split, from its labels "
                            "alone; a difference between rows that do not both exceed it is not one between encoders")
-    missing = sorted({c[0] for c in table.columns if not trivial_values(by_column.get(c[0], []), table.metric)})
+    missing = sorted(missing)
     if missing:
         table.notes.append(f"no trivial reference stored for {', '.join(missing)} (trials from before they were stored; "
                            "`python -m benchmark baselines TASK` computes them)")

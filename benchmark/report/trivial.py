@@ -28,7 +28,8 @@ def trivial_best(refs: dict | None, metric: str) -> tuple[str, float] | None:
     return best
 
 
-def _num(value: Any) -> str:
+def fixed(value: Any) -> str:
+    """A stored score as printed beside its references: 4 decimals, ``n/a`` when undefined."""
     return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
 
 
@@ -58,7 +59,7 @@ def reference_lines(refs: dict, metrics: list[str], indent: str = "  ") -> list[
     """One line per trivial reference: its value under each of ``metrics`` it defines."""
     out = []
     for name, row in (refs.get("rows") or {}).items():
-        shown = [f"{m} {_num(row[m])}" for m in metrics if m in row]
+        shown = [f"{m} {fixed(row[m])}" for m in metrics if m in row]
         if shown:
             out.append(f"{indent}{name:<20s} {', '.join(shown)}")
     return out

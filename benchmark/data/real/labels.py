@@ -136,6 +136,15 @@ def clip_boxes(boxes, height: int, width: int) -> tuple[np.ndarray, int, int]:
     return out.astype(np.float32), clipped, int((~keep).sum())
 
 
+def box_mask(boxes, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 0/1 mask of x, y, w, h boxes as the loaders draw them: clipped
+    (:func:`clip_boxes`), edges rounded to pixels, several boxes united."""
+    mask = np.zeros((height, width), np.uint8)
+    for x, y, w, h in clip_boxes(boxes, height, width)[0]:
+        mask[round(y):round(y + h), round(x):round(x + w)] = 1
+    return mask
+
+
 def box_problem(box, height: int | None = None, width: int | None = None) -> str | None:
     """Why a box in original pixels is invalid (``data check``), or None; the image size, when
     known, also catches boxes reaching outside it."""

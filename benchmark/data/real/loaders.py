@@ -45,13 +45,7 @@ def _rows_of(stack: Stack, ids: list[str]) -> np.ndarray:
 
 
 def _box_mask(boxes_of: list[list[list[float]]]):
-    def draw(i: int, shape: tuple[int, int]) -> np.ndarray:
-        m = np.zeros(shape, np.uint8)
-        for x, y, w, h in L.clip_boxes(boxes_of[i], *shape)[0]:
-            m[round(y):round(y + h), round(x):round(x + w)] = 1
-        return m
-
-    return draw
+    return lambda i, shape: L.box_mask(boxes_of[i], *shape)
 
 
 def _stored_boxes(stack: Stack, rows: np.ndarray, boxes: list) -> tuple[list[np.ndarray], dict]:

@@ -67,17 +67,6 @@ def patients(path: Path) -> pd.DataFrame:
                          "Target": [int(bool(boxes[i])) for i in ids]})
 
 
-def box_share(boxes: list[list[float]], size: int) -> float:
-    """The share of a ``size`` x ``size`` image inside the union of its x, y, w, h boxes, drawn as
-    the loaders draw box masks (clipped, rounded to pixels)."""
-    if not boxes:
-        return 0.0
-    mask = np.zeros((size, size), bool)
-    for x, y, w, h in L.clip_boxes(boxes, size, size)[0]:
-        mask[round(y):round(y + h), round(x):round(x + w)] = True
-    return float(mask.mean())
-
-
 def recipe(root: Path, variant: str = "cls") -> SplitTable:
     """Patients; ``variant`` "cls" (classification, zero-shot) or "det" (detection, segmentation)."""
     folder, files = label_files(root, LAYOUT)
@@ -185,7 +174,8 @@ class Rsna(DataSet):
         its (clipped, united) boxes at the download's 1024 x 1024 px."""
         out = super().test_labels(st, split)
         if st.variant == "det":
-            out.lesion_share = np.asarray([box_share(b, ORIGINAL_SIZE) for b in st.part(split)["boxes"]])
+            out.lesion_share = np.asarray([L.box_mask(b, ORIGINAL_SIZE, ORIGINAL_SIZE).mean() if b else 0.0
+                                           for b in st.part(split)["boxes"]])
         return out
 
     def phantom(self, split: str, n: int, size: int) -> object:

@@ -138,7 +138,7 @@ def baselines(task: str, *, profile: str = "cpu", data_root: str | None = None,
 
 def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:
     """(method, checkpoint file): a registered method's name, else a weights file for ``checkpoint``."""
-    import methods  # noqa: F401  (registers the methods)
+    import benchmark.methods  # noqa: F401  (registers the methods)
     from benchmark.hubfolder import is_export
     from benchmark.registry import METHODS
 
@@ -167,7 +167,7 @@ def load_encoder(
     import torch
 
     from benchmark.device import pick_device
-    from tasks.classification import PooledEncoder
+    from benchmark.tasks.classification import PooledEncoder
 
     method, checkpoint = _method_of(method_or_path)
     dev = pick_device(device)

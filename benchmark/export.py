@@ -48,7 +48,7 @@ def _check_out(out: Path) -> None:
 
 def encoder_config(pre: Pretrained) -> dict:
     """config.json: what rebuilds the encoder and feeds it like the benchmark does."""
-    import methods  # noqa: F401  (registers the methods: their input statistics)
+    import benchmark.methods  # noqa: F401  (registers the methods: their input statistics)
 
     meta, cfg = pre.meta, pre.meta.get("config", {})
     stats = METHODS.get(meta["method"]).image_stats if meta["method"] in METHODS.names() else None

@@ -68,7 +68,7 @@ from benchmark.paths import (
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from benchmark.version import __version__, git_revision
-from methods.base import MethodConfig
+from benchmark.methods.base import MethodConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

@@ -32,7 +32,7 @@ from benchmark.loggers import Logger, open_logger
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
 from benchmark.version import __version__, git_revision
-from tasks.base import EpochReport, Fit
+from benchmark.tasks.base import EpochReport, Fit
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Resolved:
 
 
 def _method_layers(method: str) -> tuple[type, dict]:
-    import methods  # noqa: F401  (registers the methods)
+    import benchmark.methods  # noqa: F401  (registers the methods)
 
     cls = METHODS.get(method)
     values = named_yaml("methods", method)
@@ -58,7 +58,7 @@ def _method_layers(method: str) -> tuple[type, dict]:
 
 
 def _task_layers(task: str) -> tuple[type, dict]:
-    import tasks  # noqa: F401  (registers the task kinds)
+    import benchmark.tasks  # noqa: F401  (registers the task kinds)
 
     values = named_yaml("tasks", task)
     values["name"] = task
@@ -82,7 +82,7 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         method_cls.config_class, {**values, **method_cls.implied_settings(values), **routed["method"]}, f"method {method}"
     )
     if why := getattr(method_cls, "needs_pyramid", ""):
-        from methods.backbones import require_pyramid
+        from benchmark.methods.backbones import require_pyramid
 
         require_pyramid(method_cfg.backbone, method, why)
     resolved = Resolved(method, method_cls, method_cfg)

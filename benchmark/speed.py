@@ -66,7 +66,7 @@ class Ceiling(nn.Module):
 
     def __init__(self, arch: str = "resnet50") -> None:
         super().__init__()
-        from methods.backbones import build_backbone
+        from benchmark.methods.backbones import build_backbone
 
         self.backbone = build_backbone(arch, "none")
 
@@ -126,7 +126,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     from benchmark.errors import UserError
     from benchmark.pretraining import make_optimizer, to_device, train_step
     from benchmark.runner import resolve
-    from methods.naive import naive_step_fn
+    from benchmark.methods.naive import naive_step_fn
 
     if steps < 1 or warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")

@@ -1,3 +1,3 @@
 """VLP methods; importing this package registers them."""
 
-from methods import asg, baselines, convirt, gloria, imitate, openclip, prior, supervised  # noqa: F401
+from benchmark.methods import asg, baselines, convirt, gloria, imitate, openclip, prior, supervised  # noqa: F401

@@ -44,17 +44,17 @@ from torchvision.ops import roi_align
 
 from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.registry import METHODS
-from methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
-from methods.base import Method, MethodConfig
-from methods.encoders import TextTower, projection_head, spatial_patches
-from methods.losses import (
+from benchmark.methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
+from benchmark.methods.base import Method, MethodConfig
+from benchmark.methods.encoders import TextTower, projection_head, spatial_patches
+from benchmark.methods.losses import (
     cosine_logits,
     infonce_loss,
     region_alignment_loss,
     symmetric_kl_loss,
     tag_soft_targets,
 )
-from methods.sentences import ReportTokens, corpus_reports, pool_sentences
+from benchmark.methods.sentences import ReportTokens, corpus_reports, pool_sentences
 
 
 @dataclass

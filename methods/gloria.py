@@ -60,15 +60,15 @@ from torch import nn
 from benchmark.config import Layers, NonNegative, Positive
 from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
-from methods.base import Method, MethodConfig
-from methods.encoders import (
+from benchmark.methods.base import Method, MethodConfig
+from benchmark.methods.encoders import (
     DrawsTextUnits,
     TextTower,
     continuation_mask,
     merge_word_pieces,
 )
-from methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
-from methods.sentences import report_sentences
+from benchmark.methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
+from benchmark.methods.sentences import report_sentences
 
 _WORD = re.compile(r"\w+")
 

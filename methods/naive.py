@@ -28,15 +28,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from methods.sentences import ReportTokens, corpus_reports
-from methods.text_cache import corpus_texts
+from benchmark.methods.sentences import ReportTokens, corpus_reports
+from benchmark.methods.text_cache import corpus_texts
 
 
 def naive_step_fn(model, corpus) -> Callable[[dict], dict] | None:
     """``step(batch) -> terms`` doing the authors' per-step work, or None when the
     method has no text side the project caches. Call after ``model.prepare(corpus)``."""
-    from methods.encoders import DrawsTextUnits
-    from methods.imitate import Imitate
+    from benchmark.methods.encoders import DrawsTextUnits
+    from benchmark.methods.imitate import Imitate
 
     if isinstance(model, Imitate):
         return NaiveImitate(model, corpus)
@@ -71,7 +71,7 @@ class NaiveImitate:
             view = m._cicl(imp1, imp2, e, cfg.view_temperature) if cfg.view_view else imp1.new_zeros(()).float()
             return {"loss": report + cfg.view_weight * view, "report_text": report.detach(), "view_impression": view.detach()}
 
-        from methods.losses import cicl_loss
+        from benchmark.methods.losses import cicl_loss
 
         draws = draws or [m.findings_branch.draw(m.generator) for _ in range(4)]
         e_find, e_imp = self.encode("findings", index), self.encode("impression", index)

@@ -32,9 +32,9 @@ from torch import nn
 from benchmark.config import Range
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from methods.base import Method, MethodConfig, files_digest
-from methods.openclip_backbone import OpenClipTower, tower_of
-from methods.openclip_models import (
+from benchmark.methods.base import Method, MethodConfig, files_digest
+from benchmark.methods.openclip_backbone import OpenClipTower, tower_of
+from benchmark.methods.openclip_models import (
     DEFAULT,
     LOCAL,
     NO_WEIGHTS,

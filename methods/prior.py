@@ -93,10 +93,10 @@ from torch import nn
 from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from methods.base import Method, MethodConfig
-from methods.encoders import TextTower, spatial_patches
-from methods.losses import clip_loss, simsiam_loss, within_report_infonce
-from methods.sentences import (
+from benchmark.methods.base import Method, MethodConfig
+from benchmark.methods.encoders import TextTower, spatial_patches
+from benchmark.methods.losses import clip_loss, simsiam_loss, within_report_infonce
+from benchmark.methods.sentences import (
     ReportTokens,
     corpus_reports,
     pool_sentences,

@@ -39,8 +39,8 @@ from benchmark.data.sources import PHANTOM
 from benchmark.data.transforms import ImitateViews
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from methods.backbones import pooled
-from methods.base import Method, MethodConfig
+from benchmark.methods.backbones import pooled
+from benchmark.methods.base import Method, MethodConfig
 
 
 @dataclass

@@ -1,3 +1,3 @@
 """Downstream task kinds; importing this package registers them."""
 
-from tasks import classification, detection, retrieval, segmentation, zeroshot  # noqa: F401
+from benchmark.tasks import classification, detection, retrieval, segmentation, zeroshot  # noqa: F401

@@ -44,8 +44,8 @@ from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from methods.backbones import pooled
-from tasks.base import (
+from benchmark.methods.backbones import pooled
+from benchmark.tasks.base import (
     Fit,
     LiveFeatures,
     Task,
@@ -55,8 +55,8 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
-from tasks.references import classification_references
-from tasks.metrics import (
+from benchmark.tasks.references import classification_references
+from benchmark.tasks.metrics import (
     balanced_accuracy,
     accuracy,
     auroc,

@@ -49,9 +49,9 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from methods.backbones import pyramid_neck
-from methods.encoders import STAGE_CHANNELS
-from tasks.base import (
+from benchmark.methods.backbones import pyramid_neck
+from benchmark.methods.encoders import STAGE_CHANNELS
+from benchmark.tasks.base import (
     Fit,
     Task,
     TaskConfig,
@@ -61,8 +61,8 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
-from tasks.metrics import DetectionAP, detection_map, image_interval, ratio_of_counts, scored
-from tasks.references import detection_references
+from benchmark.tasks.metrics import DetectionAP, detection_map, image_interval, ratio_of_counts, scored
+from benchmark.tasks.references import detection_references
 
 #: YOLOv3's COCO anchors (w, h) at 416 px, smallest first: three per scale.
 COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))

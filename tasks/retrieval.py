@@ -12,8 +12,8 @@ import torch
 from benchmark.config import Width
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from tasks.base import Fit, Task, TaskConfig, joint_scores
-from tasks.references import retrieval_chance
+from benchmark.tasks.base import Fit, Task, TaskConfig, joint_scores
+from benchmark.tasks.references import retrieval_chance
 
 
 @dataclass

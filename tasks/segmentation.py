@@ -50,9 +50,9 @@ from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.data.types import TestLabels
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
-from methods.backbones import pyramid_neck
-from methods.encoders import BACKBONES
-from tasks.base import (
+from benchmark.methods.backbones import pyramid_neck
+from benchmark.methods.encoders import BACKBONES
+from benchmark.tasks.base import (
     Fit,
     Task,
     TaskConfig,
@@ -63,8 +63,8 @@ from tasks.base import (
     train_head,
     transferred_encoder,
 )
-from tasks.metrics import mask_counts, segmentation_scores
-from tasks.references import segmentation_references
+from benchmark.tasks.metrics import mask_counts, segmentation_scores
+from benchmark.tasks.references import segmentation_references
 
 
 @dataclass

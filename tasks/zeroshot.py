@@ -19,9 +19,9 @@ from benchmark.config import Width
 from benchmark.errors import UserError
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from tasks.base import Fit, Task, TaskConfig, joint_scores
-from tasks.metrics import accuracy, auroc, macro_f1
-from tasks.references import label_chance
+from benchmark.tasks.base import Fit, Task, TaskConfig, joint_scores
+from benchmark.tasks.metrics import accuracy, auroc, macro_f1
+from benchmark.tasks.references import label_chance
 
 
 @dataclass

@@ -57,7 +57,7 @@ def test_a_loaded_encoder_gives_the_classification_tasks_features(tmp_path):
     from benchmark.data.sources import task_splits
     from benchmark.data.transforms import downstream_batch
     from benchmark.runner import resolve
-    from tasks.base import batches
+    from benchmark.tasks.base import batches
 
     benchmark.run(*TRIAL, profile="smoke")
     cfg = resolve("random", "rsna_cls", "smoke").task_cfg

@@ -11,7 +11,7 @@ from torch import nn
 
 from benchmark.config import build
 from benchmark.data.types import PairCorpus
-from methods.anatomy_rules import (
+from benchmark.methods.anatomy_rules import (
     REGION_NAMES,
     REGIONS,
     TAG_NAMES,
@@ -19,8 +19,8 @@ from methods.anatomy_rules import (
     sentence_regions,
     sentence_tags,
 )
-from methods.asg import Asg, AsgConfig
-from methods.losses import region_alignment_loss, symmetric_kl_loss, tag_soft_targets
+from benchmark.methods.asg import Asg, AsgConfig
+from benchmark.methods.losses import region_alignment_loss, symmetric_kl_loss, tag_soft_targets
 
 ROW_CE = math.log(1 + math.e) - 1  # CE of logits (1, 0) against class 0
 

@@ -8,8 +8,8 @@ import torchvision
 
 from benchmark.cli import main
 from benchmark.errors import UserError
-from methods.baselines import load_encoder_state, read_checkpoint
-from methods.encoders import ResNetStages
+from benchmark.methods.baselines import load_encoder_state, read_checkpoint
+from benchmark.methods.encoders import ResNetStages
 
 
 def reference_encoder(seed: int = 3) -> dict[str, torch.Tensor]:
@@ -116,7 +116,7 @@ def test_random_is_seeded_and_untrained(capsys):
     assert out["method"] == "random" and 0 <= out["value"] <= 1
     from benchmark.pretraining import export_baseline
     from benchmark.runner import resolve
-    from methods.baselines import RandomInit
+    from benchmark.methods.baselines import RandomInit
 
     a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)
     b = torch.load(export_baseline("random", resolve("random", None, "smoke", [("seed", 1)]).method_cfg).path)

@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from benchmark.errors import UserError
-from methods.baselines import (
+from benchmark.methods.baselines import (
     FormatName,
     import_encoder,
     load_encoder_state,
     read_checkpoint,
 )
-from methods.checkpoint_formats import ALIASES, FORMATS, target_state
-from methods.encoders import ResNetStages
+from benchmark.methods.checkpoint_formats import ALIASES, FORMATS, target_state
+from benchmark.methods.encoders import ResNetStages
 
 SWIN, VIT = "swin_tiny_patch4_window7_224", "vit_base_patch16_224"
 CLIP = {"family": "open_clip", "name": "ViT-B-32-quickgelu"}
@@ -275,8 +275,8 @@ def test_the_checkpoint_method_evaluates_a_release_as_its_own_architecture(fmt, 
     release's architecture, puts every imported tensor on the backbone's key bit for bit and
     records the architecture, which the tasks rebuild (the pooled feature runs)."""
     from benchmark.runner import resolve
-    from methods.backbones import build_backbone, pooled, released_prefix
-    from tasks.base import transferred_encoder
+    from benchmark.methods.backbones import build_backbone, pooled, released_prefix
+    from benchmark.tasks.base import transferred_encoder
 
     layout, spec, _, _ = CASES[fmt]
     enc = views(spec, seed=len(fmt))

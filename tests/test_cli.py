@@ -31,7 +31,7 @@ def test_run_stores_then_reuses_then_forces(capsys, monkeypatch):
     assert first["metrics"]["train_images"] == sum(max(1, round(0.1 * c)) for c in counts)  # stratified
     assert {"method", "task", "protocol", "fraction", "seed", "config_hash", "device", "seconds"} <= set(first)
 
-    from tasks.segmentation import Segmentation
+    from benchmark.tasks.segmentation import Segmentation
 
     def boom(*a, **k):
         raise AssertionError("a finished trial must not run again")
@@ -82,7 +82,7 @@ def test_module_entry_point_exit_status():
 def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
     from benchmark.pretraining import cached_encoder
     from benchmark.runner import get_encoder, resolve
-    from methods.imitate import Imitate
+    from benchmark.methods.imitate import Imitate
 
     sets = [("epochs", 2), ("checkpoint_every", 1)]  # smoke corpus 8 / batch 4: 4 steps
 
@@ -224,7 +224,7 @@ def test_list_is_fast_and_imports_no_torch_and_methods_match_the_registry():
     import subprocess
     import sys
 
-    import methods  # noqa: F401
+    import benchmark.methods  # noqa: F401
     from benchmark.config import available
     from benchmark.registry import METHODS
 

@@ -3,8 +3,8 @@ import pytest
 from benchmark.config import build, coerce, parse_sets, route_sets
 from benchmark.errors import UserError
 from benchmark.runner import resolve
-from methods.imitate import ImitateConfig
-from tasks.segmentation import SegmentationConfig
+from benchmark.methods.imitate import ImitateConfig
+from benchmark.tasks.segmentation import SegmentationConfig
 
 
 def test_layers_yaml_profile_set():
@@ -111,8 +111,8 @@ def test_runtime_fields_stay_out_of_the_hash():
 
 
 def every_config_class() -> list[type]:
-    import methods  # noqa: F401  (registers them)
-    import tasks  # noqa: F401
+    import benchmark.methods  # noqa: F401  (registers them)
+    import benchmark.tasks  # noqa: F401
     from benchmark.registry import METHODS, TASK_KINDS
 
     classes = {METHODS.get(n).config_class for n in METHODS.names()} | {TASK_KINDS.get(n).config_class for n in TASK_KINDS.names()}

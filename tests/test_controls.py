@@ -76,7 +76,7 @@ SMALL = [("backbone", "resnet18")]  # the head is sized from the backbone's last
 
 
 def smoke_model():
-    from methods.supervised import Supervised
+    from benchmark.methods.supervised import Supervised
 
     return Supervised(resolve("supervised", None, "smoke", SMALL).method_cfg)
 
@@ -104,7 +104,7 @@ def test_loss_is_the_hand_computed_bce_with_flipped_rows_mirrored():
 
 def test_flip_is_moved_out_of_the_transform_and_applied_to_the_image():
     from benchmark.data.transforms import ImitateViews
-    from methods.supervised import split_flip
+    from benchmark.methods.supervised import split_flip
 
     _, p = split_flip(ImitateViews(32))
     assert p == 0.5  # IMITATE's flip probability, now drawn in the step
@@ -141,7 +141,7 @@ def test_loss_goes_down_on_a_fixed_batch():
 def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
     from benchmark.data.sources import pretrain_corpus
     from benchmark.pretraining import read_weights
-    from methods.encoders import ResNetStages
+    from benchmark.methods.encoders import ResNetStages
 
     assert main(["pretrain", "--method", "supervised", "--profile", "smoke", "--set", "backbone=resnet18", "--json"]) == 0
     meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -178,7 +178,7 @@ def test_supervised_is_refused_on_real_data_before_any_data_is_read(tmp_path, mo
 
 
 def test_supervised_has_no_joint_space_and_is_listed(capsys):
-    from methods.supervised import Supervised
+    from benchmark.methods.supervised import Supervised
 
     assert not Supervised.has_joint_space()
     assert main(["list", "methods"]) == 0

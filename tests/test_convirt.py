@@ -7,8 +7,8 @@ import torchvision
 
 from benchmark.config import build
 from benchmark.data.transforms import CropJitterView
-from methods.convirt import Convirt, ConvirtConfig, make_head
-from methods.losses import asymmetric_infonce
+from benchmark.methods.convirt import Convirt, ConvirtConfig, make_head
+from benchmark.methods.losses import asymmetric_infonce
 
 CORPUS = SimpleNamespace(
     findings=["Heart size is normal. Lungs are clear. No effusion.", "", "Small left effusion. Mild cardiomegaly."],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.detection import (
+from benchmark.tasks.detection import (
     COCO_ANCHORS,
     MAP_IOU_THRESHOLDS,
     assign_targets,
@@ -17,7 +17,7 @@ from tasks.detection import (
     scaled_anchors,
     yolo_loss,
 )
-from tasks.metrics import detection_map
+from benchmark.tasks.metrics import detection_map
 
 GRIDS_416 = [(52, 52), (26, 26), (13, 13)]
 

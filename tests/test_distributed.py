@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from benchmark.data.pairs import EpochBatches
 from benchmark.distributed import gather_rows, global_min, mean_terms, world
-from methods.losses import cicl_loss, clip_loss
+from benchmark.methods.losses import cicl_loss, clip_loss
 
 B, D, E = 8, 5, 6
 
@@ -101,7 +101,7 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     from benchmark.data.sources import pretrain_corpus
     from benchmark.pretraining import encoder_dir, train_loop
     from benchmark.runner import resolve
-    from methods.imitate import Imitate
+    from benchmark.methods.imitate import Imitate
 
     cfg = resolve("imitate", None, "smoke", DDP_RUN).method_cfg
     corpus = pretrain_corpus(cfg, None)

@@ -73,8 +73,8 @@ def test_nan_in_ddp_pretraining_is_one_line_too(capsys, isolated_home):
 
 
 def test_gpu_out_of_memory_names_the_sizes(capsys, monkeypatch, isolated_home):
-    from methods.imitate import Imitate
-    from tasks.classification import Classification
+    from benchmark.methods.imitate import Imitate
+    from benchmark.tasks.classification import Classification
 
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -322,7 +322,7 @@ def test_a_resume_checkpoint_loads_weights_only(tmp_path):
     weights_only=True and passes the resume check, for every pre-trained method."""
     import io
 
-    import methods  # noqa: F401
+    import benchmark.methods  # noqa: F401
     from benchmark.pretraining import RESUME_KEYS, make_optimizer, read_resume
     from benchmark.registry import METHODS
     from benchmark.runner import resolve

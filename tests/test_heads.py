@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tasks import base
-from tasks.base import TaskConfig, head_epochs, train_head
+from benchmark.tasks import base
+from benchmark.tasks.base import TaskConfig, head_epochs, train_head
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import torch
 
 from benchmark.config import build
 from benchmark.errors import UserError
-from methods.imitate import ChannelTokenBranch, Imitate, ImitateConfig, token_counts
+from benchmark.methods.imitate import ChannelTokenBranch, Imitate, ImitateConfig, token_counts
 
 TEXT_DIM = 16
 

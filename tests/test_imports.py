@@ -1,5 +1,5 @@
-"""Imports run one way: no circle among the modules of ``benchmark``, ``methods`` and
-``tasks``, and no module imports another module's private (``_x``) name.
+"""Imports run one way: no circle among the modules of ``benchmark`` (with ``methods/`` and
+``tasks/``, installed as ``benchmark.methods`` and ``benchmark.tasks``), and no module imports another module's private (``_x``) name.
 
 Read from the source with ``ast``, nothing imported. Every ``import`` statement counts,
 at module level or inside a function: a lazy import that only hides a circle from
@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("benchmark", "methods", "tasks")
+# folder -> the package it installs as (methods/ and tasks/ are mapped inside benchmark)
+PACKAGES = {"benchmark": "benchmark", "methods": "benchmark.methods", "tasks": "benchmark.tasks"}
 
 
-def module_files(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
-    """Module name -> source file, for every ``.py`` under the packages."""
+def module_files(root: Path = ROOT, packages: dict[str, str] = PACKAGES) -> dict[str, Path]:
+    """Module name -> source file, for every ``.py`` under the packages' folders."""
     found = {}
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
+    for folder, package in packages.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = [*package.split("."), *path.relative_to(root / folder).with_suffix("").parts]
             if parts[-1] == "__init__":
                 parts.pop()
             found[".".join(parts)] = path
@@ -112,7 +113,7 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
     (pkg / "sub" / "b.py").write_text("def f():\n    from pkg.sub.c import g\n")
     (pkg / "sub" / "c.py").write_text("def g():\n    import pkg.a\n")
     (pkg / "d.py").write_text("from .sub.c import _hidden, g\nimport json\n")
-    modules = module_files(tmp_path, ("pkg",))
+    modules = module_files(tmp_path, {"pkg": "pkg"})
     graph, private = import_graph(modules)
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.d"] == {"pkg.sub.c"}
     assert find_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.sub.c", "pkg.a"]
@@ -133,3 +134,18 @@ def test_no_import_circle(graph):
 
 def test_no_module_imports_another_modules_private_names(graph):
     assert graph[1] == [], "private names imported across modules:\n" + "\n".join(graph[1])
+
+
+def test_no_module_imports_the_folders_by_their_checkout_names():
+    """``methods/`` and ``tasks/`` install as ``benchmark.methods`` / ``benchmark.tasks``: an
+    ``import methods`` still works from the checkout (its folder is on sys.path) but not from a
+    wheel, and would load every method module twice (tests and tools included)."""
+    stale = []
+    for path in sorted([*ROOT.glob("*/**/*.py")]):
+        if ".venv" in path.parts or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            stale += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("methods", "tasks")]
+    assert stale == []

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.paths import config_dir, reference_dir
+from test_imports import PACKAGES
 from benchmark.registry import unknown_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,17 +100,17 @@ def test_the_wheel_holds_every_package(built):
     """pyproject lists the packages by hand (two are mapped folders): none may be missed."""
     in_wheel = {str(Path(n).parent).replace("/", ".") for n in zipfile.ZipFile(built["wheel"]).namelist()
                 if n.endswith("/__init__.py")}
-    in_tree = {str(p.parent.relative_to(ROOT)).replace("/", ".")
-               for top in ("benchmark", "methods", "tasks") for p in (ROOT / top).rglob("__init__.py")}
+    in_tree = {".".join([package, *p.parent.relative_to(ROOT / top).parts])
+               for top, package in PACKAGES.items() for p in (ROOT / top).rglob("__init__.py")}
     assert in_wheel == in_tree | {"benchmark.configs", "benchmark.reference"}
 
 
 def test_the_installed_package_runs_outside_the_checkout(built):
     work = built["work"]
     assert ROOT not in work.parents
-    where = _sh([built["python"], "-c", "import benchmark, methods, tasks, benchmark.paths as p; "
-                 "print(benchmark.__file__, methods.__file__, tasks.__file__, p.config_dir(), p.reference_dir(), "
-                 "benchmark.__version__, sep='\\n')"], cwd=work, env=built["env"]).stdout.split("\n")
+    where = _sh([built["python"], "-c", "import benchmark, benchmark.methods as m, benchmark.tasks as t, "
+                 "benchmark.paths as p; print(benchmark.__file__, m.__file__, t.__file__, p.config_dir(), "
+                 "p.reference_dir(), benchmark.__version__, sep='\\n')"], cwd=work, env=built["env"]).stdout.split("\n")
     for path in where[:5]:  # not the checkout through the editable install's finder
         assert Path(path).resolve().is_relative_to(built["venv"].resolve()), path
     assert where[5] == VERSION
@@ -135,6 +136,19 @@ def test_the_installed_package_runs_outside_the_checkout(built):
         line = next(x for x in table.splitlines() if x.strip("| ").startswith(f"{row['method']} †"))
         assert row["value"] in line
     assert re.search(r"^\|\s*random\s*\|", table, re.M)  # the measured row beside them
+
+
+def test_site_packages_holds_only_benchmark_of_ours(built):
+    """No generic top-level ``methods`` or ``tasks`` beside ``benchmark`` (issue 26): the wheel's
+    top-level names, and what the installed venv's site-packages gained."""
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(built["wheel"]).namelist()}
+    assert tops == {"benchmark", f"medvlp_bench-{VERSION}.dist-info"}
+    purelib = Path(_sh([built["python"], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    assert {p.name for p in purelib.iterdir()} >= {"benchmark"}
+    assert not {"methods", "tasks"} & {p.name for p in purelib.iterdir()}
+    gone = _sh([built["python"], "-c", "import importlib.util as u; print(u.find_spec('methods'), u.find_spec('tasks'))"],
+               cwd=built["work"], env=built["env"]).stdout.split()
+    assert gone == ["None", "None"]
 
 
 def test_the_running_install_reads_the_checkouts_files():

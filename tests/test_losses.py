@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.losses import (
+from benchmark.methods.losses import (
     cicl_loss,
     clinical_prior_targets,
     contrastive_from_logits,
@@ -109,7 +109,7 @@ def test_core_soft_targets_are_transposed_for_the_columns():
 def test_the_loss_core_stays_float32_under_bf16_autocast():
     """Issue 28: under autocast the cosine logits and CICL's targets came back in bfloat16 (a logit
     error of 0.08 at temperature 0.01) although the docstring promised float32."""
-    from methods.losses import clinical_prior_targets, cosine_logits
+    from benchmark.methods.losses import clinical_prior_targets, cosine_logits
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(16, 16)

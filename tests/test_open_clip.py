@@ -64,7 +64,7 @@ def test_vit_b16_runs_offline_on_zero_shot_probe_and_segmentation(capsys):
 def test_the_family_follows_benchx_levels_and_round_trips():
     from benchmark.errors import UserError
     from benchmark.registry import BACKBONE_FAMILIES
-    from methods.backbones import (
+    from benchmark.methods.backbones import (
         backbone_shape,
         build_backbone,
         check_backbone_name,
@@ -72,7 +72,7 @@ def test_the_family_follows_benchx_levels_and_round_trips():
         pooled,
         pyramid_neck,
     )
-    from methods.openclip_backbone import OpenClipFamily, vit_block_indices
+    from benchmark.methods.openclip_backbone import OpenClipFamily, vit_block_indices
 
     assert vit_block_indices(12) == (3, 5, 7, 11)  # BenchX's out_indices for ViT-B/16
     assert vit_block_indices(24) == (7, 11, 15, 23)
@@ -109,7 +109,7 @@ def test_the_family_follows_benchx_levels_and_round_trips():
         # another input size: the tower runs at its own size, the levels follow the input's grid
         assert [tuple(t.shape[-2:]) for t in tower(torch.randn(1, 3, 64, 64))] == [(4, 4)] * 4
         # state dict round trip through the spec (what a task's transferred_encoder does)
-        from tasks.base import transferred_encoder
+        from benchmark.tasks.base import transferred_encoder
 
         again = transferred_encoder(tower.state_dict(), json.loads(json.dumps(arch)))
         assert all(torch.equal(a, b) for a, b in zip(again.eval()(x), levels))
@@ -119,8 +119,8 @@ def test_the_family_follows_benchx_levels_and_round_trips():
 def test_chexzero_target_is_the_tower_under_its_released_prefix():
     """methods.checkpoint_formats' chexzero target (open_clip's CLIP(**cfg).visual names) loads onto
     build_backbone's module under released_prefix, key for key and shape for shape."""
-    from methods.backbones import build_backbone, released_prefix
-    from methods.checkpoint_formats import FORMATS, target_state
+    from benchmark.methods.backbones import build_backbone, released_prefix
+    from benchmark.methods.checkpoint_formats import FORMATS, target_state
 
     spec = FORMATS["chexzero"].target
     assert released_prefix(spec) == "visual." and released_prefix("resnet50") == "" and released_prefix("convnext_tiny") == "model."
@@ -133,7 +133,7 @@ def test_chexzero_target_is_the_tower_under_its_released_prefix():
 
 
 def test_modified_resnet_towers_give_their_stage_maps():
-    from methods.backbones import backbone_shape, build_backbone
+    from benchmark.methods.backbones import backbone_shape, build_backbone
 
     arch = {"family": "open_clip", "name": "RN50", "image_size": 64}
     tower = build_backbone(arch).eval()
@@ -146,7 +146,7 @@ def test_modified_resnet_towers_give_their_stage_maps():
 
 def test_timm_towers_give_levels_too():
     """BiomedCLIP's tower is a timm ViT inside open_clip's TimmModel; ConvNeXt CLIPs are timm CNNs."""
-    from methods.backbones import build_backbone
+    from benchmark.methods.backbones import build_backbone
 
     vit = build_backbone({"family": "open_clip", "name": "vit_medium_patch16_gap_256", "image_size": 32}).eval()
     assert vit.kind == "timm_vit" and vit.blocks == (3, 5, 7, 11) and vit.channels == (512,) * 4 and vit.strides == (16,) * 4
@@ -166,8 +166,8 @@ def _zero_shot_case(method):
     """Two classes; bright images are class 0, dark ones class 1. Text embeddings are unnormalised
     on purpose: class 1's prompts embed 5x longer, so a score without L2 normalisation picks
     class 1 for every image (accuracy 0.5); cosine in the joint space is right for all."""
-    from tasks.base import Fit
-    from tasks.zeroshot import ZeroShot, ZeroShotConfig
+    from benchmark.tasks.base import Fit
+    from benchmark.tasks.zeroshot import ZeroShot, ZeroShotConfig
 
     cfg = ZeroShotConfig(name="toy_zs", kind="zeroshot", dataset="toy", metric="accuracy", image_size=64,
                          classes=("bright", "dark"), prompts={"bright": {"severity": ["b1", "b2"]}, "dark": {"severity": ["d1"]}})
@@ -190,7 +190,7 @@ def _zero_shot_case(method):
 
 def test_zero_shot_scores_cosines_in_the_joint_space(tiny_folder):
     from benchmark.config import build
-    from methods.openclip import OpenClip, OpenClipConfig
+    from benchmark.methods.openclip import OpenClip, OpenClipConfig
 
     method = OpenClip(build(OpenClipConfig, {"model": str(tiny_folder[0])}, "test"))
     assert method.image_stats == ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))  # the folder's preprocess_cfg
@@ -203,7 +203,7 @@ def test_zero_shot_scores_cosines_in_the_joint_space(tiny_folder):
 
 def test_a_local_model_folder_loads_its_weights(tiny_folder):
     from benchmark.config import build
-    from methods.openclip import OpenClip, OpenClipConfig
+    from benchmark.methods.openclip import OpenClip, OpenClipConfig
 
     folder, source = tiny_folder
     cfg = build(OpenClipConfig, {"model": str(folder), "weights": "default"}, "test")
@@ -228,7 +228,7 @@ def test_a_local_model_folder_loads_its_weights(tiny_folder):
 ])
 def test_bad_names_and_weights_say_what_would_work(model, weights, says):
     from benchmark.errors import UserError
-    from methods.openclip_models import check_weights, resolve_name
+    from benchmark.methods.openclip_models import check_weights, resolve_name
 
     with pytest.raises(UserError) as err:
         check_weights(resolve_name(model), weights)

@@ -17,8 +17,8 @@ from test_real_layouts import official_labels
 
 from benchmark.cli import main
 from benchmark.report.trivial import comparison_line, trivial_best
-from tasks.metrics import mask_counts, segmentation_scores
-from tasks.references import (
+from benchmark.tasks.metrics import mask_counts, segmentation_scores
+from benchmark.tasks.references import (
     classification_references,
     detection_references,
     label_chance,

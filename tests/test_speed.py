@@ -7,7 +7,7 @@ from benchmark.cli import main
 from benchmark.data.pairs import PairViews
 from benchmark.data.sources import pretrain_corpus
 from benchmark.runner import resolve
-from methods.naive import NaiveImitate, naive_step_fn
+from benchmark.methods.naive import NaiveImitate, naive_step_fn
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_speed_task_mode_times_the_grid_against_one_trial(capsys):
 
 
 def test_findings_attention_from_cls_alone_equals_full_self_attention():
-    from methods.imitate import ChannelTokenBranch
+    from benchmark.methods.imitate import ChannelTokenBranch
 
     torch.manual_seed(0)
     branch = ChannelTokenBranch((0.25, 0.15, 0.10, 0.10), 4, 512, 4, 32).eval()

@@ -23,7 +23,7 @@ import benchmark.store
 from benchmark.cli import main
 from benchmark.errors import TrainingDiverged
 from benchmark.store import APPLICATION_ID, SCHEMA_VERSION, TRIALS, Store, Trial
-from tasks.classification import Classification
+from benchmark.tasks.classification import Classification
 
 RUN = ["run", "--method", "random", "--task", "rsna_cls", "--profile", "smoke"]
 READERS = [["results"], ["results", "--format", "json"], ["table"], ["plot", "--out", "{tmp}/plots"]]

@@ -312,7 +312,7 @@ def test_plot_legend_names_every_line_and_bands_stay_in_range(tmp_path, monkeypa
 
     from benchmark.report.plots import write_plots
     from benchmark.store import Trial
-    from tasks.references import classification_references
+    from benchmark.tasks.references import classification_references
 
     refs = classification_references(np.array([0, 1, 0, 1]), 4)
     trials = [Trial(m, m[:3] + "0" * 9, task, "t" + task, "mgca", 1.0, seed, "phantom-v2", "finished", "auroc", v,

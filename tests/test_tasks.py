@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.metrics import accuracy, auroc, macro_f1, per_image_dice
-from tasks.segmentation import focal_loss, soft_dice
+from benchmark.tasks.metrics import accuracy, auroc, macro_f1, per_image_dice
+from benchmark.tasks.segmentation import focal_loss, soft_dice
 
 
 def test_dice_per_image_with_empty_masks():
@@ -47,7 +47,7 @@ def test_segmentation_loss_parts():
 
 def test_linear_probe_reuses_cached_features(capsys, monkeypatch):
     from benchmark.cli import main
-    from tasks.classification import PooledEncoder
+    from benchmark.tasks.classification import PooledEncoder
 
     calls = []
     real = PooledEncoder.forward
@@ -67,7 +67,7 @@ def test_damaged_feature_cache_is_rebuilt_with_one_warning(damage, capsys, monke
     import logging
 
     from benchmark.cli import main
-    from tasks.classification import PooledEncoder
+    from benchmark.tasks.classification import PooledEncoder
 
     calls = []
     real = PooledEncoder.forward
@@ -98,7 +98,7 @@ def test_damaged_feature_cache_is_rebuilt_with_one_warning(damage, capsys, monke
 
 
 def test_precision_at_k_hand_computed():
-    from tasks.retrieval import precision_at_k
+    from benchmark.tasks.retrieval import precision_at_k
 
     scores = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.3, 0.7]])
     query, items = np.array([0, 1]), np.array([0, 1, 1])
@@ -109,7 +109,7 @@ def test_precision_at_k_hand_computed():
 
 
 def test_prompts_and_max_pooling_over_prompts():
-    from tasks.zeroshot import class_prompts, max_over_prompts
+    from benchmark.tasks.zeroshot import class_prompts, max_over_prompts
 
     spec = {"severity": ["", "mild"], "subtype": ["effusion"], "location": ["", "on the left"]}
     assert class_prompts(spec, 10) == ["effusion", "effusion on the left", "mild effusion", "mild effusion on the left"]
@@ -149,7 +149,7 @@ def test_fivex200_is_single_label_with_report_text():
 
 
 def test_warmup_cosine_schedule():
-    from tasks.base import warmup_cosine
+    from benchmark.tasks.base import warmup_cosine
 
     f = warmup_cosine(2, 6)
     assert [round(f(s), 4) for s in range(7)] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464, 0.0]
@@ -160,7 +160,7 @@ def test_finetune_protocol_trains_the_encoder(task, capsys, monkeypatch):
     import json
 
     from benchmark.cli import main
-    from tasks import base
+    from benchmark.tasks import base
 
     seen = {}
     real = base.train_head
@@ -174,7 +174,7 @@ def test_finetune_protocol_trains_the_encoder(task, capsys, monkeypatch):
         seen["encoder"] = encoder is not None
         return out
 
-    for module in ("tasks.classification", "tasks.segmentation", "tasks.detection"):
+    for module in ("benchmark.tasks.classification", "benchmark.tasks.segmentation", "benchmark.tasks.detection"):
         monkeypatch.setattr(f"{module}.train_head", spy)
     assert main(["run", "--method", "random", "--task", task, "--profile", "smoke", "--protocol", "finetune", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -203,7 +203,7 @@ def _resample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def test_auroc_of_counts_equals_auroc_on_the_resampled_images():
-    from tasks.metrics import auroc_of_counts
+    from benchmark.tasks.metrics import auroc_of_counts
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 300)
@@ -224,8 +224,8 @@ def test_auroc_of_counts_equals_auroc_on_the_resampled_images():
 
 
 def test_detection_map_of_counts_equals_the_map_of_the_resampled_images():
-    from tasks.detection import MAP_IOU_THRESHOLDS
-    from tasks.metrics import DetectionAP, detection_map
+    from benchmark.tasks.detection import MAP_IOU_THRESHOLDS
+    from benchmark.tasks.metrics import DetectionAP, detection_map
 
     rng = np.random.default_rng(2)
 
@@ -250,7 +250,7 @@ def test_image_interval_is_scipys_percentile_bootstrap():
     from scipy import stats
     from sklearn.metrics import roc_auc_score
 
-    from tasks.metrics import auroc_of_counts, image_interval, mean_of_counts
+    from benchmark.tasks.metrics import auroc_of_counts, image_interval, mean_of_counts
 
     y = np.tile([0, 1], 40)
     s = np.linspace(0, 1, 80) + 0.3 * y  # AUROC 0.83: an interval well inside (0, 1)
@@ -270,7 +270,7 @@ def test_image_interval_is_scipys_percentile_bootstrap():
 def test_image_interval_costs_little_on_1000_images():
     import time
 
-    from tasks.metrics import auroc_of_counts, image_interval
+    from benchmark.tasks.metrics import auroc_of_counts, image_interval
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 1000)
@@ -281,7 +281,7 @@ def test_image_interval_costs_little_on_1000_images():
 
 
 def test_standardized_uses_the_training_subset_statistics_only():
-    from tasks.classification import standardized
+    from benchmark.tasks.classification import standardized
 
     train = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]])
     test = torch.tensor([[3.0, 6.0, 5.0]])

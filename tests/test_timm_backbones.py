@@ -12,9 +12,9 @@ import torch
 from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.runner import get_encoder, resolve
-from methods.backbones import backbone_shape, build_backbone, pooled
-from methods.imitate import Imitate, token_counts
-from tasks.base import transferred_encoder
+from benchmark.methods.backbones import backbone_shape, build_backbone, pooled
+from benchmark.methods.imitate import Imitate, token_counts
+from benchmark.tasks.base import transferred_encoder
 
 NAMES = ("resnet18", "resnet50", "convnext_tiny", "vit_base_patch16_224")
 #: per name at 64 px: the levels' channels, strides, and the pooled width
@@ -68,11 +68,11 @@ def test_a_wrong_architecture_lists_missing_and_unexpected_keys():
 
 def spy_on_necks(monkeypatch) -> list[tuple]:
     """(task, levels' channels, levels' strides, the neck's strides) of every pyramid neck a task builds."""
-    import tasks.detection
-    import tasks.segmentation
+    import benchmark.tasks.detection
+    import benchmark.tasks.segmentation
 
     seen = []
-    for task, module in (("segmentation", tasks.segmentation), ("detection", tasks.detection)):
+    for task, module in (("segmentation", benchmark.tasks.segmentation), ("detection", benchmark.tasks.detection)):
         real = module.pyramid_neck
 
         def spy(channels, strides, real=real, task=task):

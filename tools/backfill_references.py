@@ -20,7 +20,7 @@ from benchmark.store import Store
 
 
 def backfill(store: Store) -> int:
-    import tasks  # noqa: F401  (registers the task kinds)
+    import benchmark.tasks  # noqa: F401  (registers the task kinds)
 
     done: dict[str, dict] = {}  # task hash -> references (one test split per task config)
     count = 0

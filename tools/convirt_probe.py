@@ -23,7 +23,7 @@ import torch
 from benchmark.data.sources import pretrain_corpus
 from benchmark.registry import METHODS
 from benchmark.runner import resolve
-from methods.losses import asymmetric_infonce
+from benchmark.methods.losses import asymmetric_infonce
 
 PAIRS = 16
 
@@ -83,7 +83,7 @@ def sentences(args: argparse.Namespace) -> None:
     from collections import Counter
 
     from benchmark.data import catalog
-    from methods.sentences import report_sentences
+    from benchmark.methods.sentences import report_sentences
 
     corpus = catalog.corpus().phantom_pairs(0, 73)  # the whole phantom corpus (its reports)
     counts = Counter(s for f, i in zip(corpus.findings, corpus.impressions) for s in report_sentences(f, i))

@@ -26,8 +26,8 @@ from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.transforms import ImitateViews, downstream_batch
 from benchmark.pretraining import read_weights
-from methods.encoders import ResNetStages
-from tasks.base import load_encoder
+from benchmark.methods.encoders import ResNetStages
+from benchmark.tasks.base import load_encoder
 
 
 def pooled(path: str, split: str, n: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

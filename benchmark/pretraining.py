@@ -5,7 +5,7 @@ AdamW, cosine warm restarts stepped per iteration with the period set from the
 real iteration count, bf16 autocast and channels_last on CUDA (plain fp32 on
 CPU), checkpoints that resume to the same result, progress, and a loss curve
 (``losses.csv``) with every loss term in its own column. The same loop runs in
-each process of a DDP run (``ddp_workers > 1``, ``benchmark.orchestrate.ddp``): rank 0
+each process of a DDP run (``ddp_workers > 1``, ``benchmark.ddp``): rank 0
 writes the files, the loss curve holds the terms averaged over processes.
 
 Output, under ``$BENCHMARK_HOME/encoders/<method>-<hash>/``: ``encoder.safetensors``
@@ -249,7 +249,7 @@ def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force
     """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder.
 
     ``cfg.ddp_workers > 1`` runs the same loop in that many DDP processes through
-    Ray Train (``benchmark.orchestrate.ddp``); otherwise it runs here."""
+    Ray Train (``benchmark.ddp``); otherwise it runs here."""
     if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
         return hit
     out = encoder_dir(method, cfg, corpus.fingerprint)
@@ -280,7 +280,7 @@ def _pretrain(method: str, cfg: MethodConfig, corpus, device: str, force: bool, 
             f"or max_steps <= {planned}"
         )
     if cfg.ddp_workers > 1:
-        from benchmark.orchestrate.ddp import run_ddp
+        from benchmark.ddp import run_ddp
 
         run_ddp(train_loop, method, cfg, corpus, device, out)
         return Pretrained(weights_file(out, ENCODER), read_meta(out), reused=False)

@@ -56,7 +56,7 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method")
 TASK_KINDS: Registry = Registry("task kind")
 #: image-backbone family -> a class with ``build(spec, weights)`` (and optional ``owns(name)``,
-#: ``names()`` for plain names): ``methods/backbones.py`` registers "torchvision" and "timm"
+#: ``names()`` for plain names): ``benchmark/models/backbones.py`` registers "torchvision" and "timm"
 BACKBONE_FAMILIES: Registry = Registry("backbone family")
 #: data set name -> its :class:`benchmark.data.dataset.DataSet` (one module each under benchmark/data/sets/)
 DATASETS: Registry = Registry("data set")

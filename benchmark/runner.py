@@ -82,7 +82,7 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         method_cls.config_class, {**values, **method_cls.implied_settings(values), **routed["method"]}, f"method {method}"
     )
     if why := getattr(method_cls, "needs_pyramid", ""):
-        from benchmark.methods.backbones import require_pyramid
+        from benchmark.models.backbones import require_pyramid
 
         require_pyramid(method_cfg.backbone, method, why)
     resolved = Resolved(method, method_cls, method_cfg)

@@ -14,7 +14,7 @@ median over the timed steps (CUDA events on a GPU, ``time.perf_counter`` on CPU)
   batches from the loop's data pipeline; ``step_data`` also counts fetching the
   batch from the loader (augmentation), which the loop does between steps;
 - naive: what the authors' code does per step, from the same modules
-  (``methods.naive``), on the same batches.
+  (``benchmark.speed_naive``), on the same batches.
 
 ``--task NAME``: the wall time of a 1/10/100 % x 3-seed linear-probe grid against
 one trial, both with cold feature caches and fresh results stores, after the
@@ -66,7 +66,7 @@ class Ceiling(nn.Module):
 
     def __init__(self, arch: str = "resnet50") -> None:
         super().__init__()
-        from benchmark.methods.backbones import build_backbone
+        from benchmark.models.backbones import build_backbone
 
         self.backbone = build_backbone(arch, "none")
 
@@ -126,7 +126,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     from benchmark.errors import UserError
     from benchmark.pretraining import make_optimizer, to_device, train_step
     from benchmark.runner import resolve
-    from benchmark.methods.naive import naive_step_fn
+    from benchmark.speed_naive import naive_step_fn
 
     if steps < 1 or warmup < 0:
         raise UserError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
@@ -203,7 +203,7 @@ def speed_lines(result: dict) -> list[str]:
     lines += [f"  ceiling   {rate('ceiling')}   {backbone} fwd+bwd+AdamW on {result['views']} x batch images",
               f"  step      {rate('step')}   the pre-training step (benchmark.pretraining.train_step)",
               f"  step+data {rate('step_data')}   the same plus fetching the batch (augmentation)",
-              f"  naive     {rate('naive')}   the authors' per-step work (methods.naive)"]
+              f"  naive     {rate('naive')}   the authors' per-step work (benchmark.speed_naive)"]
     for key, label in (("step_over_ceiling", "step / ceiling"), ("step_data_over_ceiling", "step+data / ceiling"),
                        ("step_over_naive", "step / naive")):
         if result.get(key) is not None:

@@ -46,7 +46,7 @@ from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.registry import METHODS
 from benchmark.methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.methods.encoders import TextTower, projection_head, spatial_patches
+from benchmark.models.encoders import TextTower, projection_head, spatial_patches
 from benchmark.methods.losses import (
     cosine_logits,
     infonce_loss,

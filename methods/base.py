@@ -19,7 +19,7 @@ from torch import nn
 from benchmark.config import Count, NonNegative, Positive, Range, Seed, Size
 from benchmark.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.errors import UserError
-from benchmark.methods.backbones import build_backbone, check_backbone_name
+from benchmark.models.backbones import build_backbone, check_backbone_name
 
 Beta = Annotated[float, Range(0, 1, hi_open=True)]
 
@@ -136,7 +136,7 @@ class Method(nn.Module):
     def prepare(self, corpus) -> None:
         """Per-corpus precomputation; default: frozen embeddings of ``text_fields``."""
         if self.text_fields:
-            from benchmark.methods.text_cache import text_bank
+            from benchmark.models.text_cache import text_bank
 
             self.attach_text(text_bank(self.text_cache, corpus, self.text_fields))
 
@@ -156,7 +156,7 @@ class Method(nn.Module):
     def text_cache(self):
         """The frozen text encoder's per-text cache (built on first use)."""
         if getattr(self, "_text_cache", None) is None:
-            from benchmark.methods.text_cache import TextEmbeddingCache
+            from benchmark.models.text_cache import TextEmbeddingCache
 
             cfg = self.cfg  # on the trial's device (text_device), not on CUDA whenever CUDA exists
             self._text_cache = TextEmbeddingCache(cfg.text_encoder, cfg.text_max_length, cfg.text_pooling,

@@ -62,9 +62,9 @@ from benchmark.hubfolder import (
 from benchmark.hubfolder import read_weights as read_export
 from benchmark.registry import METHODS
 from benchmark.safe_load import Inert, load_tensors
-from benchmark.methods.backbones import build_backbone, released_prefix, state_mismatch
+from benchmark.models.backbones import build_backbone, released_prefix, state_mismatch
 from benchmark.methods.base import Method, MethodConfig, files_digest
-from benchmark.methods.checkpoint_formats import (
+from benchmark.models.checkpoint_formats import (
     FORMATS,
     RESNET,
     Spec,
@@ -72,7 +72,7 @@ from benchmark.methods.checkpoint_formats import (
     describe,
     target_state,
 )
-from benchmark.methods.encoders import BACKBONES, ResNetStages, backbone_of
+from benchmark.models.encoders import BACKBONES, ResNetStages, backbone_of
 
 #: the first four formats' encoder prefixes (all formats: ``methods.checkpoint_formats.FORMATS``)
 PREFIXES = {name: FORMATS[name].prefixes[0] for name in ("torchvision", "mgca", "gloria", "prior")}

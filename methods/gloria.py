@@ -61,7 +61,7 @@ from benchmark.config import Layers, NonNegative, Positive
 from benchmark.data.transforms import HALF
 from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.methods.encoders import (
+from benchmark.models.encoders import (
     DrawsTextUnits,
     TextTower,
     continuation_mask,

@@ -34,9 +34,9 @@ from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.distributed import global_min
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from benchmark.methods.backbones import backbone_shape, require_pyramid
+from benchmark.models.backbones import backbone_shape, require_pyramid
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.methods.encoders import STAGE_CHANNELS, projection_head
+from benchmark.models.encoders import STAGE_CHANNELS, projection_head
 from benchmark.methods.losses import cicl_loss
 
 

@@ -33,8 +33,8 @@ from benchmark.config import Range
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig, files_digest
-from benchmark.methods.openclip_backbone import OpenClipTower, tower_of
-from benchmark.methods.openclip_models import (
+from benchmark.models.openclip_backbone import OpenClipTower, tower_of
+from benchmark.models.openclip_models import (
     DEFAULT,
     LOCAL,
     NO_WEIGHTS,

@@ -94,7 +94,7 @@ from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.methods.encoders import TextTower, spatial_patches
+from benchmark.models.encoders import TextTower, spatial_patches
 from benchmark.methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from benchmark.methods.sentences import (
     ReportTokens,

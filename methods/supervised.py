@@ -39,7 +39,7 @@ from benchmark.data.sources import PHANTOM
 from benchmark.data.transforms import ImitateViews
 from benchmark.errors import UserError
 from benchmark.registry import METHODS
-from benchmark.methods.backbones import pooled
+from benchmark.models.backbones import pooled
 from benchmark.methods.base import Method, MethodConfig
 
 

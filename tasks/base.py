@@ -309,7 +309,7 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
 
 def load_encoder(encoder: nn.Module, state: dict) -> None:
     """Strict load: a mismatch is a bug (or a bad checkpoint), never silently ignored."""
-    from benchmark.methods.backbones import state_mismatch
+    from benchmark.models.backbones import state_mismatch
 
     if differs := state_mismatch(nn.Module.state_dict(encoder), state):
         raise RuntimeError(f"encoder weights do not match {getattr(encoder, 'arch', type(encoder).__name__)}: {differs}")
@@ -322,7 +322,7 @@ def architecture(state: dict, arch: str | dict | None = None) -> str | dict:
     architectures were recorded: torchvision ResNets) the ResNet its keys say."""
     if arch is not None:
         return arch
-    from benchmark.methods.encoders import backbone_of
+    from benchmark.models.encoders import backbone_of
 
     try:
         return backbone_of(state)
@@ -332,7 +332,7 @@ def architecture(state: dict, arch: str | dict | None = None) -> str | dict:
 
 def transferred_encoder(state: dict, arch: str | dict | None = None) -> nn.Module:
     """The transferred encoder rebuilt from its architecture (``architecture``) and loaded strictly."""
-    from benchmark.methods.backbones import build_backbone
+    from benchmark.models.backbones import build_backbone
 
     encoder = build_backbone(architecture(state, arch))
     load_encoder(encoder, state)

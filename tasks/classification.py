@@ -44,7 +44,7 @@ from benchmark.errors import UserError
 from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from benchmark.methods.backbones import pooled
+from benchmark.models.backbones import pooled
 from benchmark.tasks.base import (
     Fit,
     LiveFeatures,

@@ -49,8 +49,8 @@ from benchmark.data.transforms import downstream_batch
 from benchmark.errors import UserError
 from benchmark.data.types import TestLabels
 from benchmark.registry import TASK_KINDS
-from benchmark.methods.backbones import pyramid_neck
-from benchmark.methods.encoders import STAGE_CHANNELS
+from benchmark.models.backbones import pyramid_neck
+from benchmark.models.encoders import STAGE_CHANNELS
 from benchmark.tasks.base import (
     Fit,
     Task,

@@ -50,8 +50,8 @@ from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.data.types import TestLabels
 from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
-from benchmark.methods.backbones import pyramid_neck
-from benchmark.methods.encoders import BACKBONES
+from benchmark.models.backbones import pyramid_neck
+from benchmark.models.encoders import BACKBONES
 from benchmark.tasks.base import (
     Fit,
     Task,

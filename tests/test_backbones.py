@@ -15,7 +15,7 @@ from benchmark.config import build, config_hash
 from benchmark.errors import UserError
 from benchmark.runner import get_encoder, plan_trial, resolve
 from benchmark.methods.baselines import load_encoder_state, read_checkpoint
-from benchmark.methods.encoders import BACKBONES, ResNetStages, backbone_of
+from benchmark.models.encoders import BACKBONES, ResNetStages, backbone_of
 from benchmark.methods.imitate import Imitate, ImitateConfig, token_counts
 
 SMALL = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512)}

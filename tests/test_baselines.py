@@ -9,7 +9,7 @@ import torchvision
 from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.methods.baselines import load_encoder_state, read_checkpoint
-from benchmark.methods.encoders import ResNetStages
+from benchmark.models.encoders import ResNetStages
 
 
 def reference_encoder(seed: int = 3) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 Swin-T, CheXzero, MGCA ViT-B/16, MRM).
 
 Each synthetic file is written in its authors' layout by renames written HERE, from
-the authors' code (cited in methods/checkpoint_formats.py), independently of the
+the authors' code (cited in benchmark/models/checkpoint_formats.py), independently of the
 importer's: the target architecture's own keys renamed into the authors' names, plus
 the extra keys their files carry (text towers, projection heads, decoders, Lightning
 or ``{"model": ...}`` wrappers). The import must put every tensor back on its target
@@ -24,8 +24,8 @@ from benchmark.methods.baselines import (
     load_encoder_state,
     read_checkpoint,
 )
-from benchmark.methods.checkpoint_formats import ALIASES, FORMATS, target_state
-from benchmark.methods.encoders import ResNetStages
+from benchmark.models.checkpoint_formats import ALIASES, FORMATS, target_state
+from benchmark.models.encoders import ResNetStages
 
 SWIN, VIT = "swin_tiny_patch4_window7_224", "vit_base_patch16_224"
 CLIP = {"family": "open_clip", "name": "ViT-B-32-quickgelu"}
@@ -275,7 +275,7 @@ def test_the_checkpoint_method_evaluates_a_release_as_its_own_architecture(fmt, 
     release's architecture, puts every imported tensor on the backbone's key bit for bit and
     records the architecture, which the tasks rebuild (the pooled feature runs)."""
     from benchmark.runner import resolve
-    from benchmark.methods.backbones import build_backbone, pooled, released_prefix
+    from benchmark.models.backbones import build_backbone, pooled, released_prefix
     from benchmark.tasks.base import transferred_encoder
 
     layout, spec, _, _ = CASES[fmt]

@@ -141,7 +141,7 @@ def test_loss_goes_down_on_a_fixed_batch():
 def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
     from benchmark.data.sources import pretrain_corpus
     from benchmark.pretraining import read_weights
-    from benchmark.methods.encoders import ResNetStages
+    from benchmark.models.encoders import ResNetStages
 
     assert main(["pretrain", "--method", "supervised", "--profile", "smoke", "--set", "backbone=resnet18", "--json"]) == 0
     meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision
 
 from benchmark.config import build
-from benchmark.methods.encoders import continuation_mask, merge_word_pieces
+from benchmark.models.encoders import continuation_mask, merge_word_pieces
 from benchmark.methods.gloria import Gloria, GloriaConfig, clean_sentence
 from benchmark.methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
 

@@ -17,7 +17,7 @@ GRID = ["grid", "--methods", "random,imitate", "--tasks", "rsna_cls", "--fractio
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray instance for the module (grid and tune join it instead of starting their own)."""
-    from benchmark.orchestrate.raycluster import connect
+    from benchmark.raycluster import connect
 
     session = connect(None, num_cpus=2)
     yield session

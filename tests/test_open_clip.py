@@ -64,7 +64,7 @@ def test_vit_b16_runs_offline_on_zero_shot_probe_and_segmentation(capsys):
 def test_the_family_follows_benchx_levels_and_round_trips():
     from benchmark.errors import UserError
     from benchmark.registry import BACKBONE_FAMILIES
-    from benchmark.methods.backbones import (
+    from benchmark.models.backbones import (
         backbone_shape,
         build_backbone,
         check_backbone_name,
@@ -72,7 +72,7 @@ def test_the_family_follows_benchx_levels_and_round_trips():
         pooled,
         pyramid_neck,
     )
-    from benchmark.methods.openclip_backbone import OpenClipFamily, vit_block_indices
+    from benchmark.models.openclip_backbone import OpenClipFamily, vit_block_indices
 
     assert vit_block_indices(12) == (3, 5, 7, 11)  # BenchX's out_indices for ViT-B/16
     assert vit_block_indices(24) == (7, 11, 15, 23)
@@ -119,8 +119,8 @@ def test_the_family_follows_benchx_levels_and_round_trips():
 def test_chexzero_target_is_the_tower_under_its_released_prefix():
     """methods.checkpoint_formats' chexzero target (open_clip's CLIP(**cfg).visual names) loads onto
     build_backbone's module under released_prefix, key for key and shape for shape."""
-    from benchmark.methods.backbones import build_backbone, released_prefix
-    from benchmark.methods.checkpoint_formats import FORMATS, target_state
+    from benchmark.models.backbones import build_backbone, released_prefix
+    from benchmark.models.checkpoint_formats import FORMATS, target_state
 
     spec = FORMATS["chexzero"].target
     assert released_prefix(spec) == "visual." and released_prefix("resnet50") == "" and released_prefix("convnext_tiny") == "model."
@@ -133,7 +133,7 @@ def test_chexzero_target_is_the_tower_under_its_released_prefix():
 
 
 def test_modified_resnet_towers_give_their_stage_maps():
-    from benchmark.methods.backbones import backbone_shape, build_backbone
+    from benchmark.models.backbones import backbone_shape, build_backbone
 
     arch = {"family": "open_clip", "name": "RN50", "image_size": 64}
     tower = build_backbone(arch).eval()
@@ -146,7 +146,7 @@ def test_modified_resnet_towers_give_their_stage_maps():
 
 def test_timm_towers_give_levels_too():
     """BiomedCLIP's tower is a timm ViT inside open_clip's TimmModel; ConvNeXt CLIPs are timm CNNs."""
-    from benchmark.methods.backbones import build_backbone
+    from benchmark.models.backbones import build_backbone
 
     vit = build_backbone({"family": "open_clip", "name": "vit_medium_patch16_gap_256", "image_size": 32}).eval()
     assert vit.kind == "timm_vit" and vit.blocks == (3, 5, 7, 11) and vit.channels == (512,) * 4 and vit.strides == (16,) * 4
@@ -228,7 +228,7 @@ def test_a_local_model_folder_loads_its_weights(tiny_folder):
 ])
 def test_bad_names_and_weights_say_what_would_work(model, weights, says):
     from benchmark.errors import UserError
-    from benchmark.methods.openclip_models import check_weights, resolve_name
+    from benchmark.models.openclip_models import check_weights, resolve_name
 
     with pytest.raises(UserError) as err:
         check_weights(resolve_name(model), weights)

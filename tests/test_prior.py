@@ -14,7 +14,7 @@ from torch import nn
 from benchmark.config import build
 from benchmark.data.types import PairCorpus
 from benchmark.errors import UserError
-from benchmark.methods.encoders import spatial_patches
+from benchmark.models.encoders import spatial_patches
 from benchmark.methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from benchmark.methods.prior import (
     ImageDecoder,
@@ -69,7 +69,7 @@ def test_patches_are_spatial_positions_in_row_major_order(model):
 
 
 def test_report_tokens_number_sentences_and_pool_them():
-    from benchmark.methods.encoders import load_text_model
+    from benchmark.models.encoders import load_text_model
 
     tok, _ = load_text_model("tiny-random")
     a, b = (tok(s, add_special_tokens=False)["input_ids"] for s in ("Heart is normal.", "No effusion."))

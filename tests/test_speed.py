@@ -7,7 +7,7 @@ from benchmark.cli import main
 from benchmark.data.pairs import PairViews
 from benchmark.data.sources import pretrain_corpus
 from benchmark.runner import resolve
-from benchmark.methods.naive import NaiveImitate, naive_step_fn
+from benchmark.speed_naive import NaiveImitate, naive_step_fn
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from benchmark.methods.text_cache import TextEmbeddingCache
+from benchmark.models.text_cache import TextEmbeddingCache
 
 
 def test_each_text_is_encoded_once_and_persisted():
@@ -42,7 +42,7 @@ def test_minilm_is_available_offline():
 
 def _pretrain_text_calls(epochs: int, home, monkeypatch) -> tuple[int, dict]:
     from benchmark.runner import get_encoder, resolve
-    from benchmark.methods.encoders import FrozenTextEncoder
+    from benchmark.models.encoders import FrozenTextEncoder
 
     calls = []
     real = FrozenTextEncoder.forward

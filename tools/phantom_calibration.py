@@ -26,7 +26,7 @@ from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.phantom.reports import load_reports
 from benchmark.data.transforms import ImitateViews, downstream_batch
 from benchmark.pretraining import read_weights
-from benchmark.methods.encoders import ResNetStages
+from benchmark.models.encoders import ResNetStages
 from benchmark.tasks.base import load_encoder
 
 

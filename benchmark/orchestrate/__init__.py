@@ -6,9 +6,11 @@
   (``run_search``, ``search_lines``).
 - ``raytune``: the Ray Tune glue both share: worker set-up, the result callback, the
   pre-training phase (``pretrain_encoders``).
-- ``raycluster``: start or join a Ray instance, size each trial's request.
-- ``ddp``: a pre-training loop run in N processes through Ray Train.
+
+The Ray connection (``benchmark.raycluster``: start or join a Ray instance, size each
+trial's request) sits below, beside the DDP launcher (``benchmark.ddp``) that the
+pre-training loop uses, so that nothing below this package imports it.
 
 Nothing is imported here: import the module you need (``from benchmark.orchestrate.grid
-import expand``), so that importing one (``ddp`` from ``pretrain``) loads no other.
+import expand``), so that importing one loads no other.
 """

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.experiments import GridSpec, MethodEntry, trial_sets
-from benchmark.orchestrate.raycluster import connect, storage_dir, trial_resources
+from benchmark.raycluster import connect, storage_dir, trial_resources
 from benchmark.orchestrate.raytune import (
     encoder_job,
     fit_configs,

@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmark.config import available, named_yaml
 from benchmark.errors import UserError
-from benchmark.orchestrate.raycluster import (
+from benchmark.raycluster import (
     check_address,
     connect,
     storage_dir,

@@ -45,7 +45,7 @@ class TextEmbeddingCache:
     @property
     def encoder(self):
         if self._encoder is None:
-            from benchmark.methods.encoders import FrozenTextEncoder
+            from benchmark.models.encoders import FrozenTextEncoder
 
             self._encoder = FrozenTextEncoder(self.encoder_name, self.max_length, self.pooling).to(self.device)
         return self._encoder

@@ -81,7 +81,7 @@ from typing import Any
 
 import torch
 
-from benchmark.methods.encoders import BACKBONES, ResNetStages
+from benchmark.models.encoders import BACKBONES, ResNetStages
 
 #: the target of the ResNet formats: the config's torchvision ResNet (``backbone``)
 RESNET = "resnet"

@@ -64,7 +64,7 @@ def _worker(config: dict) -> None:
 def run_ddp(loop: Loop, method: str, cfg, corpus, device: str, out: Path) -> None:
     """Run ``loop`` in ``cfg.ddp_workers`` processes; raises what a worker raised. ``loop`` is
     pickled by reference (a module-level function), so every worker imports it itself."""
-    from benchmark.orchestrate import raycluster
+    from benchmark import raycluster
 
     session = raycluster.connect(os.environ.get("BENCHMARK_RAY_ADDRESS") or None)
     try:

@@ -55,7 +55,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.registry import BACKBONE_FAMILIES, unknown_name
-from benchmark.methods.encoders import BACKBONES, ResNetStages
+from benchmark.models.encoders import BACKBONES, ResNetStages
 
 #: plain ResNet names (``resnet<depth>``) belong to the torchvision family
 _PLAIN_RESNET = re.compile(r"resnet\d+")

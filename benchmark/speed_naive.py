@@ -29,13 +29,13 @@ import torch
 from torch import nn
 
 from benchmark.methods.sentences import ReportTokens, corpus_reports
-from benchmark.methods.text_cache import corpus_texts
+from benchmark.models.text_cache import corpus_texts
 
 
 def naive_step_fn(model, corpus) -> Callable[[dict], dict] | None:
     """``step(batch) -> terms`` doing the authors' per-step work, or None when the
     method has no text side the project caches. Call after ``model.prepare(corpus)``."""
-    from benchmark.methods.encoders import DrawsTextUnits
+    from benchmark.models.encoders import DrawsTextUnits
     from benchmark.methods.imitate import Imitate
 
     if isinstance(model, Imitate):

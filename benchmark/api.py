@@ -102,7 +102,8 @@ def pretrain(
     (``encoder.safetensors``), ``meta`` (steps, final loss, corpus, seconds), ``reused`` and
     ``weights()`` (the encoder's state dict)."""
     from benchmark.data.sources import data_root as root_of
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     resolved = resolve(method, None, profile, _sets(method, sets, overrides, checkpoint, max_steps=max_steps))
     return get_encoder(resolved, root_of(data_root), device, force)
@@ -117,7 +118,7 @@ def baselines(task: str, *, profile: str = "cpu", data_root: str | None = None,
     stores the same numbers for the split it was scored on."""
     from benchmark.data import catalog
     from benchmark.data.sources import data_root as root_of
-    from benchmark.runner import resolve_task, source_tag
+    from benchmark.factory import resolve_task, source_tag
 
     task_cls, cfg = resolve_task(task, profile, _sets("", sets, overrides, None))
     kind = task_cls(cfg)
@@ -138,16 +139,16 @@ def baselines(task: str, *, profile: str = "cpu", data_root: str | None = None,
 
 def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:
     """(method, checkpoint file): a registered method's name, else a weights file for ``checkpoint``."""
-    import benchmark.methods  # noqa: F401  (registers the methods)
+    from benchmark.factory import method_names
     from benchmark.hubfolder import is_export
-    from benchmark.registry import METHODS
 
-    if isinstance(method_or_path, str) and method_or_path in METHODS.names():
+    names = method_names()
+    if isinstance(method_or_path, str) and method_or_path in names:
         return method_or_path, None
     path = Path(method_or_path).expanduser()
     if path.is_file() or is_export(path):
         return "checkpoint", method_or_path
-    raise UserError(f"{str(method_or_path)!r} is neither a method ({', '.join(METHODS.names())}) nor a weights file "
+    raise UserError(f"{str(method_or_path)!r} is neither a method ({', '.join(sorted(names))}) nor a weights file "
                     "nor an exported encoder folder")
 
 

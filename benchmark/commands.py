@@ -70,7 +70,7 @@ def _baseline_beside(args: argparse.Namespace, sets: list, main):
     from benchmark import api
     from benchmark.config import route_sets
     from benchmark.errors import TrialFailed
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     if args.method == BASELINE or not _is_phantom(main.data_source):
         return None

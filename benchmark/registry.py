@@ -49,6 +49,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def ordered(self) -> list[str]:
+        """The names in registration order (tables list methods so: the order
+        ``benchmark/methods/__init__.py`` imports them, then any a config folder adds)."""
+        return list(self._entries)
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

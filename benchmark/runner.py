@@ -1,5 +1,6 @@
 """One trial: encoder (pre-train or reuse) -> task fit on the fraction subset -> test
-metrics -> results store. Also where configs are resolved from their layers."""
+metrics -> results store. What to run comes from :mod:`benchmark.factory` (names ->
+configs -> objects); this module only runs it."""
 
 from __future__ import annotations
 
@@ -10,120 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import (
-    build,
-    check_seed,
-    config_hash,
-    named_yaml,
-    profile_overrides,
-    route_sets,
-    to_dict,
-)
-from benchmark.data.sources import (
-    PHANTOM,
-    data_root,
-    pretrain_corpus,
-    task_splits,
-    trial_fingerprints,
-)
-from benchmark.data.splits import check_fraction, fraction_subset
+from benchmark.data.sources import pretrain_corpus, task_splits
+from benchmark.data.splits import fraction_subset
 from benchmark.errors import TrialFailed, UserError
+from benchmark.factory import Resolved, check_source, make_method, make_task, plan_trial
 from benchmark.loggers import Logger, open_logger
-from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Store, Trial
 from benchmark.version import __version__, git_revision
 from benchmark.tasks.base import EpochReport, Fit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Resolved:
-    method: str
-    method_cls: type
-    method_cfg: Any
-    task: str | None = None
-    task_cls: type | None = None
-    task_cfg: Any = None
-
-
-def _method_layers(method: str) -> tuple[type, dict]:
-    import benchmark.methods  # noqa: F401  (registers the methods)
-
-    cls = METHODS.get(method)
-    values = named_yaml("methods", method)
-    values.pop("method", None)
-    values.pop("description", None)
-    return cls, values
-
-
-def _task_layers(task: str) -> tuple[type, dict]:
-    import benchmark.tasks  # noqa: F401  (registers the task kinds)
-
-    values = named_yaml("tasks", task)
-    values["name"] = task
-    if "kind" not in values:
-        raise UserError(f"task config configs/tasks/{task}.yaml has no 'kind'")
-    return TASK_KINDS.get(values["kind"]), values
-
-
-def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> Resolved:
-    """Configs from class defaults < YAML < profile < ``--set``, validated."""
-    method_cls, method_values = _method_layers(method)
-    scopes = {"method": method_cls.config_class}
-    kind = None
-    if task is not None:
-        task_cls, task_values = _task_layers(task)
-        scopes["task"], kind = task_cls.config_class, task_values["kind"]
-    layers = profile_overrides(profile, method, kind)
-    routed = route_sets(list(sets), scopes)
-    values = {**method_values, **layers["method"], **routed["method"]}
-    method_cfg = build(
-        method_cls.config_class, {**values, **method_cls.implied_settings(values), **routed["method"]}, f"method {method}"
-    )
-    if why := getattr(method_cls, "needs_pyramid", ""):
-        from benchmark.models.backbones import require_pyramid
-
-        require_pyramid(method_cfg.backbone, method, why)
-    resolved = Resolved(method, method_cls, method_cfg)
-    if task is not None:
-        resolved.task, resolved.task_cls = task, task_cls
-        resolved.task_cfg = _task_config(task, task_cls, task_values, layers["task"], routed["task"], profile)
-    return resolved
-
-
-def _task_config(task: str, task_cls: type, values: dict, profile_layer: dict, sets: dict, profile: str):
-    """The task config from its YAML < the profile's task layer < ``--set``; a profile may not
-    redefine what the task is."""
-    if fixed := sorted(set(profile_layer) & set(task_cls.config_class.IDENTITY_FIELDS)):
-        raise UserError(f"profile {profile!r} sets {', '.join(fixed)} under task:, which define(s) a task, "
-                        "not how it runs; remove them from the profile")
-    return build(task_cls.config_class, {**values, **profile_layer, **sets}, f"task {task}")
-
-
-def resolve_task(task: str, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> tuple[type, Any]:
-    """(task kind class, task config) from class defaults < YAML < profile (``task:``, ``kinds:``)
-    < ``--set``, for what needs a task without a method (the trivial references)."""
-    task_cls, values = _task_layers(task)
-    layer = profile_overrides(profile, "", values["kind"])["task"]
-    routed = route_sets(list(sets), {"task": task_cls.config_class})["task"]
-    return task_cls, _task_config(task, task_cls, values, layer, routed, profile)
-
-
-def source_tag(root) -> str:
-    if root is None:
-        from benchmark.data.phantom.datasets import PHANTOM_VERSION
-
-        return f"{PHANTOM}-{PHANTOM_VERSION}"
-    return "real"
-
-
-def check_source(resolved: Resolved, root) -> None:
-    """A phantom-only method (the ``supervised`` control: ``phantom_only`` says why) is
-    refused when a data root is configured, before any data is read or trained on."""
-    why = getattr(resolved.method_cls, "phantom_only", "")
-    if root is not None and why:
-        raise UserError(why)
 
 
 def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = False):
@@ -137,29 +34,6 @@ def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = Fa
     if pre.reused:
         log.info("reusing the cached %s encoder %s (pretrain --force re-trains it)", resolved.method, pre.path.parent)
     return pre
-
-
-def plan_trial(
-    method: str, task: str, fraction: float, seed: int = 42, profile: str = "cpu",
-    sets: list[tuple[str, Any]] = (), data_root_arg: str | None = None,
-) -> tuple[Trial, Resolved, Any]:
-    """The trial's store key and configs, without running it (grids look finished trials up with it)."""
-    fraction, seed = check_fraction(fraction), check_seed(seed)  # the Python API has no argparse in front
-    resolved = resolve(method, task, profile, sets)
-    root = data_root(data_root_arg)
-    check_source(resolved, root)
-    tag = source_tag(root)
-    mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
-    # real data: keyed on the label files' content (not the root's path); phantom: no extra inputs
-    corpus_fp, task_fp = trial_fingerprints(root, tcfg.dataset, resolved.method_cls.pretrains)
-    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg), *corpus_fp)
-    trial = Trial(
-        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol, fraction=fraction, seed=seed, data_source=tag,
-        method_config=to_dict(mcfg), task_config=to_dict(tcfg),
-    )
-    if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
-        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")
-    return trial, resolved, root
 
 
 @dataclass
@@ -218,7 +92,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
 
     task, tcfg, fraction, seed, tag = trial.task, resolved.task_cfg, trial.fraction, trial.seed, trial.data_source
     pre = get_encoder(resolved, root, device=str(dev))
-    task_obj = resolved.task_cls(tcfg)
+    task_obj = make_task(resolved)
     splits, _ = task_splits(tcfg, root, task_obj.splits)
     splits["test"] = task_obj.test_split(splits["test"])
     trial.refs = task_obj.references(task_obj.test_labels(splits["test"]))  # from the test labels alone
@@ -283,7 +157,7 @@ def load_method(resolved: Resolved, pre, rebuild=None):
     encoder), then loaded again."""
     from benchmark.pretraining import DamagedCache, discard, load_model_weights
 
-    model = resolved.method_cls(resolved.method_cfg)
+    model = make_method(resolved)
     try:
         load_model_weights(model, pre.path.parent)
     except DamagedCache as exc:
@@ -291,6 +165,6 @@ def load_method(resolved: Resolved, pre, rebuild=None):
             raise
         discard(pre.path.parent, str(exc))
         pre = rebuild()
-        model = resolved.method_cls(resolved.method_cfg)
+        model = make_method(resolved)
         load_model_weights(model, pre.path.parent)
     return model

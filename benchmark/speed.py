@@ -125,7 +125,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     )
     from benchmark.errors import UserError
     from benchmark.pretraining import make_optimizer, to_device, train_step
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
     from benchmark.speed_naive import naive_step_fn
 
     if steps < 1 or warmup < 0:
@@ -219,7 +219,8 @@ def measure_task(method: str, task: str, profile: str = "cpu", sets=(), device: 
     from benchmark.data.sources import data_root
     from benchmark.device import describe, pick_device
     from benchmark.paths import cache_dir
-    from benchmark.runner import get_encoder, resolve, run_trial
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder, run_trial
     from benchmark.store import Store
 
     dev = pick_device(device)

@@ -56,7 +56,7 @@ def test_a_loaded_encoder_gives_the_classification_tasks_features(tmp_path):
     """The features the task cached for its test split (mgca protocol, rsna_cls's 299/224 input scale)."""
     from benchmark.data.sources import task_splits
     from benchmark.data.transforms import downstream_batch
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
     from benchmark.tasks.base import batches
 
     benchmark.run(*TRIAL, profile="smoke")

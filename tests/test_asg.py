@@ -182,7 +182,8 @@ def test_no_flip_in_the_augmentation(model):
 def test_smoke_pretraining_through_the_loop():
     import torchvision
 
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     pre = get_encoder(resolve("asg", None, "smoke", [("max_steps", 2)]), None)
     assert pre.meta["steps"] == 2

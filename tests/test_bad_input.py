@@ -66,7 +66,7 @@ def edited_split_manifest(tmp, monkeypatch):
     """The stored 50 % list of the smoke rsna_cls trial, truncated after it was written."""
     from benchmark.data.sources import task_splits
     from benchmark.data.splits import fraction_subset
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     r = resolve("random", "rsna_cls", "smoke", [])
     train = task_splits(r.task_cfg, None, ("train",))[0]["train"]

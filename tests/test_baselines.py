@@ -115,7 +115,7 @@ def test_random_is_seeded_and_untrained(capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["method"] == "random" and 0 <= out["value"] <= 1
     from benchmark.pretraining import export_baseline
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
     from benchmark.methods.baselines import RandomInit
 
     a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)

@@ -274,7 +274,7 @@ def test_the_checkpoint_method_evaluates_a_release_as_its_own_architecture(fmt, 
     """A ViT / Swin / CLIP release is not refused any more: ``--method checkpoint`` builds the
     release's architecture, puts every imported tensor on the backbone's key bit for bit and
     records the architecture, which the tasks rebuild (the pooled feature runs)."""
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
     from benchmark.models.backbones import build_backbone, pooled, released_prefix
     from benchmark.tasks.base import transferred_encoder
 

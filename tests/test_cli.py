@@ -81,7 +81,8 @@ def test_module_entry_point_exit_status():
 
 def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
     from benchmark.pretraining import cached_encoder
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
     from benchmark.methods.imitate import Imitate
 
     sets = [("epochs", 2), ("checkpoint_every", 1)]  # smoke corpus 8 / batch 4: 4 steps

@@ -2,7 +2,7 @@ import pytest
 
 from benchmark.config import build, coerce, parse_sets, route_sets
 from benchmark.errors import UserError
-from benchmark.runner import resolve
+from benchmark.factory import resolve
 from benchmark.methods.imitate import ImitateConfig
 from benchmark.tasks.segmentation import SegmentationConfig
 
@@ -280,7 +280,7 @@ def test_a_profile_cannot_redefine_a_task(tmp_path, monkeypatch):
 
     from benchmark import config
     from benchmark.paths import config_dir
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     shutil.copytree(config_dir(), tmp_path / "configs")
     (tmp_path / "configs" / "profiles" / "odd.yaml").write_text("task: {epochs: 1, kind: segmentation, metric: dice}\n")

@@ -74,7 +74,7 @@ def test_include_mistakes_are_one_line_user_errors(tmp_path):
         load_yaml(tmp_path / "d12.yaml")
 
 
-#: task config hashes (runner.plan_trial's task_hash, phantom data) of shipped tasks built with include:,
+#: task config hashes (factory.plan_trial's task_hash, phantom data) of shipped tasks built with include:,
 #: taken before the includes were written: a changed value means an include changed what a task is
 PINNED = {
     ("chexpert5x200_zs", "cpu"): "85f6787dd0f3", ("chexpert5x200_zs", "paper"): "203db3be3193",
@@ -93,7 +93,7 @@ PINNED = {
 
 
 def test_test_subset_is_hashed_only_when_set():
-    from benchmark.runner import plan_trial
+    from benchmark.factory import plan_trial
 
     default = plan_trial("imitate", "siim_seg", 0.01, 42, "cpu")[0]
     explicit = plan_trial("imitate", "siim_seg", 0.01, 42, "cpu", [("task.test_subset", "all")])[0]
@@ -104,7 +104,7 @@ def test_test_subset_is_hashed_only_when_set():
 
 @pytest.mark.parametrize("task, profile", sorted(PINNED))
 def test_shipped_task_hashes_are_pinned(task, profile, monkeypatch):
-    from benchmark.runner import plan_trial
+    from benchmark.factory import plan_trial
 
     monkeypatch.delenv("BENCHMARK_DATA", raising=False)
     monkeypatch.delenv("BENCHMARK_CONFIG_PATH", raising=False)
@@ -167,7 +167,7 @@ def test_user_configs_are_found_by_name_through_the_cli(user_dir, tmp_path):
 
 
 def test_a_user_config_with_a_shipped_name_wins(user_dir, monkeypatch):
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     shipped = resolve("random", "rsna_cls", "smoke").task_cfg.epochs
     monkeypatch.setenv("BENCHMARK_CONFIG_PATH", str(user_dir))

@@ -24,7 +24,7 @@ from benchmark.data.phantom.labels import (
 )
 from benchmark.data.phantom.reports import Report, load_reports
 from benchmark.errors import UserError
-from benchmark.runner import resolve
+from benchmark.factory import resolve
 from benchmark.store import Store
 
 

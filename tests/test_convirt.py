@@ -134,7 +134,8 @@ def test_crop_jitter_view():
 
 
 def test_two_step_pretraining_through_the_loop():
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     pre = get_encoder(resolve("convirt", None, "smoke", [("max_steps", 2)]), None)
     assert pre.meta["steps"] == 2

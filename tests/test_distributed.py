@@ -100,7 +100,7 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     from benchmark.data.sources import pretrain_corpus
     from benchmark.pretraining import encoder_dir, train_loop
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
     from benchmark.methods.imitate import Imitate
 
     cfg = resolve("imitate", None, "smoke", DDP_RUN).method_cfg
@@ -182,7 +182,8 @@ def test_memmapped_corpus_pickles_as_its_path(tmp_path, monkeypatch):
 
 
 def test_two_process_pretraining_through_ray_train(tmp_path, monkeypatch):
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     monkeypatch.setenv("BENCHMARK_HOME", str(tmp_path))
     sets = [("ddp_workers", 2), ("max_steps", 2), ("corpus_size", 16), ("gather_negatives", True)]

@@ -178,7 +178,8 @@ def test_zero_shot_similarity_is_mean_of_global_and_local(model):
 
 
 def test_two_step_pretraining_through_the_loop(monkeypatch):
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     seen, adamw = {}, torch.optim.AdamW
     monkeypatch.setattr(torch.optim, "AdamW", lambda params, **kw: seen.update(kw) or adamw(params, **kw))

@@ -27,7 +27,7 @@ def ray_session():
 
 
 def _key(method, fraction, seed=42, profile="smoke"):
-    from benchmark.runner import plan_trial
+    from benchmark.factory import plan_trial
 
     trial, _, _ = plan_trial(method, "rsna_cls", fraction, seed, profile, [])
     return trial

@@ -91,7 +91,7 @@ def test_the_frozen_text_encoder_runs_on_the_trials_device(monkeypatch):
     import torch
 
     from benchmark.registry import METHODS
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     cfg = resolve("imitate", None, "smoke", []).method_cfg
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, told --device cpu

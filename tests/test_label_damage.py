@@ -159,7 +159,7 @@ def test_mgca_rule_gives_mgcas_own_rsna_classification_lists(tmp_path, rsna_raw,
 
 
 def test_rsna_cls_uses_the_mgca_rule_and_says_so(capsys):
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     assert resolve("random", "rsna_cls", "cpu").task_cfg.subset == "mgca"
     assert resolve("random", "rsna_cls", "phantom").task_cfg.subset == "stratified"  # the calibration's seeds

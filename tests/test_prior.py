@@ -196,7 +196,8 @@ def test_config_switches():
 def test_smoke_pretraining_through_the_loop():
     import torchvision
 
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     pre = get_encoder(resolve("prior", None, "smoke", [("max_steps", 2)]), None)
     assert pre.meta["steps"] == 2
@@ -283,7 +284,8 @@ def test_stage_three_terms_and_gradients(stage3_model):
 
 
 def test_smoke_pretraining_with_reconstruction_through_the_loop():
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     sets = [("max_steps", 2), ("reconstruction", True), ("stage1_fraction", 0.0), ("stage2_fraction", 0.5),
             ("embed_dim", 64), ("decoder_layers", 1)]

@@ -26,7 +26,7 @@ XRV = F.XRV
 
 
 def cfg_for(task: str, **changes):
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     cfg = resolve("random", task, "smoke", []).task_cfg
     return dataclasses.replace(cfg, **changes) if changes else cfg
@@ -339,7 +339,7 @@ def test_report_sections_last_of_each_name():
 
 def test_prepare_mimic_table_cache_and_5x200_lists(tmp_path, subset, capsys):
     from benchmark.data.real import real_corpus
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     truth = F.mimic(tmp_path)
     F.chexpert(tmp_path)
@@ -433,7 +433,7 @@ def test_every_data_set_runs_through_the_runner(task, dataset, tmp_path, subset,
     """run -> real loaders -> fraction subset -> the task's Fit, for each data set. The heads
     themselves are exercised on the same dataclasses by the phantom tests and by the RSNA and
     MIMIC runs above; here the fit is replaced by checks, to keep the suite within a minute."""
-    from benchmark.runner import resolve
+    from benchmark.factory import resolve
 
     dataset(tmp_path)
     seen = {}
@@ -511,7 +511,8 @@ def test_results_and_mask_caches_follow_the_label_content_not_the_root(tmp_path,
     file is a new trial with masks drawn again."""
     from benchmark.data.real import images
     from benchmark.paths import cache_dir
-    from benchmark.runner import resolve, run_trial
+    from benchmark.factory import resolve
+    from benchmark.runner import run_trial
 
     F.rsna(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")

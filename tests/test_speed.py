@@ -6,7 +6,7 @@ import torch
 from benchmark.cli import main
 from benchmark.data.pairs import PairViews
 from benchmark.data.sources import pretrain_corpus
-from benchmark.runner import resolve
+from benchmark.factory import resolve
 from benchmark.speed_naive import NaiveImitate, naive_step_fn
 
 

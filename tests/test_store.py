@@ -339,7 +339,7 @@ def test_a_nan_test_metric_is_a_failed_trial_and_later_runs_work(capsys, metrics
 
 def test_an_older_finished_row_without_a_value_runs_again(metrics):
     """A NaN stored by an older version: a finished row with a NULL value is no result; the trial runs."""
-    from benchmark.runner import plan_trial
+    from benchmark.factory import plan_trial
 
     trial, _, _ = plan_trial("random", "rsna_cls", 1.0, 42, "smoke", [])
     trial.status, trial.metric, trial.value = "finished", "auroc", float("nan")

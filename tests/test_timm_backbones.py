@@ -11,7 +11,8 @@ import torch
 
 from benchmark.cli import main
 from benchmark.errors import UserError
-from benchmark.runner import get_encoder, resolve
+from benchmark.factory import resolve
+from benchmark.runner import get_encoder
 from benchmark.models.backbones import backbone_shape, build_backbone, pooled
 from benchmark.methods.imitate import Imitate, token_counts
 from benchmark.tasks.base import transferred_encoder

@@ -22,7 +22,7 @@ import torch
 
 from benchmark.data.sources import pretrain_corpus
 from benchmark.registry import METHODS
-from benchmark.runner import resolve
+from benchmark.factory import resolve
 from benchmark.methods.losses import asymmetric_infonce
 
 PAIRS = 16

@@ -22,7 +22,7 @@ def current() -> dict[str, dict[str, str]]:
     """{"methods": {"<profile>/<method>": hash}, "tasks": {"<profile>/<task>": hash}}."""
     from benchmark.config import config_hash
     from benchmark.paths import config_dir
-    from benchmark.runner import plan_trial, resolve_task
+    from benchmark.factory import plan_trial, resolve_task
 
     import os
 

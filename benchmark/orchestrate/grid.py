@@ -90,7 +90,7 @@ def _expand_part(plan: Plan, seen: set[tuple], spec: GridSpec, entries: list, ta
                  part_seeds: list[int], profile: str, cli_sets: list[tuple[str, Any]], protocol: str | None,
                  store: Store) -> None:
     """The trials of one part of a grid (the main grid or one block), skipping those already planned."""
-    from benchmark.runner import plan_trial, resolve
+    from benchmark.factory import plan_trial, resolve
 
     for entry in entries:
         sets = trial_sets(spec, entry, cli_sets, protocol)

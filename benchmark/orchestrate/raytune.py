@@ -158,7 +158,8 @@ def make_encoder(config: dict, in_trial: bool = False) -> dict:
     """The encoder of one method config as a result row. In the driver a user's mistake stops
     the run; in a trial every error is reported, and the driver says which config failed and why."""
     from benchmark.data.sources import data_root
-    from benchmark.runner import get_encoder, resolve
+    from benchmark.factory import resolve
+    from benchmark.runner import get_encoder
 
     try:
         resolved = resolve(config["method"], config["task"], config["profile"], [tuple(s) for s in config["sets"]])

@@ -146,7 +146,7 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
                sets: list[tuple[str, Any]], protocol: str | None, data_root_arg: str | None, device: str = "auto",
                address: str | None = None, cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                name: str | None = None) -> SearchResult:
-    from benchmark.runner import plan_trial, resolve
+    from benchmark.factory import plan_trial, resolve
 
     if n_trials < 1:
         raise UserError(f"--trials must be >= 1, got {n_trials}")

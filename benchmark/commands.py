@@ -47,47 +47,9 @@ def _check_names(args: argparse.Namespace) -> None:
     named_yaml("profiles", args.profile)
 
 
-def _sets(args: argparse.Namespace) -> list:
-    sets = parse_sets(args.sets)
-    if args.checkpoint is not None:
-        if args.method != "checkpoint":
-            raise UserError(f"--checkpoint is for --method checkpoint, not {args.method!r}")
-        sets.append(("checkpoint_path", str(Path(args.checkpoint).expanduser())))
-    return sets
-
-
 #: the lower bound run beside every phantom trial, and where the measured comparison lives
 BASELINE = "random"
 PHANTOM_REPORT = "results/PHANTOM.md"
-#: method keys the baseline shares with the run: the transferred encoder's architecture and initialisation
-ENCODER_KEYS = ("backbone", "backbone_weights")
-
-
-def _baseline_beside(args: argparse.Namespace, sets: list, main):
-    """The same task's trial for the untrained ``random`` encoder: same profile, task config, fraction,
-    seed (hence the same training subset), protocol and backbone, through the same runner and store (so
-    it is stored after the first time). Phantom data only; None for ``random`` itself and zero-shot tasks."""
-    from benchmark import api
-    from benchmark.config import route_sets
-    from benchmark.errors import TrialFailed
-    from benchmark.factory import resolve
-
-    if args.method == BASELINE or not _is_phantom(main.data_source):
-        return None
-    resolved = resolve(args.method, args.task, args.profile, sets)
-    if resolved.task_cls.needs_text_tower:  # random has no text tower
-        return None
-    routed = route_sets(sets, {"method": resolved.method_cls.config_class, "task": resolved.task_cls.config_class})
-    task_sets = [(f"task.{key}", value) for key, value in routed["task"].items()]
-    task_sets += [(f"method.{key}", value) for key, value in routed["method"].items() if key in ENCODER_KEYS]
-    try:
-        out = api.run(BASELINE, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
-                      device=args.device, overrides=task_sets)
-    except TrialFailed as exc:
-        return f"failed: {exc}"
-    if (out.trial.task_hash, out.trial.data_source) != (main.task_hash, main.data_source):
-        raise RuntimeError(f"the {BASELINE} trial's task config {out.trial.task_hash} is not the run's {main.task_hash}")
-    return out
 
 
 def _interval(metrics: dict) -> str:
@@ -139,13 +101,10 @@ def run(args: argparse.Namespace) -> int:
 
     say = _human(args)
     _check_names(args)
-    sets = _sets(args)
-    if args.protocol is not None:
-        sets.append(("task.protocol", args.protocol))
     out = api.run(args.method, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
-                  device=args.device, force=args.force, overrides=sets)
-    t = out.trial
-    base = _baseline_beside(args, sets, t)
+                  device=args.device, force=args.force, overrides=parse_sets(args.sets), checkpoint=args.checkpoint,
+                  protocol=args.protocol, baseline=BASELINE)
+    t, base = out.trial, out.baseline
     if out.reused:
         say(f"stored result from {t.finished_at} reused (--force re-runs the trial)")
     rule = f", subset {t.task_config.get('subset', 'stratified')}" if "train_images" in t.metrics else ""
@@ -175,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"  device {t.device}  time {t.seconds:.1f}s{pre}  git {t.git_rev or '-'}")
     say(f"  store {out.store}")
     if args.json:
-        emit_json({**out.as_dict(), BASELINE: _baseline_json(base)})
+        emit_json(out.as_dict())
     return 0
 
 
@@ -191,23 +150,13 @@ def baselines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _baseline_json(base) -> dict | None:
-    if base is None:
-        return None
-    if isinstance(base, str):
-        return {"method": BASELINE, "status": "failed", "error": base.removeprefix("failed: ")}
-    b = base.trial
-    return {"method": BASELINE, "status": b.status, "value": b.value, "metrics": b.metrics, "config_hash": b.method_hash,
-            "seconds": b.seconds, "reused": base.reused, "references": b.refs}
-
-
 def pretrain(args: argparse.Namespace) -> int:
     from benchmark import api
 
     say = _human(args)
     _check_names(args)
     pre = api.pretrain(args.method, profile=args.profile, data_root=args.data_root, device=args.device, force=args.force,
-                       max_steps=args.max_steps, overrides=_sets(args))
+                       max_steps=args.max_steps, overrides=parse_sets(args.sets), checkpoint=args.checkpoint)
     m = pre.meta
     state = "cached" if pre.reused else "pre-trained"
     say(f"{args.method} {state}: {m['steps']} steps on {m['corpus']['pairs']} {m['corpus']['source']} pairs, "
@@ -419,10 +368,11 @@ def plot(args: argparse.Namespace) -> int:
 
 def speed(args: argparse.Namespace) -> int:
     _check_names(args)  # before benchmark.speed imports torch
+    from benchmark.api import set_pairs
     from benchmark.speed import measure_steps, measure_task, speed_lines, task_lines
 
     say = _human(args)
-    sets = _sets(args)
+    sets = set_pairs(args.method, parse_sets(args.sets), args.checkpoint)
     if args.task:
         result = measure_task(args.method, args.task, args.profile, sets, args.device, args.data_root)
         say("\n".join(task_lines(result)))

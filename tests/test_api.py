@@ -95,6 +95,23 @@ def test_pretrain_and_a_weights_file(tmp_path):
         benchmark.pretrain("random", checkpoint=tmp_path / "weights.pth")
 
 
+def test_overrides_are_one_mapping_and_a_baseline_runs_beside():
+    """No override key collides with a parameter (the method's ``seed`` is not the trial's), and
+    ``baseline="random"`` is the CLI's comparison, run by the API on the same subset (issue 26)."""
+    r = benchmark.run("supervised", "rsna_cls", 0.5, seed=3, profile="smoke",
+                      overrides={"seed": 1, "task.epochs": 1, "backbone": "resnet18"}, baseline="random")
+    assert (r.trial.seed, r.trial.method_config["seed"], r.trial.task_config["epochs"]) == (3, 1, 1)
+    b = r.baseline.trial
+    assert (b.method, b.task_hash, b.fraction, b.seed) == ("random", r.trial.task_hash, 0.5, 3)
+    assert b.method_config["backbone"] == "resnet18" and b.method_config["seed"] != 1  # encoder keys only
+    assert r.as_dict()["random"]["value"] == b.value and "random" not in benchmark.run(*TRIAL, profile="smoke").as_dict()
+    assert benchmark.run("random", "rsna_cls", 0.5, seed=3, profile="smoke", baseline="random").baseline is None
+    with pytest.raises(UserError, match="overrides must be a mapping of config keys to values, got 'lr=1'"):
+        benchmark.run(*TRIAL, profile="smoke", overrides="lr=1")
+    with pytest.raises(TypeError):
+        benchmark.run(*TRIAL, profile="smoke", lr=1e-4)  # no keyword overrides beside the parameters
+
+
 def test_import_benchmark_stays_cheap():
     """The API loads on first use: a submodule's import pulls in neither it nor torch."""
     code = ("import sys, benchmark, benchmark.config, benchmark.cli; "

@@ -343,7 +343,7 @@ def exported_encoder(tmp, monkeypatch):
 
     from benchmark import api
 
-    pre = api.pretrain("random", profile="smoke", backbone="resnet18")
+    pre = api.pretrain("random", profile="smoke", overrides={"backbone": "resnet18"})
     (tmp / "full").mkdir()
     (tmp / "full" / "notes.txt").write_text("mine")
     (tmp / "foreign_export").mkdir()

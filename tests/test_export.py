@@ -63,7 +63,7 @@ def test_an_exported_folder_runs_as_a_checkpoint_with_its_own_backbone(tmp_path,
     argv = ["run", "--task", "rsna_cls", "--profile", "smoke", "--json"]
     assert main(["run", "--method", "random", "--set", "backbone=resnet18", *argv[1:]]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    cached = benchmark.pretrain("random", profile="smoke", backbone="resnet18").path.parent
+    cached = benchmark.pretrain("random", profile="smoke", overrides={"backbone": "resnet18"}).path.parent
     out = tmp_path / "r18"
     assert main(["export", str(cached), "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["backbone"] == "resnet18"
@@ -76,7 +76,7 @@ def test_an_exported_folder_runs_as_a_checkpoint_with_its_own_backbone(tmp_path,
     assert stored["method_config"][0]["backbone"] == "resnet18"
     assert benchmark.load_encoder(out, profile="smoke", device="cpu").width == 512
     with pytest.raises(UserError, match="keys do not match a ResNet-50 .* add --set backbone=resnet18"):
-        benchmark.load_encoder(out, profile="smoke", device="cpu", backbone="resnet50")
+        benchmark.load_encoder(out, profile="smoke", device="cpu", overrides={"backbone": "resnet50"})
 
 
 def test_an_old_pt_cache_still_loads(caplog):

@@ -242,13 +242,13 @@ def test_an_open_clip_tower_exports_and_loads_back_bit_identical(tiny_folder, tm
     from benchmark.cli import main
 
     folder, _ = tiny_folder
-    pre = benchmark.pretrain("open_clip", profile="smoke", model=str(folder), weights="default")
+    pre = benchmark.pretrain("open_clip", profile="smoke", overrides={"model": str(folder), "weights": "default"})
     assert pre.arch["family"] == "open_clip"
     out = tmp_path / "exported"
     assert main(["export", pre.path.parent.name, "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["backbone"] == pre.arch
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    named = benchmark.load_encoder("open_clip", profile="smoke", device="cpu", model=str(folder), weights="default")
+    named = benchmark.load_encoder("open_clip", profile="smoke", device="cpu", overrides={"model": str(folder), "weights": "default"})
     back = benchmark.load_encoder(out, profile="smoke", device="cpu")
     with torch.no_grad():
         assert torch.equal(back(x), named(x))

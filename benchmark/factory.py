@@ -37,7 +37,7 @@ from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Trial
 
 #: the YAML keys that describe a method config but are no config field
-METHOD_YAML_META = ("method", "description", "profiles")
+METHOD_YAML_META = ("method", "description", "order", "profiles")
 #: the package name a config folder's method modules are imported under
 PLUGIN_PACKAGE = "medvlp_user_methods"
 

@@ -79,38 +79,6 @@ def test_module_entry_point_exit_status():
     assert "imitate" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_pretraining_resumes_to_the_same_encoder(monkeypatch, isolated_home):
-    from benchmark.pretraining import cached_encoder
-    from benchmark.factory import resolve
-    from benchmark.runner import get_encoder
-    from benchmark.methods.imitate import Imitate
-
-    sets = [("epochs", 2), ("checkpoint_every", 1)]  # smoke corpus 8 / batch 4: 4 steps
-
-    monkeypatch.setenv("BENCHMARK_HOME", str(isolated_home / "straight"))
-    straight = torch.load(get_encoder(resolve("imitate", None, "smoke", sets), None).path)
-
-    monkeypatch.setenv("BENCHMARK_HOME", str(isolated_home / "killed"))
-    real_step, calls = Imitate.training_step, []
-
-    def dies_at_step_3(self, *a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_step(self, *a, **k)
-
-    monkeypatch.setattr(Imitate, "training_step", dies_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        get_encoder(resolve("imitate", None, "smoke", sets), None)
-    assert cached_encoder("imitate", resolve("imitate", None, "smoke", sets).method_cfg, "x") is None
-    monkeypatch.setattr(Imitate, "training_step", real_step)
-    resumed = get_encoder(resolve("imitate", None, "smoke", sets), None)
-    assert resumed.meta["steps"] == 4
-    state = torch.load(resumed.path)
-    for key, value in straight.items():
-        assert torch.allclose(value.float(), state[key].float(), atol=1e-5), key
-
-
 def test_phantom_preview(tmp_path, capsys):
     out = tmp_path / "grid.png"
     assert main(["data", "phantom", "--preview", str(out)]) == 0

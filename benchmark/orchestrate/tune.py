@@ -70,14 +70,34 @@ class Param:
         return tune.choice(self.args)
 
 
+#: a method without a sweep file searches its own lr over this factor either side, and the head's space
+DEFAULT_LR_FACTOR = 10.0
+DEFAULT_HEAD_SPACE = "sweep_head_only"
+
+
+def default_space(method: str) -> dict:
+    """The search space of a method with no ``sweeps/<method>.yaml``: the downstream head's
+    (``includes/sweep_head_only.yaml``: its lr and weight decay) and, where the method's YAML sets
+    a pre-training ``lr``, that lr over a factor of ten either side."""
+    from benchmark.config import load_yaml
+    from benchmark.paths import config_dir
+
+    space = dict(load_yaml(config_dir() / "includes" / f"{DEFAULT_HEAD_SPACE}.yaml")["space"])
+    lr = named_yaml("methods", method).get("lr")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        space = {"method.lr": {"loguniform": [lr / DEFAULT_LR_FACTOR, lr * DEFAULT_LR_FACTOR]}, **space}
+    return space
+
+
 def load_space(method: str) -> list[Param]:
-    """``configs/sweeps/<method>.yaml``: ``space: {KEY: {uniform|loguniform|int: [low, high]} | {choice: [...]}}``."""
+    """``configs/sweeps/<method>.yaml``: ``space: {KEY: {uniform|loguniform|int: [low, high]} | {choice: [...]}}``;
+    without one, :func:`default_space`."""
     if method not in available("methods"):
         raise unknown_name("method", method, available("methods"))
-    if method not in available("sweeps"):
-        raise unknown_name("sweep (configs/sweeps/<method>.yaml) for method", method, available("sweeps"))
-    data = named_yaml("sweeps", method)
-    space = data.get("space")
+    if method in available("sweeps"):
+        space = named_yaml("sweeps", method).get("space")
+    else:
+        space = default_space(method)
     if not isinstance(space, dict) or not space:
         raise UserError(f"configs/sweeps/{method}.yaml needs a non-empty 'space:' mapping")
     params = []

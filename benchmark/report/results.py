@@ -28,8 +28,8 @@ from benchmark.stats import (
 from benchmark.report.trivial import PARTS, trivial_best
 from benchmark.store import Trial, to_json
 
-#: row order: the controls (lower bound, positive control) first, the proposed method last (as papers print them)
-METHOD_ORDER = ("random", "supervised", "checkpoint", "convirt", "gloria", "prior", "asg", "imitate")
+#: where a method whose YAML has no ``order:`` goes: after the shipped ones
+LAST = 1000
 MISSING = "-"
 BOOTSTRAP_MARK = "‡"  # a one-seed cell whose interval is over test images
 
@@ -115,10 +115,20 @@ def display_labels(keys: set[tuple[str, str]], name) -> dict[tuple[str, str], st
     return {k: v if counts[v] == 1 else f"{v} [{k[1][:6]}]" for k, v in base.items()}
 
 
+def method_rank(method: str) -> int:
+    """A method's place in tables and plots: its YAML's ``order:`` (the controls first, the proposed
+    method last, as papers print them), read from the config (no method module is imported);
+    a method without one (or without a YAML: a store from elsewhere) comes after the shipped ones."""
+    from benchmark.config import find_config, load_yaml
+
+    path = find_config("methods", method)
+    rank = load_yaml(path).get("order") if path is not None else None
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else LAST
+
+
 def row_order(label_method: tuple[str, str]) -> tuple:
     label, method = label_method
-    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return rank, label != method, label
+    return method_rank(method), method, label != method, label
 
 
 def describe_source(source: str) -> str:

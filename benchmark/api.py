@@ -17,7 +17,7 @@ training subset (what the CLI's ``run`` prints beside every phantom trial).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,14 +250,14 @@ def results(store: str | Path | Store | None = None, **filters: Any) -> pd.DataF
     ``results(task="rsna_cls", method=["imitate", "random"], status="finished")``."""
     import pandas as pd
 
-    from benchmark.store import Store, Trial
+    from benchmark.store import COLUMNS, Store
 
     if not isinstance(store, Store):
         if store is not None and not Path(store).exists():
             raise UserError(f"results store {store} does not exist")
         store = Store(store, readonly=True)
-    columns = list(Trial.__dataclass_fields__)
-    frame = pd.DataFrame([asdict(t) for t in store.all()], columns=columns)
+    columns = list(COLUMNS)
+    frame = pd.DataFrame([{c: getattr(t, c) for c in columns} for t in store.all()], columns=columns)
     for key, wanted in filters.items():
         if key not in columns:
             raise UserError(f"results() has no column {key!r}; filter on: {', '.join(columns)}")

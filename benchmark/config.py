@@ -376,7 +376,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _hashed(cfg: Any) -> dict[str, Any]:
+def hashed_fields(cfg: Any) -> dict[str, Any]:
     """The fields a config's hash covers: all but ``UNHASHED_FIELDS``, and a field of
     ``HASHED_IF_SET`` (added after results were stored) only where it differs from its
     default, so that configs which do not set it keep the hash they were stored under."""
@@ -392,6 +392,6 @@ def config_hash(*parts: Any) -> str:
     ``UNHASHED_FIELDS`` (how a run executes or what it is called, not what it
     computes: loader workers, checkpoint interval, descriptions) are left out,
     so changing them reuses results."""
-    plain = [_hashed(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    plain = [hashed_fields(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -33,6 +33,7 @@ from benchmark.config import (
 from benchmark.data.sources import PHANTOM, data_root, trial_fingerprints
 from benchmark.data.splits import check_fraction
 from benchmark.errors import UserError
+from benchmark.legacy_hashes import legacy_task_hashes
 from benchmark.registry import METHODS, TASK_KINDS
 from benchmark.store import Trial
 
@@ -206,6 +207,7 @@ def plan_trial(
     trial = Trial(
         method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol,
         fraction=fraction, seed=seed, data_source=tag, method_config=to_dict(mcfg), task_config=to_dict(tcfg),
+        task_aliases=legacy_task_hashes(tcfg, *task_fp),
     )
     if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
         raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")

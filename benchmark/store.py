@@ -94,6 +94,9 @@ class Trial:
     finished_at: str | None = None
     #: what trivial predictors score on the trial's test split (``tasks.references``); {} before schema 2
     refs: dict = field(default_factory=dict)
+    #: not stored: the task hashes this trial's config had under older versions (found and moved
+    #: to ``task_hash`` by :meth:`Store.find`); the factory fills it
+    task_aliases: list = field(default_factory=list, repr=False, compare=False)
 
     def key(self) -> tuple:
         return tuple(getattr(self, k) for k in KEY)
@@ -330,8 +333,31 @@ class Store:
         return Trial(**data)
 
     def find(self, trial: Trial) -> Trial | None:
-        found = self._select("WHERE " + " AND ".join(f"{k} = ?" for k in KEY), trial.key())
-        return found[0] if found else None
+        """The stored row of this trial's key; else one stored under an older task hash of the same
+        config (``trial.task_aliases``), which is moved to the current key (in a read-only store it
+        is only returned under it)."""
+        where = "WHERE " + " AND ".join(f"{k} = ?" for k in KEY)
+        found = self._select(where, trial.key())
+        if found or not trial.task_aliases:
+            return found[0] if found else None
+        at = KEY.index("task_hash")
+        for alias in trial.task_aliases:
+            key = (*trial.key()[:at], alias, *trial.key()[at + 1:])
+            if old := self._select(where, key):
+                if not self.readonly:
+                    self._move(key, trial.task_hash, trial.task_config)
+                old[0].task_hash, old[0].task_config = trial.task_hash, trial.task_config
+                return old[0]
+        return None
+
+    def _move(self, key: tuple, task_hash: str, task_config: dict) -> None:
+        """Re-key one row to the task hash its config has now (its task config as it reads now)."""
+        try:
+            with self._write() as db:
+                db.execute(f"UPDATE trials SET task_hash = ?, task_config = ? WHERE "
+                           + " AND ".join(f"{k} = ?" for k in KEY), (task_hash, to_json(task_config, sort_keys=True), *key))
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "write to") from None
 
     def finished(self, trial: Trial) -> Trial | None:
         """The stored result of this trial if it counts; a finished row without a finite value
@@ -361,6 +387,7 @@ class Store:
             raise RuntimeError("a read-only Store cannot take results")
         trial.finished_at = trial.finished_at or time.strftime("%Y-%m-%dT%H:%M:%S")
         data = asdict(trial)
+        data.pop("task_aliases")
         for name in JSON_FIELDS:
             data[name] = to_json(data[name], sort_keys=True)
         if data["value"] is not None and not math.isfinite(data["value"]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -36,7 +36,7 @@ class TaskConfig:
     #: fields added after results were stored: hashed only when set to something other than the default
     HASHED_IF_SET: ClassVar[tuple[str, ...]] = ("test_subset", "subset")
     #: what the task is (its YAML says): never overridden, or the stored config would lie
-    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset", "real", "metric")
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "dataset", "metric")
 
     name: str = ""
     kind: str = ""
@@ -58,7 +58,6 @@ class TaskConfig:
     phantom_train: PhantomSplit = 1000  # phantom stand-in split sizes
     phantom_val: PhantomSplit = 200
     phantom_test: PhantomSplit = 200
-    real: dict = field(default_factory=dict)  # the real data set's definition (files, split)
     encoder_lr_ratio: Positive = 0.1  # finetune: encoder lr = lr x ratio
     warmup_epochs: NonNegative = 1.0  # finetune: linear warm-up, then cosine to 0 (stepped per batch)
     grad_clip: NonNegative = 1.0  # finetune: gradient-norm clip (0: none)

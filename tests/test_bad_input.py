@@ -542,7 +542,7 @@ CASES = [
     ("set dataset", [*RUN, "--set", "dataset=siim"], ["--set task.dataset is refused"], None),
     ("set task metric", [*RUN, "--set", "task.metric=accuracy"], ["--set task.metric is refused", "defines the task"], None),
     ("set classes of a binary task", [*RUN, "--set", "classes=[a, b]"], ["--set task.classes is refused"], None),
-    ("set real data definition", [*RUN, "--set", "real={}"], ["--set task.real is refused"], None),
+    ("set real data definition", [*RUN, "--set", "real={}"], ["unknown --set key 'real'"], None),
     ("grid set seed -1", [*GRID, "--set", "seed=-1"], ["seed must be in [0, 2**63 - 1], got -1"], None),
     ("tune set lr nan", ["tune", "--method", "imitate", "--task", "rsna_cls", "--set", "method.lr=nan"],
      ["lr must be a finite number > 0, got nan"], None),

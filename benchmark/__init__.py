@@ -8,7 +8,7 @@ import torch, and no module below the API imports this package's API back.
 ``pretrain`` would be bound over the API function by the import system.)
 """
 
-from benchmark.version import __version__
+from benchmark.version import __version__ as __version__  # re-exported
 
 __all__ = ["RunResult", "baselines", "load_encoder", "pretrain", "results", "run"]
 

@@ -56,6 +56,7 @@ from benchmark.device import (
 from benchmark.distributed import all_finite
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 from benchmark.loggers import open_logger
+from benchmark.methods.base import MethodConfig
 from benchmark.paths import (
     atomic_json,
     atomic_safetensors_save,
@@ -68,7 +69,6 @@ from benchmark.paths import (
 from benchmark.progress import Progress
 from benchmark.registry import METHODS
 from benchmark.version import __version__, git_revision
-from benchmark.methods.base import MethodConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"

@@ -17,8 +17,8 @@ from benchmark.errors import TrialFailed, UserError
 from benchmark.factory import Resolved, check_source, make_method, make_task, plan_trial
 from benchmark.loggers import Logger, open_logger
 from benchmark.store import Store, Trial
-from benchmark.version import __version__, git_revision
 from benchmark.tasks.base import EpochReport, Fit
+from benchmark.version import __version__, git_revision
 
 log = logging.getLogger(__name__)
 

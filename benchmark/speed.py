@@ -124,8 +124,8 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         seed_everything,
     )
     from benchmark.errors import UserError
-    from benchmark.pretraining import make_optimizer, to_device, train_step
     from benchmark.factory import resolve
+    from benchmark.pretraining import make_optimizer, to_device, train_step
     from benchmark.speed_naive import naive_step_fn
 
     if steps < 1 or warmup < 0:
@@ -218,8 +218,8 @@ def measure_task(method: str, task: str, profile: str = "cpu", sets=(), device: 
     cold feature cache and a fresh results store (so nothing stored is reused)."""
     from benchmark.data.sources import data_root
     from benchmark.device import describe, pick_device
-    from benchmark.paths import cache_dir
     from benchmark.factory import resolve
+    from benchmark.paths import cache_dir
     from benchmark.runner import get_encoder, run_trial
     from benchmark.store import Store
 

@@ -35,8 +35,8 @@ from benchmark.models.text_cache import corpus_texts
 def naive_step_fn(model, corpus) -> Callable[[dict], dict] | None:
     """``step(batch) -> terms`` doing the authors' per-step work, or None when the
     method has no text side the project caches. Call after ``model.prepare(corpus)``."""
-    from benchmark.models.encoders import DrawsTextUnits
     from benchmark.methods.imitate import Imitate
+    from benchmark.models.encoders import DrawsTextUnits
 
     if isinstance(model, Imitate):
         return NaiveImitate(model, corpus)

@@ -354,7 +354,7 @@ class Store:
         """Re-key one row to the task hash its config has now (its task config as it reads now)."""
         try:
             with self._write() as db:
-                db.execute(f"UPDATE trials SET task_hash = ?, task_config = ? WHERE "
+                db.execute("UPDATE trials SET task_hash = ?, task_config = ? WHERE "
                            + " AND ".join(f"{k} = ?" for k in KEY), (task_hash, to_json(task_config, sort_keys=True), *key))
         except sqlite3.Error as exc:
             raise self._fail(exc, "write to") from None

@@ -43,10 +43,8 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
-from benchmark.registry import METHODS
 from benchmark.methods.anatomy_rules import TAG_NAMES, assign_regions, region_boxes, report_tags
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.models.encoders import TextTower, projection_head, spatial_patches
 from benchmark.methods.losses import (
     cosine_logits,
     infonce_loss,
@@ -55,6 +53,8 @@ from benchmark.methods.losses import (
     tag_soft_targets,
 )
 from benchmark.methods.sentences import ReportTokens, corpus_reports, pool_sentences
+from benchmark.models.encoders import TextTower, projection_head, spatial_patches
+from benchmark.registry import METHODS
 
 
 @dataclass

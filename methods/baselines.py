@@ -60,10 +60,8 @@ from benchmark.hubfolder import (
     read_safetensors,
 )
 from benchmark.hubfolder import read_weights as read_export
-from benchmark.registry import METHODS
-from benchmark.safe_load import Inert, load_tensors
-from benchmark.models.backbones import build_backbone, released_prefix, state_mismatch
 from benchmark.methods.base import Method, MethodConfig, files_digest
+from benchmark.models.backbones import build_backbone, released_prefix, state_mismatch
 from benchmark.models.checkpoint_formats import (
     FORMATS,
     RESNET,
@@ -73,6 +71,8 @@ from benchmark.models.checkpoint_formats import (
     target_state,
 )
 from benchmark.models.encoders import BACKBONES, ResNetStages, backbone_of
+from benchmark.registry import METHODS
+from benchmark.safe_load import Inert, load_tensors
 
 #: the first four formats' encoder prefixes (all formats: ``methods.checkpoint_formats.FORMATS``)
 PREFIXES = {name: FORMATS[name].prefixes[0] for name in ("torchvision", "mgca", "gloria", "prior")}

@@ -40,12 +40,12 @@ from torch import nn
 
 from benchmark.config import Positive, Range, Share, Width
 from benchmark.data.transforms import HALF
-from benchmark.registry import METHODS
-from benchmark.models.backbones import pooled
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.models.encoders import DrawsTextUnits, TextTower, projection_head
 from benchmark.methods.losses import asymmetric_infonce
 from benchmark.methods.sentences import report_sentences
+from benchmark.models.backbones import pooled
+from benchmark.models.encoders import DrawsTextUnits, TextTower, projection_head
+from benchmark.registry import METHODS
 
 
 @dataclass

@@ -59,16 +59,16 @@ from torch import nn
 
 from benchmark.config import Layers, NonNegative, Positive
 from benchmark.data.transforms import HALF
-from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig
+from benchmark.methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
+from benchmark.methods.sentences import report_sentences
 from benchmark.models.encoders import (
     DrawsTextUnits,
     TextTower,
     continuation_mask,
     merge_word_pieces,
 )
-from benchmark.methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
-from benchmark.methods.sentences import report_sentences
+from benchmark.registry import METHODS
 
 _WORD = re.compile(r"\w+")
 

@@ -33,11 +33,11 @@ from torch import nn
 from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.distributed import global_min
 from benchmark.errors import UserError
-from benchmark.registry import METHODS
-from benchmark.models.backbones import backbone_shape, require_pyramid
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.models.encoders import STAGE_CHANNELS, projection_head
 from benchmark.methods.losses import cicl_loss
+from benchmark.models.backbones import backbone_shape, require_pyramid
+from benchmark.models.encoders import STAGE_CHANNELS, projection_head
+from benchmark.registry import METHODS
 
 
 @dataclass

@@ -31,7 +31,6 @@ from torch import nn
 
 from benchmark.config import Range
 from benchmark.errors import UserError
-from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig, files_digest
 from benchmark.models.openclip_backbone import OpenClipTower, tower_of
 from benchmark.models.openclip_models import (
@@ -42,6 +41,7 @@ from benchmark.models.openclip_models import (
     create_tokenizer,
     resolve_name,
 )
+from benchmark.registry import METHODS
 
 
 @dataclass

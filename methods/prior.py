@@ -92,9 +92,7 @@ from torch import nn
 
 from benchmark.config import Layers, NonNegative, Positive, Range, Share, Width
 from benchmark.errors import UserError
-from benchmark.registry import METHODS
 from benchmark.methods.base import Method, MethodConfig
-from benchmark.models.encoders import TextTower, spatial_patches
 from benchmark.methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from benchmark.methods.sentences import (
     ReportTokens,
@@ -102,6 +100,8 @@ from benchmark.methods.sentences import (
     pool_sentences,
     split_sentences,
 )
+from benchmark.models.encoders import TextTower, spatial_patches
+from benchmark.registry import METHODS
 
 MAX_LOGIT_SCALE = 100.0
 

@@ -38,9 +38,9 @@ from benchmark.data.phantom.labels import (
 from benchmark.data.sources import PHANTOM
 from benchmark.data.transforms import ImitateViews
 from benchmark.errors import UserError
-from benchmark.registry import METHODS
-from benchmark.models.backbones import pooled
 from benchmark.methods.base import Method, MethodConfig
+from benchmark.models.backbones import pooled
+from benchmark.registry import METHODS
 
 
 @dataclass

@@ -40,11 +40,11 @@ from benchmark.config import NonNegative, Range, Size
 from benchmark.data.integrity import load_torch
 from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
-from benchmark.errors import UserError
-from benchmark.paths import atomic_torch_save, cache_dir
 from benchmark.data.types import TestLabels
-from benchmark.registry import TASK_KINDS
+from benchmark.errors import UserError
 from benchmark.models.backbones import pooled
+from benchmark.paths import atomic_torch_save, cache_dir
+from benchmark.registry import TASK_KINDS
 from benchmark.tasks.base import (
     Fit,
     LiveFeatures,
@@ -55,15 +55,15 @@ from benchmark.tasks.base import (
     train_head,
     transferred_encoder,
 )
-from benchmark.tasks.references import classification_references
 from benchmark.tasks.metrics import (
-    balanced_accuracy,
     accuracy,
     auroc,
     auroc_of_counts,
+    balanced_accuracy,
     image_interval,
     mean_of_counts,
 )
+from benchmark.tasks.references import classification_references
 
 log = logging.getLogger(__name__)
 

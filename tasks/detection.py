@@ -46,11 +46,11 @@ from torchvision.ops import box_convert, box_iou, nms
 
 from benchmark.config import NonNegative, Share, Width
 from benchmark.data.transforms import downstream_batch
-from benchmark.errors import UserError
 from benchmark.data.types import TestLabels
-from benchmark.registry import TASK_KINDS
+from benchmark.errors import UserError
 from benchmark.models.backbones import pyramid_neck
 from benchmark.models.encoders import STAGE_CHANNELS
+from benchmark.registry import TASK_KINDS
 from benchmark.tasks.base import (
     Fit,
     Task,

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+
 def segmentation_references(lesion_share: np.ndarray) -> dict:
     """Predict nothing / predict the whole image, under every segmentation metric.
 

@@ -49,9 +49,9 @@ from benchmark.config import NonNegative, Positive, Share
 from benchmark.data.transforms import downstream_batch, resize_masks
 from benchmark.data.types import TestLabels
 from benchmark.errors import UserError
-from benchmark.registry import TASK_KINDS
 from benchmark.models.backbones import pyramid_neck
 from benchmark.models.encoders import BACKBONES
+from benchmark.registry import TASK_KINDS
 from benchmark.tasks.base import (
     Fit,
     Task,

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from benchmark.config import Width
-from benchmark.errors import UserError
 from benchmark.data.types import TestLabels
+from benchmark.errors import UserError
 from benchmark.registry import TASK_KINDS
 from benchmark.tasks.base import Fit, Task, TaskConfig, joint_scores
 from benchmark.tasks.metrics import accuracy, auroc, macro_f1

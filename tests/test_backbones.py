@@ -14,10 +14,10 @@ from benchmark.cli import main
 from benchmark.config import build, config_hash
 from benchmark.errors import UserError
 from benchmark.factory import plan_trial, resolve
-from benchmark.runner import get_encoder
 from benchmark.methods.baselines import load_encoder_state, read_checkpoint
-from benchmark.models.encoders import BACKBONES, ResNetStages, backbone_of
 from benchmark.methods.imitate import Imitate, ImitateConfig, token_counts
+from benchmark.models.encoders import BACKBONES, ResNetStages, backbone_of
+from benchmark.runner import get_encoder
 
 SMALL = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512)}
 LARGE = {"resnet50": (256, 512, 1024, 2048), "resnet101": (256, 512, 1024, 2048)}
@@ -161,8 +161,8 @@ def test_linear_probe_on_resnet18_and_feature_caches_differ_between_backbones(ca
 
 def test_backbone_lr_puts_the_image_encoder_in_its_own_group():
     """backbone_lr: the ResNet at its rate, the text tower and heads at the method's lr; 0: one group."""
-    from benchmark.pretraining import make_optimizer
     from benchmark.factory import resolve
+    from benchmark.pretraining import make_optimizer
 
     r = resolve("convirt", None, "smoke", [("backbone", "resnet18"), ("backbone_lr", 1e-3)])
     model = r.method_cls(r.method_cfg)

@@ -769,10 +769,9 @@ def test_a_refused_pickle_checkpoint_is_one_line_in_a_real_process(tmp_path):
     """Under pytest, warnings are captured; a user's terminal showed torch's four-line UserWarning
     about the pickle protocol before the one-line refusal. A subprocess sees what a user sees."""
     import os
+    import pickle
     import subprocess
     import sys
-
-    import pickle
 
     class Command:
         def __reduce__(self):

@@ -114,9 +114,9 @@ def test_random_is_seeded_and_untrained(capsys):
     assert main(["run", "--method", "random", "--task", "rsna_seg", "--profile", "smoke", "--fraction", "0.5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["method"] == "random" and 0 <= out["value"] <= 1
-    from benchmark.pretraining import export_baseline
     from benchmark.factory import resolve
     from benchmark.methods.baselines import RandomInit
+    from benchmark.pretraining import export_baseline
 
     a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)
     b = torch.load(export_baseline("random", resolve("random", None, "smoke", [("seed", 1)]).method_cfg).path)

@@ -153,7 +153,6 @@ def test_torch_writing_to_a_full_disk_is_the_same_line(writer, monkeypatch, caps
     from collections import namedtuple
 
     import safetensors.torch
-    import torch
     from safetensors import SafetensorError
 
     def failing_save(obj, f, *args, **kwargs):

@@ -279,8 +279,8 @@ def test_a_profile_cannot_redefine_a_task(tmp_path, monkeypatch):
     import shutil
 
     from benchmark import config
-    from benchmark.paths import config_dir
     from benchmark.factory import resolve
+    from benchmark.paths import config_dir
 
     shutil.copytree(config_dir(), tmp_path / "configs")
     (tmp_path / "configs" / "profiles" / "odd.yaml").write_text("task: {epochs: 1, kind: segmentation, metric: dice}\n")

@@ -140,8 +140,8 @@ def test_loss_goes_down_on_a_fixed_batch():
 
 def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretraining import read_weights
     from benchmark.models.encoders import ResNetStages
+    from benchmark.pretraining import read_weights
 
     assert main(["pretrain", "--method", "supervised", "--profile", "smoke", "--set", "backbone=resnet18", "--json"]) == 0
     meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -161,13 +161,13 @@ def test_supervised_pretrains_through_the_loop_on_the_corpus_labels(capsys):
 
 
 def test_supervised_is_refused_on_real_data_before_any_data_is_read(tmp_path, monkeypatch, capsys):
-    from benchmark import runner
+    from benchmark import factory, runner
 
     def read(*args, **kwargs):
         raise AssertionError("data was read")
 
     monkeypatch.setattr(runner, "pretrain_corpus", read)
-    monkeypatch.setattr(runner, "trial_fingerprints", read)
+    monkeypatch.setattr(factory, "trial_fingerprints", read)
     for argv in (["run", "--method", "supervised", "--task", "rsna_cls"], ["pretrain", "--method", "supervised"]):
         assert main([*argv, "--profile", "smoke", "--data-root", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()

@@ -99,9 +99,9 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretraining import encoder_dir, train_loop
     from benchmark.factory import resolve
     from benchmark.methods.imitate import Imitate
+    from benchmark.pretraining import encoder_dir, train_loop
 
     cfg = resolve("imitate", None, "smoke", DDP_RUN).method_cfg
     corpus = pretrain_corpus(cfg, None)

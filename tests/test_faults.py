@@ -278,8 +278,8 @@ class Command:
 
 def encoder_folder(method: str, sets: list | None = None) -> Path:
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.pretraining import encoder_dir
     from benchmark.factory import resolve
+    from benchmark.pretraining import encoder_dir
 
     cfg = resolve(method, None, "smoke", sets or []).method_cfg
     return encoder_dir(method, cfg, pretrain_corpus(cfg, None).fingerprint)
@@ -323,9 +323,9 @@ def test_a_resume_checkpoint_loads_weights_only(tmp_path):
     import io
 
     import benchmark.methods  # noqa: F401
+    from benchmark.factory import resolve
     from benchmark.pretraining import RESUME_KEYS, make_optimizer, read_resume
     from benchmark.registry import METHODS
-    from benchmark.factory import resolve
 
     for name in ("imitate", "convirt", "gloria", "prior", "asg"):
         cfg = resolve(name, None, "smoke").method_cfg

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 import torchvision
 
 from benchmark.config import build
-from benchmark.models.encoders import continuation_mask, merge_word_pieces
 from benchmark.methods.gloria import Gloria, GloriaConfig, clean_sentence
 from benchmark.methods.losses import gloria_local_loss, gloria_local_scores, infonce_loss
+from benchmark.models.encoders import continuation_mask, merge_word_pieces
 
 CORPUS = SimpleNamespace(
     findings=["Heart size is normal. Lungs are clear.", "", "Small left pleural effusion. Mild cardiomegaly."],

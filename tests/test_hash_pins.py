@@ -7,7 +7,6 @@ which is then checked on a store written before the change."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import sys
 from pathlib import Path

@@ -90,8 +90,8 @@ def test_the_frozen_text_encoder_runs_on_the_trials_device(monkeypatch):
     said; now it runs where the loop (or a joint-space task) puts the method (``text_device``)."""
     import torch
 
-    from benchmark.registry import METHODS
     from benchmark.factory import resolve
+    from benchmark.registry import METHODS
 
     cfg = resolve("imitate", None, "smoke", []).method_cfg
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, told --device cpu

@@ -149,3 +149,61 @@ def test_no_module_imports_the_folders_by_their_checkout_names():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             stale += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("methods", "tasks")]
     assert stale == []
+
+
+#: the layers, lowest first (docs/ARCHITECTURE.md draws them): a module may import its own layer
+#: and the ones below, never one above; a module belongs to the longest prefix that names it
+LAYERS = [
+    ("foundation", ["benchmark.errors", "benchmark.registry", "benchmark.version", "benchmark.paths",
+                    "benchmark.yamlfile", "benchmark.config", "benchmark.safe_load", "benchmark.stats",
+                    "benchmark.progress", "benchmark.device", "benchmark.loggers", "benchmark.hubfolder",
+                    "benchmark.distributed", "benchmark.raycluster"]),
+    ("data", ["benchmark.data"]),
+    ("models", ["benchmark.models"]),
+    ("methods and tasks", ["benchmark.methods", "benchmark.tasks"]),
+    ("training and storage", ["benchmark.pretraining", "benchmark.ddp", "benchmark.export", "benchmark.store",
+                              "benchmark.legacy_hashes"]),
+    ("factory", ["benchmark.factory"]),
+    ("runner", ["benchmark.runner"]),
+    ("orchestration and reports", ["benchmark.orchestrate", "benchmark.report", "benchmark.speed",
+                                   "benchmark.speed_naive", "benchmark.experiments"]),
+    ("api", ["benchmark.api"]),
+    ("cli", ["benchmark.commands", "benchmark.cli", "benchmark.__main__", "benchmark"]),
+]
+#: rooms of one layer that must not import each other
+PEERS = [("benchmark.methods", "benchmark.tasks")]
+
+
+def layer_of(module: str, layers=LAYERS) -> int | None:
+    best = None
+    for index, (_, prefixes) in enumerate(layers):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS, peers=PEERS) -> list[str]:
+    """Every module without a layer, every import of a higher layer, every import between peer rooms."""
+    out = [f"{m}: in no layer" for m in sorted(graph) if layer_of(m, layers) is None]
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            la, lb = layer_of(a, layers), layer_of(b, layers)
+            if la is not None and lb is not None and lb > la:
+                out.append(f"{a} ({layers[la][0]}) imports {b} ({layers[lb][0]})")
+            for x, y in peers:
+                if (a.startswith(x + ".") and b.startswith(y + ".")) or (a.startswith(y + ".") and b.startswith(x + ".")):
+                    out.append(f"{a} imports its peer {b}")
+    return out
+
+
+def test_the_layer_check_sees_an_upward_import_and_a_peer():
+    layers = [("low", ["p.low"]), ("mid", ["p.a", "p.b"]), ("high", ["p.high"])]
+    graph = {"p.low.x": {"p.high.y"}, "p.a.m": {"p.b.n", "p.low.x"}, "p.b.n": set(), "p.high.y": {"p.low.x"},
+             "p.stray": set()}
+    assert layer_violations(graph, layers, [("p.a", "p.b")]) == [
+        "p.stray: in no layer", "p.a.m imports its peer p.b.n", "p.low.x (low) imports p.high.y (high)"]
+
+
+def test_imports_run_down_the_layers(graph):
+    assert layer_violations(graph[0]) == []

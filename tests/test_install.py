@@ -24,9 +24,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_imports import PACKAGES
 
 from benchmark.paths import config_dir, reference_dir
-from test_imports import PACKAGES
 from benchmark.registry import unknown_name
 
 ROOT = Path(__file__).resolve().parents[1]

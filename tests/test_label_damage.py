@@ -16,7 +16,6 @@ from test_real_layouts import XRV
 from benchmark.cli import main
 
 
-
 def one_line(capsys, argv: list[str], code: int = 2) -> str:
     assert main(argv) == code
     err = capsys.readouterr().err.strip()

@@ -63,7 +63,6 @@ def test_vit_b16_runs_offline_on_zero_shot_probe_and_segmentation(capsys):
 
 def test_the_family_follows_benchx_levels_and_round_trips():
     from benchmark.errors import UserError
-    from benchmark.registry import BACKBONE_FAMILIES
     from benchmark.models.backbones import (
         backbone_shape,
         build_backbone,
@@ -73,6 +72,7 @@ def test_the_family_follows_benchx_levels_and_round_trips():
         pyramid_neck,
     )
     from benchmark.models.openclip_backbone import OpenClipFamily, vit_block_indices
+    from benchmark.registry import BACKBONE_FAMILIES
 
     assert vit_block_indices(12) == (3, 5, 7, 11)  # BenchX's out_indices for ViT-B/16
     assert vit_block_indices(24) == (7, 11, 15, 23)

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from benchmark.data.sets import chexpert, covidx, nih, object_cxr, siim
+from benchmark.data.catalog import PHANTOMS as PHANTOM_SETS
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import PHANTOM_VERSION, seeded_rng
 from benchmark.data.phantom.render import render
-from benchmark.data.catalog import PHANTOMS as PHANTOM_SETS
+from benchmark.data.sets import chexpert, covidx, nih, object_cxr, siim
 from benchmark.data.sources import task_splits
 from benchmark.errors import UserError
 

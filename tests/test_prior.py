@@ -14,7 +14,6 @@ from torch import nn
 from benchmark.config import build
 from benchmark.data.types import PairCorpus
 from benchmark.errors import UserError
-from benchmark.models.encoders import spatial_patches
 from benchmark.methods.losses import clip_loss, simsiam_loss, within_report_infonce
 from benchmark.methods.prior import (
     ImageDecoder,
@@ -27,6 +26,7 @@ from benchmark.methods.prior import (
     spg_loss,
 )
 from benchmark.methods.sentences import ReportTokens, pool_sentences
+from benchmark.models.encoders import spatial_patches
 
 ROW_CE = math.log(1 + math.e) - 1  # CE of logits (1, 0) against class 0
 

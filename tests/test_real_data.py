@@ -510,8 +510,8 @@ def test_results_and_mask_caches_follow_the_label_content_not_the_root(tmp_path,
     """Another root with the same downloads reuses the result and the caches; a changed label
     file is a new trial with masks drawn again."""
     from benchmark.data.real import images
-    from benchmark.paths import cache_dir
     from benchmark.factory import resolve
+    from benchmark.paths import cache_dir
     from benchmark.runner import run_trial
 
     F.rsna(tmp_path / "a")

@@ -27,7 +27,6 @@ from benchmark.tasks.references import (
 )
 
 
-
 def masks(*rows: str) -> torch.Tensor:
     """One 1 x len image per string: '#' a lesion pixel."""
     return torch.tensor([[[c == "#" for c in r]] for r in rows])

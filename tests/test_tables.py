@@ -8,8 +8,8 @@ import json
 import pytest
 
 from benchmark.cli import main
-from benchmark.store import Store, Trial
 from benchmark.report.tables import build_tables, load_reference, render
+from benchmark.store import Store, Trial
 
 
 def trial(method, value, *, task="rsna_cls", fraction=0.1, seed=42, source="phantom-v1", mhash=None, metric="auroc",

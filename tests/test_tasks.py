@@ -143,7 +143,7 @@ def test_fivex200_is_single_label_with_report_text():
     assert np.bincount(s.labels).tolist() == [5] * 5 and len(set(s.ids)) == 25
     pools = single_label_reports()
     for c, reports in pools.items():
-        kinds = {l.kind for l in lesions_from_report(reports[0])} & set(KIND_OF.values())
+        kinds = {les.kind for les in lesions_from_report(reports[0])} & set(KIND_OF.values())
         assert kinds == {KIND_OF[CLASSES[c]]}
     assert all(isinstance(t, str) and t for t in s.texts)
 

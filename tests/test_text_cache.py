@@ -42,8 +42,8 @@ def test_minilm_is_available_offline():
 
 def _pretrain_text_calls(epochs: int, home, monkeypatch) -> tuple[int, dict]:
     from benchmark.factory import resolve
-    from benchmark.runner import get_encoder
     from benchmark.models.encoders import FrozenTextEncoder
+    from benchmark.runner import get_encoder
 
     calls = []
     real = FrozenTextEncoder.forward

@@ -12,9 +12,9 @@ import torch
 from benchmark.cli import main
 from benchmark.errors import UserError
 from benchmark.factory import resolve
-from benchmark.runner import get_encoder
-from benchmark.models.backbones import backbone_shape, build_backbone, pooled
 from benchmark.methods.imitate import Imitate, token_counts
+from benchmark.models.backbones import backbone_shape, build_backbone, pooled
+from benchmark.runner import get_encoder
 from benchmark.tasks.base import transferred_encoder
 
 NAMES = ("resnet18", "resnet50", "convnext_tiny", "vit_base_patch16_224")

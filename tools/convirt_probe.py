@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from benchmark.data.sources import pretrain_corpus
-from benchmark.registry import METHODS
 from benchmark.factory import resolve
 from benchmark.methods.losses import asymmetric_infonce
+from benchmark.registry import METHODS
 
 PAIRS = 16
 

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 from benchmark.data.phantom.anatomy import lesions_from_report
 from benchmark.data.phantom.datasets import phantom_corpus
-from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.phantom.reports import load_reports
+from benchmark.data.sets.rsna import phantom_rsna
 from benchmark.data.transforms import ImitateViews, downstream_batch
-from benchmark.pretraining import read_weights
 from benchmark.models.encoders import ResNetStages
+from benchmark.pretraining import read_weights
 from benchmark.tasks.base import load_encoder
 
 

@@ -20,11 +20,11 @@ NEEDS = {"checkpoint": [("checkpoint_path", "LICENSE")]}
 
 def current() -> dict[str, dict[str, str]]:
     """{"methods": {"<profile>/<method>": hash}, "tasks": {"<profile>/<task>": hash}}."""
-    from benchmark.config import config_hash
-    from benchmark.paths import config_dir
-    from benchmark.factory import plan_trial, resolve_task
-
     import os
+
+    from benchmark.config import config_hash
+    from benchmark.factory import plan_trial, resolve_task
+    from benchmark.paths import config_dir
 
     os.chdir(ROOT)
     names = {kind: sorted(p.stem for p in (config_dir() / kind).glob("*.yaml")) for kind in ("methods", "tasks", "profiles")}

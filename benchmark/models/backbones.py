@@ -54,8 +54,8 @@ import torch
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.registry import BACKBONE_FAMILIES, unknown_name
 from benchmark.models.encoders import BACKBONES, ResNetStages
+from benchmark.registry import BACKBONE_FAMILIES, unknown_name
 
 #: plain ResNet names (``resnet<depth>``) belong to the torchvision family
 _PLAIN_RESNET = re.compile(r"resnet\d+")

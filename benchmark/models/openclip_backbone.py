@@ -52,9 +52,9 @@ from torch import nn
 
 from benchmark.data.transforms import HALF
 from benchmark.errors import UserError
-from benchmark.registry import BACKBONE_FAMILIES
 from benchmark.models.backbones import PYRAMID_STRIDES, vit_block_indices
 from benchmark.models.openclip_models import NO_WEIGHTS, create_model, resolve_name
+from benchmark.registry import BACKBONE_FAMILIES
 
 FAMILY = "open_clip"
 #: where the tower's keys sit in this module's state dict (``self.visual``)

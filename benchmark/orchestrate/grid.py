@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.experiments import GridSpec, MethodEntry, trial_sets
-from benchmark.raycluster import connect, storage_dir, trial_resources
 from benchmark.orchestrate.raytune import (
     encoder_job,
     fit_configs,
@@ -34,6 +33,7 @@ from benchmark.orchestrate.raytune import (
     worker_base,
     worker_setup,
 )
+from benchmark.raycluster import connect, storage_dir, trial_resources
 from benchmark.report.results import trivial_text
 from benchmark.store import Store, Trial
 

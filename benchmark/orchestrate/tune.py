@@ -27,12 +27,6 @@ from typing import Any
 
 from benchmark.config import available, named_yaml
 from benchmark.errors import UserError
-from benchmark.raycluster import (
-    check_address,
-    connect,
-    storage_dir,
-    trial_resources,
-)
 from benchmark.orchestrate.raytune import (
     encoder_job,
     pretrain_encoders,
@@ -40,6 +34,12 @@ from benchmark.orchestrate.raytune import (
     say,
     worker_base,
     worker_setup,
+)
+from benchmark.raycluster import (
+    check_address,
+    connect,
+    storage_dir,
+    trial_resources,
 )
 from benchmark.registry import unknown_name
 from benchmark.report.results import trivial_text

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from benchmark.errors import UserError
+from benchmark.report.trivial import PARTS, trivial_best
 from benchmark.stats import (
     PairedDifference,
     SeedInterval,
     paired_difference,
     seed_interval,
 )
-from benchmark.report.trivial import PARTS, trivial_best
 from benchmark.store import Trial, to_json
 
 #: where a method whose YAML has no ``order:`` goes: after the shipped ones

@@ -239,7 +239,7 @@ def _add_reference(table: Table, reference: list[dict]) -> None:
         row = by_row.setdefault(key, Row(label, source=ref["source"]))
         row.cells[col] = ref["value"]
     table.reference = list(by_row.values())
-    published = sorted({r.source for r in table.reference if not r.label.endswith(f"real test split) †")})
+    published = sorted({r.source for r in table.reference if not r.label.endswith("real test split) †")})
     if published:
         table.notes.append("† published numbers (real data, mgca protocol), not run here, from: " + "; ".join(published))
     if len(published) < len({r.source for r in table.reference}):

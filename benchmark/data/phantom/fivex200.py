@@ -45,7 +45,7 @@ def single_label_reports() -> dict[int, list]:
     kinds = {v: i for i, v in enumerate(KIND_OF.values())}
     per_class: dict[int, list] = {i: [] for i in range(len(CLASSES))}
     for report in reversed(load_reports()):
-        found = {kinds[l.kind] for l in lesions_from_report(report) if l.kind in kinds}
+        found = {kinds[les.kind] for les in lesions_from_report(report) if les.kind in kinds}
         if len(found) == 1:
             per_class[found.pop()].append(report)
     return per_class

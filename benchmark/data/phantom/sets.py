@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmark.data import integrity
+from benchmark.data.masks import mask_boxes
 from benchmark.data.phantom.anatomy import Lesion
 from benchmark.data.phantom.datasets import (
     PHANTOM_VERSION,
@@ -36,7 +37,6 @@ from benchmark.data.phantom.datasets import (
 )
 from benchmark.data.phantom.render import Rendered, render
 from benchmark.data.phantom.stack import render_stack
-from benchmark.data.masks import mask_boxes
 from benchmark.data.types import LabelSet, LesionSet
 from benchmark.errors import UserError
 from benchmark.paths import atomic_json, cache_dir

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.dataset import DataSet
-from benchmark.data.phantom.fivex200 import phantom_5x200
 from benchmark.data.phantom.anatomy import Lesion
+from benchmark.data.phantom.fivex200 import phantom_5x200
 from benchmark.data.phantom.sets import extras, rendered_labels, sev, side, zone
 from benchmark.data.real import labels as L
 from benchmark.data.real.layout import Layout, label_files

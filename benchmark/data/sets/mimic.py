@@ -39,9 +39,9 @@ from benchmark.data.real.loaders import text_set
 from benchmark.data.real.splittable import RECIPE_VERSION, SplitTable, five_by_200
 from benchmark.data.types import LABELER_OBSERVATIONS, PairCorpus
 from benchmark.errors import UserError
-from benchmark.registry import DATASETS
 from benchmark.paths import atomic_json, atomic_write, cache_dir
 from benchmark.progress import Progress
+from benchmark.registry import DATASETS
 
 log = logging.getLogger(__name__)
 

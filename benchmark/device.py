@@ -1,10 +1,20 @@
-"""Device choice and the per-device training settings (AMP bf16 on CUDA, channels_last)."""
+"""Device choice and the per-device training settings: the precision policy (bf16 autocast and
+fused AdamW on CUDA, fp16 autocast with a GradScaler on a GPU without bf16, plain float32 on
+CPU) and channels_last.
+
+``BENCHMARK_DEVICE_POLICY`` puts the CUDA path on the CPU, so that CI (which has no GPU)
+exercises it: ``cuda`` is a bf16 GPU's policy (bf16 autocast, fused AdamW, channels_last),
+``cuda-fp16`` a GPU's without bf16 (fp16 autocast, GradScaler, fused AdamW). Empty or ``auto``:
+each device's own. It is a switch of how a run executes, in no config hash; the policy a
+pre-training ran under is recorded in its ``meta.json``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +41,9 @@ def parse_device(preference: str) -> torch.device:
 
 def pick_device(preference: str = "auto") -> torch.device:
     """``auto`` (or ``$BENCHMARK_DEVICE``; empty means auto): CUDA if present, else CPU.
-    A device this machine lacks, or one nothing trains on, is a UserError."""
+    A device this machine lacks, or one nothing trains on, is a UserError (and so is a
+    ``BENCHMARK_DEVICE_POLICY`` that names no policy: said before any work starts)."""
+    stand_in()
     if preference == "auto":
         preference = os.environ.get("BENCHMARK_DEVICE", "").strip() or "auto"
     if preference == "auto":
@@ -48,11 +60,74 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
+POLICY_ENV = "BENCHMARK_DEVICE_POLICY"
+#: the stand-ins ``BENCHMARK_DEVICE_POLICY`` may name: the CUDA path's settings, on any device
+STAND_INS = ("cuda", "cuda-fp16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a device trains: the autocast dtype (None: float32), fused AdamW, a GradScaler (fp16),
+    and why (the device's capability, or the stand-in that asked for it)."""
+
+    device_type: str
+    dtype: torch.dtype | None
+    fused_adamw: bool
+    grad_scaler: bool
+    why: str
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device_type) if self.grad_scaler else None
+
+    def describe(self) -> str:
+        """``bf16 autocast, fused AdamW, channels_last (CUDA with bf16)``, as logs and meta.json say it."""
+        parts = ["float32" if self.dtype is None else f"{_DTYPE_NAMES[self.dtype]} autocast"]
+        parts += ["GradScaler"] if self.grad_scaler else []
+        parts += ["fused AdamW"] if self.fused_adamw else []
+        return ", ".join([*parts, "channels_last"]) + f" ({self.why})"
+
+    @property
+    def tag(self) -> str:
+        """A short name for file names of what the precision changes (cached features): empty for float32."""
+        return "" if self.dtype is None else _DTYPE_NAMES[self.dtype]
+
+
+_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def stand_in() -> str:
+    """The stand-in ``BENCHMARK_DEVICE_POLICY`` names ('' for none); another value is a UserError."""
+    value = os.environ.get(POLICY_ENV, "").strip()
+    if value in ("", "auto"):
+        return ""
+    if value not in STAND_INS:
+        raise UserError(f"{POLICY_ENV}={value!r} is not a policy; use auto, {' or '.join(STAND_INS)}")
+    return value
+
+
+def policy(device: torch.device) -> Precision:
+    """The device's precision: bf16 on a CUDA GPU that has it, else fp16 with a GradScaler; float32 on
+    CPU and MPS (fp32 there is both faster and exact), unless a stand-in asks for the CUDA path."""
+    t = device.type
+    if (which := stand_in()) and t != "cuda":
+        if which == "cuda-fp16":
+            return Precision(t, torch.float16, True, True, f"stand-in {POLICY_ENV}={which}")
+        return Precision(t, torch.bfloat16, True, False, f"stand-in {POLICY_ENV}={which}")
+    if t == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(t, torch.bfloat16, True, False, "CUDA with bf16")
+        return Precision(t, torch.float16, True, True, f"CUDA without bf16: {torch.cuda.get_device_name(device)}")
+    return Precision(t, None, False, False, t.upper() if t == "cpu" else t)
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing on CPU (fp32 there is both faster and exact)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The device policy's autocast region (nothing where it trains in float32)."""
+    return policy(device).autocast()
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

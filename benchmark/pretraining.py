@@ -2,8 +2,9 @@
 
 A method supplies model + loss (``Method.training_step``); this loop supplies
 AdamW, cosine warm restarts stepped per iteration with the period set from the
-real iteration count, bf16 autocast and channels_last on CUDA (plain fp32 on
-CPU), checkpoints that resume to the same result, progress, and a loss curve
+real iteration count, the device policy's precision (``benchmark.device.policy``: bf16
+autocast and fused AdamW on CUDA, fp16 with a GradScaler on a GPU without bf16, plain fp32
+on CPU unless ``BENCHMARK_DEVICE_POLICY`` stands in for CUDA) and channels_last, checkpoints that resume to the same result, progress, and a loss curve
 (``losses.csv``) with every loss term in its own column. The same loop runs in
 each process of a DDP run (``ddp_workers > 1``, ``benchmark.ddp``): rank 0
 writes the files, the loss curve holds the terms averaged over processes.
@@ -51,6 +52,7 @@ from benchmark.device import (
     memory_format,
     out_of_memory_as,
     pick_device,
+    policy,
     seed_everything,
 )
 from benchmark.distributed import all_finite
@@ -321,6 +323,8 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     params, opt = make_optimizer(model, cfg, dev)
+    precision = policy(dev)
+    scaler = precision.scaler()
     period = max(1, round(cfg.lr_restart_epochs * steps_per_epoch) if cfg.lr_restart_epochs else total)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=period, eta_min=cfg.min_lr)
 
@@ -336,6 +340,8 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
             torch.set_rng_state(state["torch_rng"])
             if dev.type == "cuda" and torch.is_tensor(state.get("cuda_rng")):
                 torch.cuda.set_rng_state(state["cuda_rng"], dev)
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:  # half applied: start clean
             log.warning("ignoring the pre-training checkpoint %s (%s); starting from step 0", ckpt_path, _first_line(exc))
             return train_loop(method, cfg, corpus, dev, out, resume=False)
@@ -351,6 +357,7 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "method_rng": model.rng_state(), "torch_rng": torch.get_rng_state(), "step": step, "history": history,
                 "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
             },
             ckpt_path,
         )
@@ -368,9 +375,9 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
                          fresh=step == 0, enabled=rank == 0)
     if rank == 0:
         log.info(
-            "pre-training %s on %d %s pairs: %d steps (batch %d%s, %d px) on %s",
+            "pre-training %s on %d %s pairs: %d steps (batch %d%s, %d px) on %s; %s",
             method, n, corpus.source, total, bs, f" x {size} DDP processes" if size > 1 else "", cfg.image_size,
-            describe(dev),
+            describe(dev), precision.describe(),
         )
     with logger, Progress(total=total, desc=f"pretrain {method}", unit="step", disable=rank > 0) as bar, \
             out_of_memory_as(f"{method} pre-training", bs, cfg.image_size, "method."):
@@ -380,7 +387,8 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
             dataset.epoch = sampler.epoch = epoch
             sampler.start = offset
             for batch in loader:
-                terms = train_step(step_model, to_device(batch, dev), opt, params, cfg.grad_clip, f"{method} pre-training", step)
+                terms = train_step(step_model, to_device(batch, dev), opt, params, cfg.grad_clip, f"{method} pre-training",
+                                   step, scaler=scaler)
                 sched.step()
                 step += 1
                 row = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
@@ -398,7 +406,8 @@ def train_loop(method: str, cfg: MethodConfig, corpus, dev: torch.device, out: P
     meta = {
         "method": method, "config": to_dict(cfg), "config_hash": out.name.rsplit("-", 1)[-1],
         "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "pairs": n},
-        "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "processes": size,
+        "steps": step, "seconds": round(seconds, 2), "device": describe(dev), "precision": precision.describe(),
+        "processes": size,
         "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else math.nan,
         "version": __version__, "encoder_arch": model.image_encoder().arch,
         "git_rev": git_revision(), "created": _now(),
@@ -475,7 +484,7 @@ def check_weights(model: torch.nn.Module, what: str, when: str) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device):
-    """(trainable parameters, AdamW) as the loop uses them: fused on CUDA."""
+    """(trainable parameters, AdamW) as the loop uses them: fused where the device policy says (CUDA)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups: list[dict] = [{"params": params}]
     if cfg.backbone_lr and cfg.backbone_lr != cfg.lr:  # the image encoder at its own rate, the rest at lr
@@ -484,7 +493,7 @@ def make_optimizer(model: torch.nn.Module, cfg: MethodConfig, dev: torch.device)
                   {"params": [p for p in params if id(p) not in encoder]}]
         groups = [g for g in groups if g["params"]]
     opt = torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=dev.type == "cuda"
+        groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay, fused=policy(dev).fused_adamw
     )
     return params, opt
 
@@ -497,22 +506,33 @@ def to_device(batch: dict, dev: torch.device) -> dict[str, torch.Tensor]:
 
 
 def train_step(model, batch: dict[str, torch.Tensor], opt, params, grad_clip: float = 0.0, what: str = "pre-training",
-               step: int = 0, step_fn=None) -> dict[str, torch.Tensor]:
-    """One optimiser step of the loop: the method's loss under autocast, a finite
-    check (in every DDP process), backward, optional clipping, AdamW.
-    ``model`` is the Method or its DDP wrapper (called, so that DDP syncs);
-    ``step_fn(batch)`` replaces it (``benchmark speed`` times naive steps with it)."""
+               step: int = 0, step_fn=None, scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """One optimiser step of the loop: the method's loss under the device policy's autocast, a
+    finite check (in every DDP process), backward, optional clipping, AdamW; with a GradScaler
+    (fp16), the scaled backward, unscaled clipping and the scaler's step (which skips a step whose
+    gradients overflowed, and lowers the scale). ``model`` is the Method or its DDP wrapper
+    (called, so that DDP syncs); ``step_fn(batch)`` replaces it (``benchmark speed`` times naive
+    steps with it)."""
     with autocast(params[0].device):
         terms = (step_fn or model)(batch)
     loss = terms["loss"]
     if not all_finite(loss):
         raise TrainingDiverged(f"{what} loss became {loss.item()} at step {step + 1}")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        with overflow_as_divergence(f"{what} at step {step + 1}"):
+            opt.step()
+        return terms
+    scaler.scale(loss).backward()
     if grad_clip:
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     with overflow_as_divergence(f"{what} at step {step + 1}"):
-        opt.step()
+        scaler.step(opt)
+    scaler.update()
     return terms
 
 

@@ -43,18 +43,21 @@ GRID_SEEDS = (42, 0, 1)
 
 
 class Timer:
-    """Seconds of ``fn()``: CUDA events on a GPU, perf_counter on CPU."""
+    """Seconds of ``fn()``: CUDA events on the GPU it was given (``cuda:N``: that GPU's stream, not
+    the current device's), perf_counter on CPU."""
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
 
     def __call__(self, fn: Callable[[], Any]) -> float:
         if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
+            with torch.cuda.device(self.device):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize(self.device)
             return start.elapsed_time(end) / 1000
         started = time.perf_counter()
         fn()

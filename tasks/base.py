@@ -19,6 +19,7 @@ from torch import nn
 
 from benchmark.config import Count, NonNegative, Positive, Range, Size
 from benchmark.data.types import TestLabels
+from benchmark.device import autocast
 from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 
 PhantomSplit = Annotated[int, Range(1, 1_000_000)]
@@ -255,8 +256,10 @@ class FrozenFeatures:
 
     @torch.no_grad()
     def _encode(self, idx: np.ndarray) -> list[torch.Tensor]:
+        """The encoder's outputs under the device policy's autocast, kept in float32 (the heads train in it)."""
         x = self.inputs(idx).to(self.device, memory_format=torch.channels_last)
-        return [t.detach() for t in self.encoder(x)]
+        with autocast(self.device):
+            return [t.detach().float() for t in self.encoder(x)]
 
     def __call__(self, idx: np.ndarray) -> list[torch.Tensor]:
         if self.cached is not None:
@@ -267,7 +270,8 @@ class FrozenFeatures:
 
 class LiveFeatures:
     """The finetune protocol's encoder outputs: computed on every batch, with
-    gradients, in whatever mode the trainer has set."""
+    gradients, in whatever mode the trainer has set; in float32 on every device
+    (the heads' loops have no GradScaler, which fp16 would need)."""
 
     def __init__(self, encoder: nn.Module, inputs, device: torch.device) -> None:
         self.encoder, self.inputs, self.device = encoder, inputs, device
@@ -302,7 +306,8 @@ def joint_scores(fit: Fit, split, texts: list[str], image_size: int, batch_size:
     rows = []
     for idx in batches(len(split.ids), batch_size):
         x = downstream_batch(split.images[idx], image_size, model.image_stats).to(fit.device)
-        rows.append(model.similarity(x, texts).float().cpu())
+        with autocast(fit.device):
+            rows.append(model.similarity(x, texts).float().cpu())
     return torch.cat(rows)
 
 

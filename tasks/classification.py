@@ -41,6 +41,7 @@ from benchmark.data.integrity import load_torch
 from benchmark.data.splits import ids_fingerprint
 from benchmark.data.transforms import downstream_batch
 from benchmark.data.types import TestLabels
+from benchmark.device import policy
 from benchmark.errors import UserError
 from benchmark.models.backbones import pooled
 from benchmark.paths import atomic_torch_save, cache_dir
@@ -111,7 +112,9 @@ class PooledEncoder(nn.Module):
 def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: ClassificationConfig) -> torch.Tensor:
     """Pooled features of a whole split, computed once per (encoder, split, size)."""
     key = getattr(split, "fingerprint", "") or ids_fingerprint(split.ids)
-    path = cache_dir("features", fit.encoder_key) / f"{key}-{cfg.image_size}px-x{cfg.upsample_ratio:g}.pt"
+    precision = policy(fit.device)  # features made under autocast are not the float32 ones: their own file
+    tag = f"-{precision.tag}" if precision.tag else ""
+    path = cache_dir("features", fit.encoder_key) / f"{key}-{cfg.image_size}px-x{cfg.upsample_ratio:g}{tag}.pt"
     ids = list(split.ids)
 
     def damage(saved) -> str | None:
@@ -129,7 +132,8 @@ def cached_features(encoder: PooledEncoder, split, fit: Fit, cfg: Classification
     with torch.no_grad():
         for idx in batches(len(split.ids), 64):
             x = downstream_batch(split.images[idx], cfg.image_size).to(fit.device, memory_format=torch.channels_last)
-            parts.append(encoder(x).float().cpu())
+            with precision.autocast():
+                parts.append(encoder(x).float().cpu())
     features = torch.cat(parts)
     atomic_torch_save({"ids": list(split.ids), "features": features}, path)
     return features

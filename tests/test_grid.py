@@ -54,7 +54,10 @@ def test_grid_runs_only_the_missing_trials_then_nothing(ray_session, capsys, iso
     assert len(re.findall(r"\[pretrain\] \d/2 imitate \(imitate-\w+\): encoder ready in", out)) == 1
     assert len(list((isolated_home / "home" / "encoders").glob("imitate-*"))) == 1
     # the encoder trained alone on both CPUs, the trials one CPU each
-    assert "each trial 1 CPU, 0 GPU; each pre-training job 2 CPU" in out
+    import torch  # a trial asks for a GPU where the cluster has one (raycluster.trial_resources)
+
+    gpus = 1 if torch.cuda.is_available() else 0
+    assert f"each trial 1 CPU, {gpus} GPU; each pre-training job 2 CPU" in out
     meta = json.loads(next((isolated_home / "home" / "encoders").glob("imitate-*/meta.json")).read_text())
     assert meta["threads"] == 2
 

@@ -89,6 +89,8 @@ EXAMPLES = {
     "export": ['python -m benchmark export imitate-1a2b3c4d5e6f --out exported/imitate',
                'python -m benchmark run --method checkpoint --checkpoint exported/imitate --task rsna_cls'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
+    "doctor": ['python -m benchmark doctor --device cuda:0 --out gpu_check.md',
+               'python -m benchmark doctor --stand-in --profile smoke --steps 1 --warmup 0'],
 }
 
 
@@ -163,6 +165,7 @@ def build_parser() -> Parser:
 
     _grid_parsers(sub)
     _speed_parser(sub)
+    _doctor_parser(sub)
 
     exp = _command(sub, "export", "write a cached encoder as a Hub-style folder: config.json, model.safetensors, "
                                   "a model card with its provenance")
@@ -260,6 +263,20 @@ def _grid_parsers(sub) -> None:
                            "several; backbone: one set of figures per backbone")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")
+
+
+def _doctor_parser(sub) -> None:
+    doc = _command(sub, "doctor", "check the CUDA path on this machine: every method's step (pairs/s against the "
+                   "bare backbone, peak memory), a trial of every task kind, resume equality, the overflow check; one report")
+    doc.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cuda:N")
+    doc.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml for every run (default cpu)")
+    doc.add_argument("--stand-in", action="store_true",
+                     help="no GPU: rehearse on the CPU with the CUDA path's settings (BENCHMARK_DEVICE_POLICY=cuda)")
+    doc.add_argument("--steps", type=int, default=5, help="timed steps per method (default 5)")
+    doc.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    doc.add_argument("--out", help="also write the report (markdown) to this file")
+    doc.add_argument("--json", action="store_true", help="stdout holds exactly one JSON document, the report")
+    doc.set_defaults(handler="doctor")
 
 
 def _speed_parser(sub) -> None:

@@ -387,3 +387,19 @@ def speed(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    from benchmark.doctor import report_lines, run_doctor
+
+    say = _human(args)
+    report = run_doctor(args.device, args.profile, args.stand_in, args.steps, args.warmup, say=say)
+    text = "\n".join(report_lines(report))
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        say(f"wrote {args.out}")
+    if args.json:
+        emit_json(report)
+    else:
+        print(text)
+    return 0 if report["ok"] else 1

@@ -124,6 +124,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         maybe_compile,
         memory_format,
         pick_device,
+        policy,
         seed_everything,
     )
     from benchmark.errors import UserError
@@ -148,6 +149,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     model.prepare(corpus)
     model = maybe_compile(model.to(dev, memory_format=fmt).train(), compile)
     params, opt = make_optimizer(model, cfg, dev)
+    scaler, c_scaler = policy(dev).scaler(), policy(dev).scaler()  # fp16 (a GPU without bf16): as the loop steps
     naive = naive_step_fn(model, corpus)
     ceiling = maybe_compile(Ceiling(cfg.backbone).to(dev, memory_format=fmt).train(), compile)  # both or neither: a fair ratio
     c_params, c_opt = make_optimizer(ceiling, cfg, dev)
@@ -173,10 +175,10 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
         fetched["batch"] = to_device(next(stream), dev)
 
     runs = {
-        "ceiling": lambda: train_step(ceiling, views, c_opt, c_params, cfg.grad_clip, "ceiling"),
-        "step": lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, method),
-        "naive": (lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, f"naive {method}", step_fn=naive))
-        if naive else None,
+        "ceiling": lambda: train_step(ceiling, views, c_opt, c_params, cfg.grad_clip, "ceiling", scaler=c_scaler),
+        "step": lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, method, scaler=scaler),
+        "naive": (lambda: train_step(model, fetched["batch"], opt, params, cfg.grad_clip, f"naive {method}", step_fn=naive,
+                                     scaler=scaler)) if naive else None,
     }
     times: dict[str, list[float]] = {k: [] for k in ("ceiling", "step", "step_data", "naive")}
     log.info("timing %s (%s) on %s: %d warm-up + %d timed steps of each (batch %d, %d px)",

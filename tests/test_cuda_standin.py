@@ -174,3 +174,34 @@ def test_speed_times_the_gpu_it_was_given(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: seen.append(("sync", torch.device(device).index)))
     assert Timer(torch.device("cuda:1"))(lambda: seen.append(("work", 1))) == 1.5
     assert seen == [("enter", 1), ("record", 1), ("work", 1), ("record", 1), ("sync", 1), ("exit", 1)]
+
+
+def test_doctor_rehearses_the_gpu_check_on_the_cpu(capsys, isolated_home, tmp_path):
+    """``benchmark doctor`` (what a GPU user runs first) on the CPU stand-in: every method's step,
+    a trial per task kind with its trivial reference, resume equality, the overflow check; one
+    report, as markdown and as one JSON document; nothing of the user's home is touched."""
+    import json
+
+    out = tmp_path / "report.md"
+    argv = ["doctor", "--stand-in", "--profile", "smoke", "--steps", "1", "--warmup", "0"]
+    assert main([*argv, "--json", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["machine"]["precision"].startswith("bf16 autocast, fused AdamW")
+    assert {r["method"] for r in report["steps"]} == {"asg", "convirt", "gloria", "imitate", "prior", "supervised"}
+    assert all(r["step_pairs_per_s"] > 0 and r["ceiling_pairs_per_s"] > 0 for r in report["steps"])
+    assert [r["task"] for r in report["trials"]] == ["rsna_cls", "siim_seg", "rsna_det", "rsna_zs", "chexpert5x200_ret"]
+    assert all(r["trivial"] is not None for r in report["trials"])
+    assert report["resume"]["equal"] and report["resume"]["steps"] == 4
+    assert report["overflow"] == {"caught": True, "nothing_cached": True, "line": report["overflow"]["line"]}
+    assert "not finite after step 1" in report["overflow"]["line"]
+    text = out.read_text()
+    assert "| rsna_cls | random | auroc |" in text and "**all checks passed**" in text
+    assert not (isolated_home / "home").exists() and not (isolated_home / "store.sqlite").exists()
+
+
+def test_doctor_without_a_gpu_or_the_stand_in_is_one_line(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: doctor runs for real")
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: doctor checks the CUDA path and this run's device is cpu") and "\n" not in err

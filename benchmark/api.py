@@ -204,12 +204,12 @@ def baselines(task: str, *, profile: str = "cpu", data_root: str | None = None,
 
 def _method_of(method_or_path: str | Path) -> tuple[str, str | Path | None]:
     """(method, checkpoint file): a registered method's name, else a weights file for ``checkpoint``."""
-    from benchmark.factory import method_names
+    from benchmark.factory import cached_encoder_config, method_names
     from benchmark.hubfolder import is_export
 
     names = method_names()
-    if isinstance(method_or_path, str) and method_or_path in names:
-        return method_or_path, None
+    if isinstance(method_or_path, str) and (method_or_path in names or cached_encoder_config(method_or_path)):
+        return method_or_path, None  # a method, or a cached encoder by its printed name
     path = Path(method_or_path).expanduser()
     if path.is_file() or is_export(path):
         return "checkpoint", method_or_path

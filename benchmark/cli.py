@@ -75,7 +75,8 @@ def _disk_full(exc: OSError) -> str | None:
 
 #: shown under each command's --help
 EXAMPLES = {
-    "run": ['python -m benchmark run --method imitate --task rsna_seg --fraction 0.01 --seed 42', 'python -m benchmark run --method checkpoint --checkpoint imitate.pth --task rsna_cls --fraction 0.1 --json'],
+    "run": ['python -m benchmark run --encoder convirt-afa9dc9dc69a --task rsna_cls --fraction 0.01',
+            'python -m benchmark run --method imitate --task rsna_seg --fraction 0.01 --seed 42', 'python -m benchmark run --method checkpoint --checkpoint imitate.pth --task rsna_cls --fraction 0.1 --json'],
     "pretrain": ['python -m benchmark pretrain --method imitate --set loss=infonce --set hierarchical=false', 'python -m benchmark pretrain --method prior --profile paper --set ddp_workers=4'],
     "data": ['python -m benchmark data phantom --preview grid.png', 'python -m benchmark data check rsna --data-root /data', 'python -m benchmark data split rsna --data-root /data --out splits/rsna', 'python -m benchmark data prepare mimic --data-root /data'],
     "list": ['python -m benchmark list tasks'],
@@ -109,8 +110,8 @@ def _config_path_arg(p: argparse.ArgumentParser, dest: str) -> None:
                    f"(also ${CONFIG_PATH_ENV})")
 
 
-def _trial_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, help="a registered method (see `list methods`)")
+def _trial_args(p: argparse.ArgumentParser, method_required: bool = True) -> None:
+    p.add_argument("--method", required=method_required, help="a registered method (see `list methods`)")
     p.add_argument("--profile", default="cpu", help="configs/profiles/<name>.yaml: cpu (default, minutes on a laptop) or paper")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; method.KEY / task.KEY when both have it (repeatable)")
@@ -137,7 +138,9 @@ def build_parser() -> Parser:
                                 help="one of the commands below; `COMMAND --help` for its options and examples")
 
     run = _command(sub, "run", "one trial: pre-train (or reuse) an encoder, fit a task, store test metrics")
-    _trial_args(run)
+    _trial_args(run, method_required=False)
+    run.add_argument("--encoder", metavar="NAME", help="instead of --method: a cached encoder by the name pretrain, run or "
+                     "grid printed (imitate-1a2b3c4d5e6f), with the config it was trained with")
     run.add_argument("--task", required=True, help="a named task (see `list tasks`)")
     run.add_argument("--fraction", type=float, default=1.0, help="fraction of the training labels, in (0, 1] (default 1)")
     run.add_argument("--seed", type=_seed, default=42, help="seed of the fraction subset and the head (default 42)")

@@ -100,7 +100,17 @@ def run(args: argparse.Namespace) -> int:
     from benchmark.report.trivial import parts_of
 
     say = _human(args)
-    _check_names(args)
+    if (args.method is None) == (args.encoder is None):
+        raise UserError("run needs --method NAME or --encoder NAME (a cached encoder that pretrain printed), not both")
+    if args.encoder is not None:
+        from benchmark.factory import cached_encoder_config
+
+        if cached_encoder_config(args.encoder) is None:
+            raise UserError(f"no cached encoder {args.encoder!r}: give a name that pretrain, run or grid printed "
+                            "(`cache list` shows them)")
+        args.method = args.encoder
+    else:
+        _check_names(args)
     out = api.run(args.method, args.task, args.fraction, seed=args.seed, profile=args.profile, data_root=args.data_root,
                   device=args.device, force=args.force, overrides=parse_sets(args.sets), checkpoint=args.checkpoint,
                   protocol=args.protocol, baseline=BASELINE)
@@ -127,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     others = ", ".join(f"{k} {_number(v)}" for k, v in t.metrics.items() if k not in skip)
     if others:
         say(f"  other: {others}")
-    say(f"  method config {t.method_hash}  task config {t.task_hash}  profile {args.profile}")
+    say(f"  encoder {t.method}-{t.method_hash} (export and run --encoder take this name)  task config {t.task_hash}  "
+        f"profile {args.profile}")
     note = "  (synthetic phantom data: not a real-data number)" if _is_phantom(t.data_source) else ""
     say(f"  data {t.data_source}{note}")
     pre = f" (pre-training {t.pretrain_seconds:.1f}s)" if t.pretrain_seconds else " (cached encoder)"

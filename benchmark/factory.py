@@ -12,6 +12,7 @@ all come here; the runner receives what this module made and runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from benchmark.config import (
     to_dict,
     user_config_dirs,
 )
-from benchmark.data.sources import PHANTOM, data_root, trial_fingerprints
+from benchmark.data.sources import PHANTOM, corpus_fingerprints, data_root, task_fingerprints
 from benchmark.data.splits import check_fraction
 from benchmark.errors import UserError
 from benchmark.legacy_hashes import legacy_task_hashes
@@ -121,8 +122,32 @@ def _task_layers(task: str) -> tuple[type, dict]:
     return TASK_KINDS.get(values["kind"]), values
 
 
+def cached_encoder_config(name: str) -> tuple[str, dict] | None:
+    """(method, its whole config) of the cached encoder folder ``name`` (``imitate-1a2b3c4d5e6f``, as
+    ``pretrain``, ``run`` and ``grid`` print it), or None when no finished encoder has that name."""
+    import json
+
+    from benchmark.paths import home_path
+    from benchmark.pretraining import META
+
+    if name in METHODS or "-" not in name or "/" in name:
+        return None
+    meta = home_path() / "encoders" / name / META
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        return data["method"], dict(data["config"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"the cached encoder {name} has an unreadable {meta}: pre-train it again") from None
+
+
 def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tuple[str, Any]] = ()) -> Resolved:
-    """Configs from class defaults < YAML < profile < ``--set``, validated."""
+    """Configs from class defaults < YAML < profile < ``--set``, validated. ``method`` may also name a
+    cached encoder (``convirt-afa9dc9dc69a``, what ``pretrain`` printed): its own recorded config is the
+    method's (the profile's layers do not apply to it; ``--set`` still does), so its trials use it."""
+    if (cached := cached_encoder_config(method)) is not None:
+        return _resolve_encoder(cached, task, profile, sets)
     method_cls, method_values, own = method_layers(method, profile)
     scopes = {"method": method_cls.config_class}
     kind = None
@@ -143,6 +168,25 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     if task is not None:
         resolved.task, resolved.task_cls = task, task_cls
         resolved.task_cfg = _task_config(task, task_cls, task_values, layers["task"], routed["task"], profile)
+    return resolved
+
+
+def _resolve_encoder(cached: tuple[str, dict], task: str | None, profile: str, sets) -> Resolved:
+    method, config = cached
+    method_cls = method_class(method)
+    scopes = {"method": method_cls.config_class}
+    if task is not None:
+        task_cls, task_values = _task_layers(task)
+        scopes["task"] = task_cls.config_class
+    routed = route_sets(list(sets), scopes)
+    known = {f.name for f in dataclasses.fields(method_cls.config_class)}
+    method_cfg = build(method_cls.config_class, {**{k: v for k, v in config.items() if k in known}, **routed["method"]},
+                       f"method {method}")
+    resolved = Resolved(method, method_cls, method_cfg)
+    if task is not None:
+        layer = profile_overrides(profile, method, task_values["kind"])["task"]
+        resolved.task, resolved.task_cls = task, task_cls
+        resolved.task_cfg = _task_config(task, task_cls, task_values, layer, routed["task"], profile)
     return resolved
 
 
@@ -190,6 +234,15 @@ def check_source(resolved: Resolved, root: Path | None) -> None:
         raise UserError(why)
 
 
+def method_key(resolved: Resolved, root: Path | None) -> str:
+    """The method config's store hash: what identifies its encoder (the config, the data source, a
+    checkpoint's content, on real data the corpus's label files). A trial's ``method_hash`` and the
+    encoder's folder name (``<method>-<key>``) are this one name."""
+    mcfg = resolved.method_cfg
+    return config_hash(resolved.method, mcfg, source_tag(root), resolved.method_cls.fingerprint(mcfg),
+                       *corpus_fingerprints(root, resolved.method_cls.pretrains))
+
+
 def plan_trial(
     method: str, task: str, fraction: float, seed: int = 42, profile: str = "cpu",
     sets: list[tuple[str, Any]] = (), data_root_arg: str | None = None,
@@ -202,13 +255,12 @@ def plan_trial(
     tag = source_tag(root)
     mcfg, tcfg = resolved.method_cfg, resolved.task_cfg
     # real data: keyed on the label files' content (not the root's path); phantom: no extra inputs
-    corpus_fp, task_fp = trial_fingerprints(root, tcfg.dataset, resolved.method_cls.pretrains)
-    method_hash = config_hash(method, mcfg, tag, resolved.method_cls.fingerprint(mcfg), *corpus_fp)
+    method_hash, task_fp = method_key(resolved, root), task_fingerprints(root, tcfg.dataset)
     trial = Trial(
-        method=method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol,
+        method=resolved.method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol,
         fraction=fraction, seed=seed, data_source=tag, method_config=to_dict(mcfg), task_config=to_dict(tcfg),
         task_aliases=legacy_task_hashes(tcfg, *task_fp),
     )
     if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
-        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {method!r} has none")
+        raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {resolved.method!r} has none")
     return trial, resolved, root

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.config import config_hash, to_dict
+from benchmark.config import to_dict
 from benchmark.data.pairs import EpochBatches, PairViews
 from benchmark.device import (
     autocast,
@@ -189,19 +189,29 @@ def discard(out: Path, why: str) -> None:
     (out / META).unlink(missing_ok=True)
 
 
-def encoder_dir(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Path:
-    return cache_dir("encoders", f"{method}-{config_hash(method, cfg, corpus_fingerprint)}")
+def encoder_dir(method: str, key: str) -> Path:
+    """``$BENCHMARK_HOME/encoders/<method>-<key>``: ``key`` is the method config's store hash (the
+    trial's ``method_hash``, ``benchmark.factory.method_key``), so the name a trial prints, the
+    store's row, its ``runs/`` folder, the encoder's folder and its model card are one name."""
+    return cache_dir("encoders", f"{method}-{key}")
 
 
-def cached_encoder(method: str, cfg: MethodConfig, corpus_fingerprint: str) -> Pretrained | None:
+def cached_encoder(method: str, key: str, corpus_fingerprint: str) -> Pretrained | None:
     """The finished encoder in the cache, checked: ``meta.json`` and the encoder's weights
     are read (the tensors are kept for the caller, not read twice), the model file's
-    header (or zip directory) is checked. None when there is none, or (after one
-    warning) when a file is damaged: the caller rebuilds it."""
-    out = encoder_dir(method, cfg, corpus_fingerprint)
+    header (or zip directory) is checked, and it must have been trained on this corpus.
+    None when there is none, or (after one warning) when a file is damaged or the corpus
+    is another: the caller rebuilds it."""
+    out = encoder_dir(method, key)
     if not (out / META).exists():
         return None
-    return finished_encoder(out)
+    hit = finished_encoder(out)
+    if hit is not None and hit.meta.get("corpus", {}).get("fingerprint") != corpus_fingerprint:
+        log.warning("the cached encoder in %s was made from another corpus (%s, not %s); rebuilding it",
+                    out, hit.meta.get("corpus", {}).get("fingerprint"), corpus_fingerprint)
+        (out / META).unlink(missing_ok=True)
+        return None
+    return hit
 
 
 def finished_encoder(out: Path) -> Pretrained | None:
@@ -228,13 +238,14 @@ def save_weights(model: torch.nn.Module, out: Path) -> dict[str, torch.Tensor]:
     return encoder_state
 
 
-def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
-    """Encoder of a method that is not pre-trained here (``random``, ``checkpoint``)."""
+def export_baseline(method: str, cfg: MethodConfig, key: str) -> Pretrained:
+    """Encoder of a method that is not pre-trained here (``random``, ``checkpoint``), cached
+    under ``key`` (the method config's store hash)."""
     cls = METHODS.get(method)
     fingerprint = f"baseline:{cls.fingerprint(cfg)}"
-    if hit := cached_encoder(method, cfg, fingerprint):
+    if hit := cached_encoder(method, key, fingerprint):
         return hit
-    out = encoder_dir(method, cfg, fingerprint)
+    out = encoder_dir(method, key)
     model = cls(cfg)
     encoder_state = save_weights(model, out)
     meta = {
@@ -247,16 +258,17 @@ def export_baseline(method: str, cfg: MethodConfig) -> Pretrained:
     return Pretrained(out / ENCODER, meta, reused=False, state=encoder_state)
 
 
-def pretrain(method: str, cfg: MethodConfig, corpus, device: str = "auto", force: bool = False) -> Pretrained:
-    """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder.
+def pretrain(method: str, cfg: MethodConfig, corpus, key: str, device: str = "auto", force: bool = False) -> Pretrained:
+    """Pre-train ``method`` on ``corpus`` (or reuse the cached result) and return its encoder,
+    cached under ``key`` (the method config's store hash: ``benchmark.factory.method_key``).
 
     ``cfg.ddp_workers > 1`` runs the same loop in that many DDP processes through
     Ray Train (``benchmark.ddp``); otherwise it runs here."""
-    if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
+    if not force and (hit := cached_encoder(method, key, corpus.fingerprint)):
         return hit
-    out = encoder_dir(method, cfg, corpus.fingerprint)
+    out = encoder_dir(method, key)
     with exclusive(out / ".lock", f"pre-training the same {method} encoder"):
-        if not force and (hit := cached_encoder(method, cfg, corpus.fingerprint)):
+        if not force and (hit := cached_encoder(method, key, corpus.fingerprint)):
             return hit  # the process we waited for made it
         return _pretrain(method, cfg, corpus, device, force, out)
 

@@ -14,7 +14,7 @@ from typing import Any
 from benchmark.data.sources import pretrain_corpus, task_splits
 from benchmark.data.splits import fraction_subset
 from benchmark.errors import TrialFailed, UserError
-from benchmark.factory import Resolved, check_source, make_method, make_task, plan_trial
+from benchmark.factory import Resolved, check_source, make_method, make_task, method_key, plan_trial
 from benchmark.loggers import Logger, open_logger
 from benchmark.store import Store, Trial
 from benchmark.tasks.base import EpochReport, Fit
@@ -27,10 +27,11 @@ def get_encoder(resolved: Resolved, root, device: str = "auto", force: bool = Fa
     from benchmark.pretraining import export_baseline, pretrain
 
     check_source(resolved, root)
+    key = method_key(resolved, root)  # the encoder's folder is named as the trial's method_hash
     if not resolved.method_cls.pretrains:
-        return export_baseline(resolved.method, resolved.method_cfg)
+        return export_baseline(resolved.method, resolved.method_cfg, key)
     corpus = pretrain_corpus(resolved.method_cfg, root)
-    pre = pretrain(resolved.method, resolved.method_cfg, corpus, device=device, force=force)
+    pre = pretrain(resolved.method, resolved.method_cfg, corpus, key, device=device, force=force)
     if pre.reused:
         log.info("reusing the cached %s encoder %s (pretrain --force re-trains it)", resolved.method, pre.path.parent)
     return pre

@@ -116,10 +116,10 @@ def test_random_is_seeded_and_untrained(capsys):
     assert out["method"] == "random" and 0 <= out["value"] <= 1
     from benchmark.factory import resolve
     from benchmark.methods.baselines import RandomInit
-    from benchmark.pretraining import export_baseline
+    from benchmark.runner import get_encoder
 
-    a = torch.load(export_baseline("random", resolve("random", None, "smoke").method_cfg).path)
-    b = torch.load(export_baseline("random", resolve("random", None, "smoke", [("seed", 1)]).method_cfg).path)
+    a = torch.load(get_encoder(resolve("random", None, "smoke"), None).path)
+    b = torch.load(get_encoder(resolve("random", None, "smoke", [("seed", 1)]), None).path)
     assert not torch.equal(a["conv1.weight"], b["conv1.weight"])
     torch.manual_seed(123)  # the global RNG does not matter, the config seed does
     again = RandomInit(resolve("random", None, "smoke").method_cfg).backbone.state_dict()

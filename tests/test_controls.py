@@ -167,7 +167,8 @@ def test_supervised_is_refused_on_real_data_before_any_data_is_read(tmp_path, mo
         raise AssertionError("data was read")
 
     monkeypatch.setattr(runner, "pretrain_corpus", read)
-    monkeypatch.setattr(factory, "trial_fingerprints", read)
+    monkeypatch.setattr(factory, "corpus_fingerprints", read)
+    monkeypatch.setattr(factory, "task_fingerprints", read)
     for argv in (["run", "--method", "supervised", "--task", "rsna_cls"], ["pretrain", "--method", "supervised"]):
         assert main([*argv, "--profile", "smoke", "--data-root", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
@@ -190,8 +191,8 @@ def test_supervised_has_no_joint_space_and_is_listed(capsys):
 def test_two_random_inits_are_two_encoders_and_two_table_rows(tmp_path):
     from benchmark.experiments import load_experiment, trial_sets
     from benchmark.orchestrate.grid import expand
-    from benchmark.pretraining import export_baseline
     from benchmark.report.tables import build_tables
+    from benchmark.runner import get_encoder
 
     (tmp_path / "controls.yaml").write_text(
         "methods:\n  - random\n  - {method: random, variant: random-init1, set: {seed: 1}}\n"
@@ -206,8 +207,7 @@ def test_two_random_inits_are_two_encoders_and_two_table_rows(tmp_path):
     seeds = {it.entry.label: it.trial.method_config["seed"] for it in plan.todo}
     assert seeds == {"random": 0, "random-init1": 1}
 
-    a, b = (export_baseline("random", resolve("random", None, "smoke", trial_sets(spec, e, [], None)).method_cfg)
-            for e in spec.methods)
+    a, b = (get_encoder(resolve("random", None, "smoke", trial_sets(spec, e, [], None)), None) for e in spec.methods)
     assert a.path.parent != b.path.parent  # two cached encoders
     assert not torch.equal(a.weights()["conv1.weight"], b.weights()["conv1.weight"])
 

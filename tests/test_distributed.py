@@ -99,11 +99,12 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
     from benchmark.data.sources import pretrain_corpus
-    from benchmark.factory import resolve
+    from benchmark.factory import method_key, resolve
     from benchmark.methods.imitate import Imitate
     from benchmark.pretraining import encoder_dir, train_loop
 
-    cfg = resolve("imitate", None, "smoke", DDP_RUN).method_cfg
+    resolved = resolve("imitate", None, "smoke", DDP_RUN)
+    cfg = resolved.method_cfg
     corpus = pretrain_corpus(cfg, None)
     if die_at_call:
         real, calls = Imitate.training_step, []
@@ -116,7 +117,7 @@ def _ddp_pretrain(rank: int, size: int, init: str, home: str, die_at_call: int) 
 
         Imitate.training_step = dies
     try:
-        train_loop("imitate", cfg, corpus, torch.device("cpu"), encoder_dir("imitate", cfg, corpus.fingerprint))
+        train_loop("imitate", cfg, corpus, torch.device("cpu"), encoder_dir("imitate", method_key(resolved, None)))
     except KeyboardInterrupt:
         pass
     dist.destroy_process_group()

@@ -113,3 +113,33 @@ def test_a_safetensors_checkpoint_through_method_checkpoint(tmp_path, capsys):
     save_file(broken, tmp_path / "short.safetensors")
     with pytest.raises(UserError, match="missing .*layer4"):
         benchmark.load_encoder(tmp_path / "short.safetensors", profile="smoke", device="cpu")
+
+
+def test_one_name_per_encoder_from_pretrain_to_run_to_export(tmp_path, capsys, isolated_home):
+    """Issue 27: run printed one hash and the encoder's folder and card another, export refused the
+    printed name, and a run after pretrain --max-steps 5 pre-trained again. Now the name pretrain,
+    run and the store say is the folder's and the card's; run --encoder and load_encoder take it."""
+    import json
+    from pathlib import Path
+
+    assert main(["pretrain", "--method", "convirt", "--profile", "smoke", "--max-steps", "1", "--json"]) == 0
+    pre = json.loads(capsys.readouterr().out)
+    name = Path(pre["encoder"]).parent.name
+    assert pre["steps"] == 1 and name == f"convirt-{pre['config_hash']}"
+
+    argv = ["run", "--encoder", name, "--task", "rsna_cls", "--profile", "smoke", "--fraction", "0.5", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    run = json.loads(captured.out)
+    assert (run["method"], f"convirt-{run['config_hash']}") == ("convirt", name)
+    assert f"encoder {name} (export and run --encoder take this name)" in captured.err
+    assert [p.name for p in (isolated_home / "home" / "encoders").glob("convirt-*")] == [name]  # not trained again
+    assert list((isolated_home / "runs").glob(f"*/{name}")), "the trial's runs/ folder carries the same name"
+
+    assert main(["export", name, "--out", str(tmp_path / "out")]) == 0
+    assert name in (tmp_path / "out" / "README.md").read_text()
+    encoder = benchmark.load_encoder(name, profile="smoke", device="cpu")
+    assert encoder.width > 0
+    assert main(["run", "--encoder", "convirt-000000000000", "--task", "rsna_cls", "--profile", "smoke"]) == 2
+    assert "no cached encoder 'convirt-000000000000'" in capsys.readouterr().err
+    assert main(["run", "--method", "convirt", "--encoder", name, "--task", "rsna_cls"]) == 2

@@ -289,12 +289,10 @@ class Command:
 
 
 def encoder_folder(method: str, sets: list | None = None) -> Path:
-    from benchmark.data.sources import pretrain_corpus
-    from benchmark.factory import resolve
+    from benchmark.factory import method_key, resolve
     from benchmark.pretraining import encoder_dir
 
-    cfg = resolve(method, None, "smoke", sets or []).method_cfg
-    return encoder_dir(method, cfg, pretrain_corpus(cfg, None).fingerprint)
+    return encoder_dir(method, method_key(resolve(method, None, "smoke", sets or []), None))
 
 
 def damaged_warnings(caplog) -> list[str]:

@@ -58,16 +58,25 @@ def task_splits(cfg, root: Path | None, splits: tuple[str, ...] = ("train", "val
     return {split: ds.phantom(split, sizes[split], cfg.image_size) for split in splits}, PHANTOM
 
 
-def trial_fingerprints(root: Path | None, dataset: str, pretrains: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Extra store-key inputs (method hash, task hash) for a trial: on real data the split
-    recipe's version with the fingerprints of the pre-training corpus's label files (methods
-    that pre-train) and of the task data set's label files; on phantom data none, so phantom
-    keys stay as they were."""
-    if root is None:
-        return (), ()
+def corpus_fingerprints(root: Path | None, pretrains: bool) -> tuple[str, ...]:
+    """Extra inputs of a method config's store hash: on real data the split recipe's version with the
+    fingerprint of the pre-training corpus's label files (methods that pre-train); on phantom data
+    none, so phantom keys stay as they were."""
+    if root is None or not pretrains:
+        return ()
     from benchmark.data import catalog
     from benchmark.data.real.splittable import RECIPE_VERSION
 
     corpus = catalog.corpus()
-    pairs = (f"{corpus.name}:{RECIPE_VERSION}:{corpus.fingerprint(root)}",) if pretrains else ()
-    return pairs, (f"{dataset}:{RECIPE_VERSION}:{catalog.dataset(dataset).fingerprint(root)}",)
+    return (f"{corpus.name}:{RECIPE_VERSION}:{corpus.fingerprint(root)}",)
+
+
+def task_fingerprints(root: Path | None, dataset: str) -> tuple[str, ...]:
+    """Extra inputs of a task config's store hash: on real data the split recipe's version with the
+    fingerprint of the task data set's label files; on phantom data none."""
+    if root is None:
+        return ()
+    from benchmark.data import catalog
+    from benchmark.data.real.splittable import RECIPE_VERSION
+
+    return (f"{dataset}:{RECIPE_VERSION}:{catalog.dataset(dataset).fingerprint(root)}",)

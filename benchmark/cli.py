@@ -90,6 +90,8 @@ EXAMPLES = {
     "export": ['python -m benchmark export imitate-1a2b3c4d5e6f --out exported/imitate',
                'python -m benchmark run --method checkpoint --checkpoint exported/imitate --task rsna_cls'],
     "speed": ['python -m benchmark speed --method imitate --batch-size 8 --image-size 64 --json', 'python -m benchmark speed --method imitate --task rsna_cls'],
+    "cache": ['python -m benchmark cache list', 'python -m benchmark cache prune --dry-run',
+              'python -m benchmark cache prune --store results/benchmark.sqlite --store old.sqlite'],
     "doctor": ['python -m benchmark doctor --device cuda:0 --out gpu_check.md',
                'python -m benchmark doctor --stand-in --profile smoke --steps 1 --warmup 0'],
 }
@@ -169,6 +171,7 @@ def build_parser() -> Parser:
     _grid_parsers(sub)
     _speed_parser(sub)
     _doctor_parser(sub)
+    _cache_parser(sub)
 
     exp = _command(sub, "export", "write a cached encoder as a Hub-style folder: config.json, model.safetensors, "
                                   "a model card with its provenance")
@@ -266,6 +269,21 @@ def _grid_parsers(sub) -> None:
                            "several; backbone: one set of figures per backbone")
     plot.add_argument("--store", help="a results store file (default: $BENCHMARK_STORE or results/benchmark.sqlite)")
     plot.set_defaults(handler="plot")
+
+
+def _cache_parser(sub) -> None:
+    cache = _command(sub, "cache", "what $BENCHMARK_HOME holds (encoders, their features, sizes, the stored trials "
+                     "that use each), and prune what no stored trial refers to")
+    cache.add_argument("what", choices=["list", "prune"], help="list: every encoder and cache by size; prune: remove "
+                       "the encoders (and features) that no trial in the stores refers to")
+    cache.add_argument("--store", action="append", default=[], metavar="FILE",
+                       help="a results store whose trials keep their encoders (repeatable; default: $BENCHMARK_STORE or "
+                            "results/benchmark.sqlite; every search's store under $BENCHMARK_HOME/tune is read too)")
+    cache.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
+    cache.add_argument("--unfinished", action="store_true",
+                       help="prune: also unfinished encoders (a killed run's folder, which could resume)")
+    cache.add_argument("--json", action="store_true", help="stdout holds exactly one JSON document")
+    cache.set_defaults(handler="cache")
 
 
 def _doctor_parser(sub) -> None:

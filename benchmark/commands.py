@@ -414,3 +414,29 @@ def doctor(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0 if report["ok"] else 1
+
+
+def cache(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from benchmark.caches import inventory, list_lines, mib, prune
+    from benchmark.paths import store_path
+
+    stores = args.store or [str(store_path())]
+    if args.what == "list":
+        encoders, others, read = inventory(stores)
+        if args.json:
+            emit_json({"encoders": [asdict(e) for e in encoders], "other_bytes": others, "stores": [str(p) for p in read]})
+        else:
+            print("\n".join(list_lines(encoders, others, read)))
+        return 0
+    gone, freed = prune(stores, dry_run=args.dry_run, unfinished=args.unfinished)
+    if args.json:
+        emit_json({"removed": gone, "freed_bytes": freed, "dry_run": args.dry_run})
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for name in gone:
+        print(f"{verb} {name}")
+    print(f"{verb} {len(gone)} folder(s), {mib(freed).strip()}" + (" (run without --dry-run to remove them)"
+                                                                 if args.dry_run and gone else ""))
+    return 0

@@ -259,7 +259,7 @@ def plan_trial(
     trial = Trial(
         method=resolved.method, method_hash=method_hash, task=task, task_hash=config_hash(tcfg, *task_fp), protocol=tcfg.protocol,
         fraction=fraction, seed=seed, data_source=tag, method_config=to_dict(mcfg), task_config=to_dict(tcfg),
-        task_aliases=legacy_task_hashes(tcfg, *task_fp),
+        task_aliases=legacy_task_hashes(tcfg, *task_fp), profile=profile,
     )
     if resolved.task_cls.needs_text_tower and not resolved.method_cls.has_joint_space():
         raise UserError(f"task {task!r} needs a method with a text tower (zero-shot / retrieval); {resolved.method!r} has none")

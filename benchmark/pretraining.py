@@ -75,7 +75,9 @@ from benchmark.version import __version__, git_revision
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.safetensors"  # the transferred image encoder (its architecture: meta.json's encoder_arch)
-MODEL = "model.safetensors"  # the whole method (heads, text projection): zero-shot and retrieval need it
+#: the whole method (heads, text projection): what zero-shot and retrieval load (``runner.load_method``);
+#: written only for a method with a joint image-text space, the only ones those tasks run
+MODEL = "model.safetensors"
 #: what caches from before safetensors hold instead (read, never written)
 LEGACY = {ENCODER: "encoder.pt", MODEL: "model.pt"}
 META = "meta.json"  # written last: its presence marks a finished encoder
@@ -220,7 +222,8 @@ def finished_encoder(out: Path) -> Pretrained | None:
         meta = read_meta(out)
         path = weights_file(out, ENCODER)
         state = read_weights(path)
-        _check_archive(weights_file(out, MODEL))
+        if (model := weights_file(out, MODEL)).exists():  # absent for a method without a joint space
+            _check_archive(model)
     except DamagedCache as exc:
         discard(out, str(exc))
         return None
@@ -228,11 +231,15 @@ def finished_encoder(out: Path) -> Pretrained | None:
 
 
 def save_weights(model: torch.nn.Module, out: Path) -> dict[str, torch.Tensor]:
-    """Write the transferred encoder and the whole method as safetensors (an older
-    cache's ``.pt`` files go: the folder holds one format); returns the encoder's state."""
+    """Write the transferred encoder, and the whole method where a later step reads it (a method
+    with a joint space: zero-shot and retrieval load it), as safetensors (an older cache's
+    ``.pt`` files go: the folder holds one format); returns the encoder's state."""
     encoder_state = {k: v.detach().cpu() for k, v in model.image_encoder().state_dict().items()}
     atomic_safetensors_save(encoder_state, out / ENCODER, {"format": "pt"})
-    atomic_safetensors_save(model.state_dict(), out / MODEL, {"format": "pt"})
+    if type(model).has_joint_space():
+        atomic_safetensors_save(model.state_dict(), out / MODEL, {"format": "pt"})
+    else:
+        (out / MODEL).unlink(missing_ok=True)
     for legacy in LEGACY.values():
         (out / legacy).unlink(missing_ok=True)
     return encoder_state

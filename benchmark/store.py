@@ -42,8 +42,9 @@ from benchmark.paths import store_path
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x4D564C42  # "MVLB" in the file header: a medvlp-bench results store
-#: PRAGMA user_version; 0: a store made before the version was recorded; 2 added ``refs`` (trivial references)
-SCHEMA_VERSION = 2
+#: PRAGMA user_version; 0: a store made before the version was recorded; 2 added ``refs`` (trivial references),
+#: 3 ``profile`` (the profile a trial was configured under; empty before)
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 60.0  # seconds to wait for another process's write lock before saying so
 HINT = "set BENCHMARK_STORE (or --store) to another file"
 
@@ -55,6 +56,7 @@ COLUMNS = {
     "status": "TEXT NOT NULL", "metric": "TEXT", "value": "REAL", "metrics": "TEXT", "method_config": "TEXT",
     "task_config": "TEXT", "device": "TEXT", "seconds": "REAL", "pretrain_seconds": "REAL", "error": "TEXT",
     "version": "TEXT", "git_rev": "TEXT", "finished_at": "TEXT", "refs": "TEXT",
+    "profile": "TEXT",
 }
 REQUIRED = (*KEY, "status")
 TRIALS = ("CREATE TABLE IF NOT EXISTS trials (id INTEGER PRIMARY KEY, "
@@ -94,6 +96,8 @@ class Trial:
     finished_at: str | None = None
     #: what trivial predictors score on the trial's test split (``tasks.references``); {} before schema 2
     refs: dict = field(default_factory=dict)
+    #: the profile the trial's configs were resolved under (not in its key: the configs are); None before schema 3
+    profile: str | None = None
     #: not stored: the task hashes this trial's config had under older versions (found and moved
     #: to ``task_hash`` by :meth:`Store.find`); the factory fills it
     task_aliases: list = field(default_factory=list, repr=False, compare=False)

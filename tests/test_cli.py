@@ -105,7 +105,7 @@ def test_every_command_help_is_complete(capsys):
     from benchmark.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert len(commands) == 13  # issue 17 added export, issue 23 baselines, issue 28 doctor
+    assert len(commands) == 14  # issue 17 added export, issue 23 baselines, issue 28 doctor, issue 27 cache
     with pytest.raises(SystemExit) as done:  # the top level too: a bare % in a command's summary broke it
         main(["--help"])
     top = capsys.readouterr().out

@@ -166,7 +166,7 @@ LAYERS = [
     ("factory", ["benchmark.factory"]),
     ("runner", ["benchmark.runner"]),
     ("orchestration and reports", ["benchmark.orchestrate", "benchmark.report", "benchmark.speed",
-                                   "benchmark.speed_naive", "benchmark.experiments", "benchmark.doctor"]),
+                                   "benchmark.speed_naive", "benchmark.experiments", "benchmark.doctor", "benchmark.caches"]),
     ("api", ["benchmark.api"]),
     ("cli", ["benchmark.commands", "benchmark.cli", "benchmark.__main__", "benchmark"]),
 ]

@@ -49,12 +49,39 @@ def test_cells_mean_std_n_bold_and_missing(store):
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines()
              if line.startswith("| ") and "method" not in line}
     # imitate at 10 %: 80, 84, 86 -> mean 83.33, sample std 3.06, t(0.975, 2) = 4.3027 -> +- 7.59;
-    # the best of the column, in bold; one seed and no stored bootstrap interval: no interval
-    assert lines["imitate"] == ["**83.3 ± 3.1 [75.7, 90.9] n=3**", "**90.0 n=1**"]
+    # the best of the column, in bold (told apart from the runner-up, imitate-flat, on their shared seeds 42
+    # and 0: differences 10 and 10, interval [10, 10]); at 100 % one row and one seed: nothing to tell it
+    # apart from, so no bold; one seed and no stored bootstrap interval: no interval
+    assert lines["imitate"] == ["**83.3 ± 3.1 [75.7, 90.9] n=3**", "90.0 n=1"]
     # 60, 70: std 7.07, t(0.975, 1) = 12.706 -> +- 63.5; no fraction-1 trial
     assert lines["random"] == ["65.0 ± 7.1 [1.5, 128.5] n=2", "-"]
     assert lines["imitate-flat"] == ["72.0 ± 2.8 [46.6, 97.4] n=2", "-"]
     assert "convirt" not in text  # real-data trials are not in a phantom table
+
+
+@pytest.mark.parametrize("b_values, bold", [
+    ((0.70, 0.71, 0.72), True),     # paired differences 10, 10, 10: apart
+    ((0.80, 0.81, 0.82), False),    # a tie: the same values
+    ((0.85, 0.75, 0.86), False),    # differences -5, 6, -4: the interval spans 0
+])
+def test_a_best_is_bold_only_where_its_paired_interval_against_the_runner_up_excludes_0(b_values, bold):
+    """Issue 27: a smoke grid gave 46.7 in every cell, each one bold; a cell is bold only when told apart."""
+    trials = [trial("imitate", v, seed=s) for v, s in zip((0.80, 0.81, 0.82), (0, 1, 2))]
+    trials += [trial("convirt", v, seed=s) for v, s in zip(b_values, (0, 1, 2))]
+    text = render(build_tables(trials, {})[0], "markdown")
+    cells = "".join(line for line in text.splitlines() if line.startswith(("| imitate", "| convirt")))
+    assert ("**" in cells) is bold, text
+
+
+def test_a_profile_is_named_and_never_shares_a_table():
+    trials = [trial("imitate", 0.8, seed=s) for s in (0, 1)] + [trial("random", 0.6, seed=s) for s in (0, 1)]
+    for t in trials[:2]:
+        t.profile = "smoke"
+    for t in trials[2:]:
+        t.profile = "phantom"
+    tables = build_tables(trials, {})
+    assert sorted(t.title.rsplit("profile ", 1)[1] for t in tables) == ["phantom", "smoke"]
+    assert [[r.label for r in t.rows] for t in tables] in ([["random"], ["imitate"]], [["imitate"], ["random"]])
 
 
 def test_real_and_phantom_never_share_a_table(store):
@@ -81,7 +108,8 @@ def test_reference_rows_are_marked_and_never_bold(store):
     assert asg and "88.8" in asg[0] and "ASG official README" in asg[0]
     assert "published numbers" in text
     latex = render(real, "latex")
-    assert "\\textbf{60.0 $\\pm$ 7.1 [-3.5, 123.5] n=2}" in latex and "$^\\dagger$" in latex
+    # the one measured row: no runner-up to be told apart from, so no bold (published rows never are)
+    assert "60.0 $\\pm$ 7.1 [-3.5, 123.5] n=2" in latex and "\\textbf" not in latex and "$^\\dagger$" in latex
 
 
 def test_table_csv_and_cli_formats(store, capsys):
@@ -100,8 +128,9 @@ def test_results_lists_every_trial(store, capsys):
     assert main(["results", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 12
-    assert {"method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "trivial",
-            "seconds", "error", "metrics", "references"} == set(rows[0])
+    assert {"method", "encoder", "task", "protocol", "fraction", "seed", "data", "profile", "status", "metric", "value",
+            "trivial", "seconds", "error", "metrics", "references"} == set(rows[0])
+    assert rows[0]["encoder"] == f"{rows[0]['method']}-{rows[0]['method']}hash0000"
     assert sum(r["status"] == "failed" for r in rows) == 1
     assert main(["results"]) == 0
     out = capsys.readouterr().out
@@ -319,12 +348,16 @@ def test_plot_legend_names_every_line_and_bands_stay_in_range(tmp_path, monkeypa
                     {"auroc": v}, refs=refs)
               for task, methods in (("rsna_cls", ("random", "imitate")), ("chexpert_cls", ("random", "convirt")))
               for m in methods for seed, v in ((0, 0.55), (1, 0.95))]
+    for t in trials:
+        t.profile = "phantom"
     figures = []
     monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
     write_plots(trials, {}, tmp_path)
     fig = figures[0]
     labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert {"random", "imitate", "convirt", "constant-score (trivial)"} <= set(labels), labels
+    title = fig._suptitle.get_text()  # the profile and the data source (phantom, not real-data numbers)
+    assert "profile phantom" in title and "phantom data (phantom-v2: synthetic stand-in" in title, title
     for ax in fig.axes:
         if ax.get_visible():
             low, high = ax.get_ylim()

@@ -46,6 +46,7 @@ def frame(trials: list[Trial], variants: dict[tuple[str, str], str], data: str |
     rows = [{"label": labels[(t.method, t.method_hash)], "method": t.method, "group": group[id(t)],
              "variant": bool(variants.get((t.method, t.method_hash))),
              "task": t.task, "protocol": t.protocol, "metric": t.metric, "source": t.data_source,
+             "profile": t.profile or "not recorded",
              "fraction": t.fraction, "seed": t.seed, "value": 100.0 * t.value, "trial": t} for t in done]
     return pd.DataFrame(rows), data
 
@@ -70,7 +71,7 @@ def summary(trials: list[Trial], variants: dict[tuple[str, str], str], data: str
     if df.empty:
         return df, data
     rows = []
-    keys = ["source", "protocol", "group", "label", "method", "variant", "task", "metric", "fraction"]
+    keys = ["source", "profile", "protocol", "group", "label", "method", "variant", "task", "metric", "fraction"]
     for key, group in df.groupby(keys, sort=False):
         cell = cell_of(list(group["trial"]))
         low, high = cell.ci if cell.ci is not None else (math.nan, math.nan)
@@ -110,8 +111,11 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
     # one colour per row: the default palette repeats after 10, husl spaces any number apart
     colours = dict(zip(order, sns.color_palette("deep" if len(order) <= 10 else "husl", n_colors=len(order))))
     caption = "bars and bands: 95 % interval (t over seeds; one seed: bootstrap over test images)"
-    for (source, protocol, group), part in df.groupby(["source", "protocol", "group"]):
+    several = df["profile"].nunique() > 1  # a profile is a budget: its own figures (named by it when several)
+    for (source, profile, protocol, group), part in df.groupby(["source", "profile", "protocol", "group"]):
         suffix, net = (f"_{_safe(group)}", f", backbone {group}") if group else ("", "")
+        suffix += f"_{_safe(profile)}" if several else ""
+        net += f", profile {profile}"
         tasks = sorted(part["task"].unique())
         ncols = min(3, len(tasks))
         nrows = -(-len(tasks) // ncols)
@@ -125,7 +129,8 @@ def write_plots(trials: list[Trial], variants: dict[tuple[str, str], str], out: 
                 ax.fill_between(line["fraction"], line["low"], line["high"], color=colours[label], alpha=0.15,
                                 linewidth=0)
             metric = on_task["metric"].iloc[0]
-            same_split = [t for t in finished(trials) if (t.task, t.data_source, t.protocol) == (task, source, protocol)]
+            same_split = [t for t in finished(trials) if (t.task, t.data_source, t.protocol) == (task, source, protocol)
+                          and (t.profile or "not recorded") == profile]
             for k, (name, value) in enumerate(sorted(trivial_values(same_split, metric).items())):
                 ax.axhline(value, linestyle="--", linewidth=1, color=str(0.3 + 0.25 * k), label=f"{name} (trivial)")
             fractions = sorted(on_task["fraction"].unique())

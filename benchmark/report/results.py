@@ -139,8 +139,8 @@ def describe_source(source: str) -> str:
 
 # ---------------------------------------------------------------- the trial list: one row per trial
 
-RESULT_COLUMNS = ("method", "config", "task", "protocol", "fraction", "seed", "data", "status", "metric", "value", "trivial",
-                  "seconds", "error")
+RESULT_COLUMNS = ("method", "encoder", "task", "protocol", "fraction", "seed", "data", "profile", "status", "metric",
+                  "value", "trivial", "seconds", "error")
 ERROR_WIDTH = 60  # the table view cuts a failure's reason here (JSON and CSV keep it whole)
 
 
@@ -155,8 +155,9 @@ def result_rows(trials: list[Trial]) -> list[dict]:
     metric's parts (``dice_pos``, ``empty_acc``, ...) where any trial stored them."""
     parts = [p for p in PARTS if any(p in (t.metrics or {}) for t in trials)]
     return [
-        {"method": t.method, "config": t.method_hash, "task": t.task, "protocol": t.protocol, "fraction": t.fraction,
-         "seed": t.seed, "data": t.data_source, "status": t.status, "metric": t.metric, "value": t.value,
+        {"method": t.method, "encoder": f"{t.method}-{t.method_hash}", "task": t.task, "protocol": t.protocol,
+         "fraction": t.fraction, "seed": t.seed, "data": t.data_source, "profile": t.profile or MISSING,
+         "status": t.status, "metric": t.metric, "value": t.value,
          "trivial": trivial_text(t), **{p: (t.metrics or {}).get(p) for p in parts}, "seconds": t.seconds,
          "error": t.error}
         for t in trials

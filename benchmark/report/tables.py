@@ -74,14 +74,19 @@ class Table:
     diffs: dict[tuple[str, tuple[str, float]], PairedDifference | None] = field(default_factory=dict)
 
     def best(self) -> dict[tuple[str, float], float]:
-        """Best mean per column among measured rows (every metric here is higher-is-better), for
-        the columns where it exceeds every trivial reference: a best that a predictor seeing no
-        image matches is not marked."""
+        """The best mean per column among measured rows (every metric here is higher-is-better), for
+        the columns where it is told apart: above every trivial reference (a best that a predictor
+        seeing no image matches is not marked) and above the runner-up with their paired interval
+        over shared seeds excluding 0 (a tie, one seed, or an interval across 0 is not a best)."""
         out = {}
         for col in self.columns:
-            means = [r.cells[col].mean for r in self.rows if isinstance(r.cells.get(col), Cell)]
-            if means and max(means) > self.trivial_max(col):
-                out[col] = max(means)
+            cells = sorted((r.cells[col] for r in self.rows if isinstance(r.cells.get(col), Cell)),
+                           key=lambda c: c.mean, reverse=True)
+            if len(cells) < 2 or cells[0].mean <= self.trivial_max(col):
+                continue
+            apart = difference(cells[0], cells[1])
+            if apart is not None and apart.excludes_zero and apart.mean > 0:
+                out[col] = cells[0].mean
         return out
 
     def trivial_max(self, col: tuple[str, float]) -> float:
@@ -111,12 +116,13 @@ def build_tables(trials: list[Trial], variants: dict[tuple[str, str], str], data
         done = [t for t in done if data_kind(t.data_source) == data]
     if protocol is not None:
         done = [t for t in done if t.protocol == protocol]
-    groups: dict[tuple[str, str, str, str], list[Trial]] = {}
-    for t in done:
-        groups.setdefault((t.data_source, t.protocol, t.metric, backbone(t) if by == "backbone" else ""), []).append(t)
+    groups: dict[tuple[str, str, str, str, str], list[Trial]] = {}
+    for t in done:  # a profile is a budget: smoke numbers never share a table with phantom-profile ones
+        key = (t.data_source, t.profile or "", t.protocol, t.metric, backbone(t) if by == "backbone" else "")
+        groups.setdefault(key, []).append(t)
     tables = []
-    for (source, proto, metric, net), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
-        tables.append(_table(source, proto, metric, group, variants, reference, net))
+    for (source, profile, proto, metric, net), group in sorted(groups.items(), key=lambda kv: (data_kind(kv[0][0]), kv[0])):
+        tables.append(_table(source, proto, metric, group, variants, reference, net, profile))
     if vs is not None and tables:
         _add_differences(tables, vs)
     return tables
@@ -171,7 +177,7 @@ def nothing_to_show(trials: list[Trial], data: str | None = None, protocol: str 
 
 
 def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: dict, reference: list[dict] | None,
-           net: str = "") -> Table:
+           net: str = "", profile: str = "") -> Table:
     row_label = method_labels(trials, variants)
     task_label = display_labels({(t.task, t.task_hash) for t in trials}, lambda k: k[0])
     cells: dict[tuple[str, str], dict[tuple[str, float], list[Trial]]] = {}
@@ -181,7 +187,8 @@ def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: 
     columns = sorted({c for row in cells.values() for c in row})
     keys = sorted(cells, key=lambda k: row_order((row_label[k], k[0])))
     rows = [Row(row_label[k], {c: cell_of(v) for c, v in cells[k].items()}, method=k[0], config=k[1]) for k in keys]
-    title = f"{metric} (%), {proto} protocol, " + (f"backbone {net}, " if net else "") + describe_source(source)
+    title = (f"{metric} (%), {proto} protocol, " + (f"backbone {net}, " if net else "") + describe_source(source)
+             + (f", profile {profile}" if profile else ", profile not recorded (stored before schema 3)"))
     table = Table(title, metric, proto, source, columns, rows)
     _add_trivial(table, trials, task_label)
     rules = sorted({(task_label[(t.task, t.task_hash)], t.task_config.get("subset", "stratified"))
@@ -192,7 +199,8 @@ def _table(source: str, proto: str, metric: str, trials: list[Trial], variants: 
                              "stratified: a stratified draw per seed)")
     boot = any(isinstance(c, Cell) and c.ci_kind == "bootstrap" for r in rows for c in r.cells.values())
     table.notes.append("cell: mean ± std over seeds [95 % t-interval over seeds] n=seeds"
-                       + (f"; {BOOTSTRAP_MARK} one seed: 95 % bootstrap interval over test images" if boot else ""))
+                       + (f"; {BOOTSTRAP_MARK} one seed: 95 % bootstrap interval over test images" if boot else "")
+                       + "; bold: the best, where its paired interval against the runner-up (shared seeds) excludes 0")
     if reference is not None:
         _add_reference(table, reference)
     return table

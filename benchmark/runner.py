@@ -15,7 +15,7 @@ from benchmark.data.sources import pretrain_corpus, task_splits
 from benchmark.data.splits import fraction_subset
 from benchmark.errors import TrialFailed, UserError
 from benchmark.factory import Resolved, check_source, make_method, make_task, method_key, plan_trial
-from benchmark.loggers import Logger, open_logger
+from benchmark.loggers import open_logger
 from benchmark.store import Store, Trial
 from benchmark.tasks.base import EpochReport, Fit
 from benchmark.version import __version__, git_revision
@@ -107,7 +107,7 @@ def _run(trial: Trial, resolved: Resolved, root, dev, started: float, store: Sto
                      fresh=True) as curves:
         fit = Fit(encoder_state, pre.path.parent.name, train, ids, splits.get("val"), splits["test"], seed, dev,
                   load_method=lambda: load_method(resolved, pre, lambda: get_encoder(resolved, root, device=str(dev))),
-                  on_epoch=logged_epochs(curves, on_epoch), encoder_arch=pre.arch)
+                  on_epoch=on_epoch, log=lambda epoch, scalars: curves.scalars(epoch, scalars), encoder_arch=pre.arch)
         with out_of_memory_as(task, tcfg.batch_size, tcfg.image_size, "task."):
             metrics = task_obj.fit_evaluate(fit)
     value = float(metrics[tcfg.metric])
@@ -137,19 +137,6 @@ def trial_info(trial: Trial) -> dict[str, Any]:
     return {"method": trial.method, "method_config": trial.method_config, "task": trial.task,
             "task_config": trial.task_config, "fraction": trial.fraction, "seed": trial.seed,
             "data_source": trial.data_source, "git_rev": trial.git_rev}
-
-
-def logged_epochs(curves: Logger, on_epoch: EpochReport | None) -> EpochReport:
-    """``on_epoch`` (a search's report, or nothing) that also logs each validation score as
-    ``val/score``: the task's validation metric, or minus its validation loss where it
-    selects on the loss (higher is better either way, as ``on_epoch`` hears it)."""
-
-    def report(epoch: int, score: float) -> None:
-        curves.scalars(epoch, {"val/score": score})
-        if on_epoch is not None:
-            on_epoch(epoch, score)
-
-    return report
 
 
 def load_method(resolved: Resolved, pre, rebuild=None):

@@ -24,6 +24,11 @@ from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 
 PhantomSplit = Annotated[int, Range(1, 1_000_000)]
 
+#: ``log(epoch, {"train/loss": ..., "val/score": ...})``: every epoch's curves (the trial's logger)
+EpochLog = Callable[[int, dict], None]
+#: what a validation metric that no pass could compute says (stored as the trial's ``val_note``)
+VAL_UNDEFINED = ("undefined on every validation pass (a validation split without positives, or with one class): "
+                 "no selection, the last epoch's head was kept")
 #: ``on_epoch(epoch, score)``: called after every validation pass that may select the head
 #: (see ``train_head``: none before ``min_steps``, only finite scores) with the score as
 #: higher-is-better (the validation metric, or minus the validation loss); a search hands
@@ -83,6 +88,8 @@ class Fit:
     device: torch.device
     load_method: Callable[[], Any] | None = None  # the whole pre-trained method (joint-space tasks)
     on_epoch: EpochReport | None = None  # per-epoch validation scores, for a search's scheduler
+    #: per-epoch curves (``train/loss``, ``val/score``; NaN where validation is undefined): the trial's curves folder
+    log: EpochLog | None = None
     #: the encoder's architecture (``methods.backbones`` spec); None: a torchvision ResNet, read from the weights
     encoder_arch: str | dict | None = None
 
@@ -145,6 +152,7 @@ def train_head(
     val_score: Callable[[], float] | None = None,
     encoder: nn.Module | None = None,
     on_epoch: EpochReport | None = None,
+    log: EpochLog | None = None,
 ) -> tuple[float, int]:
     """Head training for both protocols: AdamW, shuffled batches per (seed,
     epoch), early stopping on validation (models in eval mode), and the
@@ -165,6 +173,10 @@ def train_head(
     With ``encoder`` (the finetune protocol) the encoder trains too, at
     ``lr * encoder_lr_ratio``, with linear warm-up + cosine stepped per batch over
     the whole (raised) budget, and gradient clipping, as BenchX does.
+    A validation value that is undefined (NaN: a validation split without positives, or with
+    one class) selects nothing: while no pass has a defined value the latest weights are kept
+    and patience does not count, and the returned value is NaN (see ``val_metrics``). ``log``
+    hears every validation epoch's mean training loss and validation score (NaN where undefined).
     Returns (best validation loss or score, epochs run)."""
     trained = nn.ModuleList([head] + ([encoder] if encoder is not None else []))
     groups = [{"params": [p for p in head.parameters() if p.requires_grad], "lr": cfg.lr}]
@@ -177,11 +189,13 @@ def train_head(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(round(cfg.warmup_epochs * per_epoch), epochs * per_epoch))
     sign = -1.0 if val_score is not None else 1.0  # minimise loss, or -score
     best, best_state, stale, epochs_run, steps = math.inf, copy.deepcopy(trained.state_dict()), 0, 0, 0
-    candidates = 0  # validation passes at or after min_steps
+    candidates, defined = 0, False  # validation passes at or after min_steps; whether any had a value
     for epoch in range(epochs):
         trained.train()
+        seen, total_loss = 0, 0.0
         for step, idx in enumerate(batches(n_train, cfg.batch_size, seed, epoch), 1):
             loss = batch_loss("train", idx)
+            seen, total_loss = seen + len(idx), total_loss + float(loss.detach()) * len(idx)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{cfg.name} training loss became {loss.item()} at epoch {epoch + 1}, step {step}")
             opt.zero_grad(set_to_none=True)
@@ -203,18 +217,30 @@ def train_head(
                 val = sum(float(batch_loss("val", idx)) * len(idx) for idx in batches(n_val, cfg.batch_size)) / n_val
             else:
                 val = val_score()
-        val = sign * val if math.isfinite(val) else math.inf
-        if on_epoch is not None and math.isfinite(val):
+        if log is not None:
+            log(epochs_run, {"train/loss": total_loss / max(seen, 1), "val/score": -sign * val if math.isfinite(val)
+                             else math.nan})
+        if not math.isfinite(val):
+            if not defined:  # nothing to select on yet: the latest weights stand, patience waits
+                best_state = copy.deepcopy(trained.state_dict())
+            continue
+        val = sign * val
+        if on_epoch is not None:
             on_epoch(epochs_run, -val)
-        if val < best or candidates == 1:
-            best, best_state, stale = val, copy.deepcopy(trained.state_dict()), 0
+        if not defined or val < best:
+            best, best_state, stale, defined = val, copy.deepcopy(trained.state_dict()), 0, True
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
     trained.load_state_dict(best_state)
     trained.eval()
-    return sign * best, epochs_run
+    return (sign * best if defined else math.nan), epochs_run
+
+
+def val_metrics(name: str, best: float) -> dict:
+    """``{name: best}``, and ``val_note`` saying why where no validation pass had a value (NaN)."""
+    return {name: best, **({"val_note": VAL_UNDEFINED} if math.isnan(best) else {})}
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

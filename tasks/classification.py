@@ -55,6 +55,7 @@ from benchmark.tasks.base import (
     prepare_encoder,
     train_head,
     transferred_encoder,
+    val_metrics,
 )
 from benchmark.tasks.metrics import (
     accuracy,
@@ -254,10 +255,11 @@ class Classification(Task):
         val_score = (lambda: self.metrics(predict("val"), target["val"])[c.metric]) if trained_encoder is not None else None
         best, epochs = train_head(
             head, c, fit.seed, len(splits["train"].ids), len(fit.val.ids), batch_loss, val_score, encoder=trained_encoder,
-            on_epoch=fit.on_epoch,
+            on_epoch=fit.on_epoch, log=fit.log,
         )
         selected = "val_loss" if val_score is None else f"val_{c.metric}"
         test = predict("test")
-        return {**self.metrics(test, target["test"]), **self.interval(test, target["test"]), selected: best, "epochs": epochs,
+        return {**self.metrics(test, target["test"]), **self.interval(test, target["test"]), **val_metrics(selected, best),
+                "epochs": epochs,
                 "train_images": len(splits["train"].ids)}
 

@@ -60,6 +60,7 @@ from benchmark.tasks.base import (
     prepare_encoder,
     train_head,
     transferred_encoder,
+    val_metrics,
 )
 from benchmark.tasks.metrics import DetectionAP, detection_map, image_interval, ratio_of_counts, scored
 from benchmark.tasks.references import detection_references
@@ -307,7 +308,7 @@ class Detection(Task):
         best, epochs_run = train_head(
             head, c, seed, len(train.ids), len(val.ids), batch_loss,
             lambda: detection_map(*predictions("val"), MAP_IOU_THRESHOLDS, c.count_negatives), encoder=trained_encoder,
-            on_epoch=fit.on_epoch,
+            on_epoch=fit.on_epoch, log=fit.log,
         )
         test = predictions("test")
         test_map = DetectionAP(*test, MAP_IOU_THRESHOLDS, c.count_negatives)  # matched once, resampled by weights
@@ -318,7 +319,7 @@ class Detection(Task):
             **image_interval(test_map, len(test[2])),
             **scored("empty_acc", ratio_of_counts(lesion_free & left_empty, lesion_free), len(lesion_free)),
             "map_50": detection_map(*test, (0.5,), c.count_negatives),
-            "val_map": best if math.isfinite(best) else math.nan,
+            **val_metrics("val_map", best),
             "epochs": epochs_run,
             "train_images": len(train.ids),
         }

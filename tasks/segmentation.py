@@ -62,6 +62,7 @@ from benchmark.tasks.base import (
     prepare_encoder,
     train_head,
     transferred_encoder,
+    val_metrics,
 )
 from benchmark.tasks.metrics import mask_counts, segmentation_scores
 from benchmark.tasks.references import segmentation_references
@@ -191,14 +192,14 @@ class Segmentation(Task):
             return self._loss(predict(name, idx), masks[name][np.sort(idx)])
 
         best, epochs_run = train_head(head, c, seed, len(train.ids), len(val.ids), batch_loss, encoder=trained_encoder,
-                                      on_epoch=fit.on_epoch)
+                                      on_epoch=fit.on_epoch, log=fit.log)
         counts = []
         with torch.no_grad():
             for idx in batches(len(test.ids), c.batch_size):
                 pred = torch.sigmoid(predict("test", idx)) > c.threshold
                 counts.append(mask_counts(pred, masks["test"][idx]))
         # per test image (intersection, predicted, truth pixels): every score and interval comes from these
-        return {**segmentation_scores(np.concatenate(counts)), "val_loss": best, "epochs": epochs_run,
+        return {**segmentation_scores(np.concatenate(counts)), **val_metrics("val_loss", best), "epochs": epochs_run,
                 "train_images": len(train.ids)}
 
     def test_split(self, test):

@@ -35,10 +35,29 @@ def test_validation_scores_are_in_the_trials_folder(tmp_path):
     heard = []
     out = run_trial("random", "rsna_cls", 1.0, 42, "smoke", on_epoch=lambda epoch, score: heard.append((epoch, score)))
     curves = read_scalars(trial_folder(out.trial, out.store_path) / "tb")
-    assert heard and list(curves) == ["val/score"]
+    assert heard and sorted(curves) == ["train/loss", "val/score"]
     assert [s for s, _ in curves["val/score"]] == [e for e, _ in heard]
+    assert len(curves["train/loss"]) == len(curves["val/score"]) and all(v > 0 for _, v in curves["train/loss"])
     assert [v for _, v in curves["val/score"]] == pytest.approx([v for _, v in heard], rel=1e-6)
     assert trial_folder(out.trial, out.store_path).is_relative_to(tmp_path / "runs" / out.trial.data_source)
+
+
+@pytest.mark.parametrize("task, protocol", [("rsna_cls", "finetune"), ("siim_seg", "mgca"), ("rsna_det", "mgca"),
+                                            ("rsna_det", "finetune")])
+def test_every_kind_and_protocol_writes_curves_and_says_why_a_validation_value_is_undefined(task, protocol, tmp_path):
+    """Issue 27: detection and finetune runs wrote no curves folder and printed val_map n/a and
+    val_auroc -inf. Now every epoch's training loss is a curve, and a validation metric is a number
+    or NaN with its reason (smoke's 8-image validation splits have no lesion or one class)."""
+    out = run_trial("random", task, 1.0, 42, "smoke", [("task.protocol", protocol), ("task.epochs", 2)])
+    curves = read_scalars(trial_folder(out.trial, out.store_path) / "tb")
+    assert len(curves["train/loss"]) >= 1 and all(v == v and v > 0 for _, v in curves["train/loss"])
+    vals = {k: v for k, v in out.trial.metrics.items() if k.startswith("val_") and k != "val_note"}
+    assert len(vals) == 1
+    (name, value), = vals.items()
+    if value is None or value != value:  # undefined (NaN, stored as null): said why
+        assert "undefined on every validation pass" in out.trial.metrics["val_note"]
+    else:
+        assert abs(value) != float("inf") and "val_note" not in out.trial.metrics, vals
 
 
 def test_logger_none_writes_no_curves(tmp_path, capsys):

@@ -122,7 +122,7 @@ def score_of(metrics: dict[str, float | None]) -> tuple[str, float]:
         return math.nan if value is None else float(value)
 
     for key, value in metrics.items():
-        if key.startswith("val_") and key != "val_loss":
+        if key.startswith("val_") and key not in ("val_loss", "val_note"):
             return key, number(value)
     if "val_loss" in metrics:
         return "-val_loss", -number(metrics["val_loss"])

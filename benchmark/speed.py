@@ -130,6 +130,7 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     from benchmark.errors import UserError
     from benchmark.factory import resolve
     from benchmark.pretraining import make_optimizer, to_device, train_step
+    from benchmark.progress import Progress
     from benchmark.speed_naive import naive_step_fn
 
     if steps < 1 or warmup < 0:
@@ -183,13 +184,15 @@ def measure_steps(method: str, profile: str = "cpu", sets=(), device: str = "aut
     times: dict[str, list[float]] = {k: [] for k in ("ceiling", "step", "step_data", "naive")}
     log.info("timing %s (%s) on %s: %d warm-up + %d timed steps of each (batch %d, %d px)",
              method, cfg.backbone, describe(dev), warmup, steps, cfg.batch_size, cfg.image_size)
-    for i in range(warmup + steps):
-        data_s = timer(fetch)
-        row = {k: timer(fn) for k, fn in runs.items() if fn is not None}
-        if i >= warmup:
-            for k, v in row.items():
-                times[k].append(v)
-            times["step_data"].append(row["step"] + data_s)
+    with Progress(total=warmup + steps, desc=f"speed {method}", unit="round") as bar:  # a line every 10 s in a log
+        for i in range(warmup + steps):
+            data_s = timer(fetch)
+            row = {k: timer(fn) for k, fn in runs.items() if fn is not None}
+            if i >= warmup:
+                for k, v in row.items():
+                    times[k].append(v)
+                times["step_data"].append(row["step"] + data_s)
+            bar.update(1, step_s=row["step"])
     return SpeedResult(
         method, describe(dev) + (" compiled" if compile else ""), cfg.batch_size, cfg.image_size, steps, warmup, len(views),
         cfg.backbone, {k: statistics.median(v) for k, v in times.items() if v},

@@ -94,3 +94,26 @@ def test_wandb_logs_the_same_terms_offline(monkeypatch):
     assert [step for step, _ in run.logged] == list(range(1, pre.meta["steps"] + 1))
     assert run.logged[-1][1]["pretrain/loss"] == pytest.approx(pre.meta["final_loss"])
     assert not (pre.path.parent / "tb").exists()
+
+
+def test_progress_says_it_is_alive_every_interval_in_a_log_even_inside_one_long_step(monkeypatch, capsys):
+    """Issue 27: `speed` printed one line in four minutes (a line came only when a unit ended). Off a
+    terminal a heartbeat writes the line every interval, also while one unit of work is still running."""
+    import time
+
+    from benchmark.progress import Progress, heartbeat
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with Progress(total=3, desc="slow", interval=0.2, unit="step") as bar:
+        time.sleep(0.75)  # one step that takes 3-4 intervals, no update meanwhile
+        bar.update(1, loss=1.5)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[slow]")]
+    assert len(lines) >= 2 and lines[0].startswith("[slow] 0/3 step") and all("\n" not in x for x in lines)
+    said = []
+    with heartbeat("grid", lambda: "1 of 4 trials reported", interval=0.1, write=said.append):
+        time.sleep(0.35)
+    assert len(said) >= 2 and said[0].startswith("[grid] 1 of 4 trials reported (")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    with heartbeat("quiet", lambda: "x", interval=0.05, write=said.append):
+        time.sleep(0.2)
+    assert not [s for s in said if s.startswith("[quiet]")]

@@ -84,16 +84,26 @@ def fit_configs(trainable: Callable[[dict], None], configs: list[dict], resource
     lost with its node runs again elsewhere. Returns when all ended or the run was interrupted."""
     from ray import tune
 
+    from benchmark.progress import heartbeat
+
+    ended: set[str] = set()
+
+    def heard(trial, result) -> None:
+        ended.add(trial.trial_id)
+        on_result(trial.config["spec"], result)
+
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"spec": tune.grid_search([{**c, "threads": max(1, int(resources["cpu"]))} for c in configs])},
         tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.trial_id, reuse_actors=True),  # no new worker per trial
         run_config=tune.RunConfig(
-            name=name, storage_path=str(storage), verbose=0, callbacks=[reporter(lambda t, r: on_result(t.config["spec"], r))],
+            name=name, storage_path=str(storage), verbose=0, callbacks=[reporter(heard)],
             failure_config=tune.FailureConfig(max_failures=2),  # a lost node: the trial runs again elsewhere
         ),
     )
-    tuner.fit()
+    with heartbeat(name, lambda: f"{len(ended)} of {len(configs)} trials reported; the others running or queued",
+                   write=say):
+        tuner.fit()
 
 
 # ---------------------------------------------------------------- the pre-training phase

@@ -35,6 +35,7 @@ from benchmark.orchestrate.raytune import (
     worker_base,
     worker_setup,
 )
+from benchmark.progress import heartbeat
 from benchmark.raycluster import (
     check_address,
     connect,
@@ -235,7 +236,9 @@ def run_search(method: str, task: str, fraction: float, seed: int, n_trials: int
             ),
             run_config=tune.RunConfig(name="ray", storage_path=str(folder), verbose=0, callbacks=[reporter(track)]),
         )
-        tuner.fit()
+        with heartbeat(f"tune {name}", lambda: f"{n_trials} trials sampled or to sample; results so far in {folder}",
+                       write=say):
+            tuner.fit()
     finally:
         session.close()
     return _collect(name, folder, params, last, resolved.task_cfg.metric)

@@ -78,9 +78,10 @@ class RunResult:
                                          "error": self.baseline.removeprefix("failed: ")}
         elif self.baseline is not None:
             b = self.baseline.trial
-            out[self.baseline_method] = {"method": b.method, "status": b.status, "value": b.value, "metrics": b.metrics,
-                               "config_hash": b.method_hash, "seconds": b.seconds, "reused": self.baseline.reused,
-                               "references": b.refs}
+            out[self.baseline_method] = {
+                "method": b.method, "status": b.status, "value": b.value, "metrics": b.metrics,
+                "config_hash": b.method_hash, "seconds": b.seconds, "reused": self.baseline.reused, "references": b.refs,
+            }
         return out
 
 
@@ -136,14 +137,14 @@ def run_baseline(main: RunResult, baseline: str, *, profile: str = "cpu", overri
     the reason as a string when its trial failed."""
     from benchmark.config import route_sets
     from benchmark.errors import TrialFailed
-    from benchmark.factory import resolve
+    from benchmark.factory import method_class, resolve
 
     t = main.trial
     if t.method == baseline or not t.data_source.startswith("phantom"):
         return None
     pairs = set_pairs(t.method, overrides, None)
     resolved = resolve(t.method, t.task, profile, pairs)
-    if resolved.task_cls.needs_text_tower and not resolve(baseline, None, profile).method_cls.has_joint_space():
+    if resolved.task_cls.needs_text_tower and not method_class(baseline).has_joint_space():
         return None
     routed = route_sets(pairs, {"method": resolved.method_cls.config_class, "task": resolved.task_cls.config_class})
     kept = [(f"task.{key}", value) for key, value in routed["task"].items()]

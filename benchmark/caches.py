@@ -17,8 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.paths import home_path
-from benchmark.pretraining import META
+from benchmark.paths import META, home_path
 from benchmark.store import Store
 
 

@@ -77,9 +77,8 @@ def load_plugins() -> list[str]:
 
 
 def method_names() -> list[str]:
-    """Every method, in registration order (the shipped ones as ``benchmark/methods`` imports
-    them: baselines first, IMITATE last; then the user's), after checking that the registry and
-    the YAMLs name the same methods."""
+    """Every method, in registration order (the shipped ones, then a config folder's), after checking
+    that the registry and the YAMLs name the same methods (tables order rows by each YAML's ``order:``)."""
     import benchmark.methods  # noqa: F401  (registers the shipped methods)
 
     load_plugins()
@@ -127,8 +126,7 @@ def cached_encoder_config(name: str) -> tuple[str, dict] | None:
     ``pretrain``, ``run`` and ``grid`` print it), or None when no finished encoder has that name."""
     import json
 
-    from benchmark.paths import home_path
-    from benchmark.pretraining import META
+    from benchmark.paths import META, home_path
 
     if name in METHODS or "-" not in name or "/" in name:
         return None
@@ -146,9 +144,12 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     """Configs from class defaults < YAML < profile < ``--set``, validated. ``method`` may also name a
     cached encoder (``convirt-afa9dc9dc69a``, what ``pretrain`` printed): its own recorded config is the
     method's (the profile's layers do not apply to it; ``--set`` still does), so its trials use it."""
-    if (cached := cached_encoder_config(method)) is not None:
-        return _resolve_encoder(cached, task, profile, sets)
-    method_cls, method_values, own = method_layers(method, profile)
+    cached = cached_encoder_config(method)
+    if cached is not None:
+        method, recorded = cached
+        method_cls = method_class(method)
+    else:
+        method_cls, method_values, own = method_layers(method, profile)
     scopes = {"method": method_cls.config_class}
     kind = None
     if task is not None:
@@ -156,10 +157,13 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
         scopes["task"], kind = task_cls.config_class, task_values["kind"]
     layers = profile_overrides(profile, method, kind)
     routed = route_sets(list(sets), scopes)
-    values = {**method_values, **layers["method"], **own, **routed["method"]}
-    method_cfg = build(
-        method_cls.config_class, {**values, **method_cls.implied_settings(values), **routed["method"]}, f"method {method}"
-    )
+    if cached is not None:  # the encoder's whole config (fields a newer version dropped left out)
+        known = {f.name for f in dataclasses.fields(method_cls.config_class)}
+        base, implied = {k: v for k, v in recorded.items() if k in known}, {}
+    else:
+        base = {**method_values, **layers["method"], **own}
+        implied = method_cls.implied_settings({**base, **routed["method"]})
+    method_cfg = build(method_cls.config_class, {**base, **implied, **routed["method"]}, f"method {method}")
     if why := getattr(method_cls, "needs_pyramid", ""):
         from benchmark.models.backbones import require_pyramid
 
@@ -168,25 +172,6 @@ def resolve(method: str, task: str | None, profile: str = "cpu", sets: list[tupl
     if task is not None:
         resolved.task, resolved.task_cls = task, task_cls
         resolved.task_cfg = _task_config(task, task_cls, task_values, layers["task"], routed["task"], profile)
-    return resolved
-
-
-def _resolve_encoder(cached: tuple[str, dict], task: str | None, profile: str, sets) -> Resolved:
-    method, config = cached
-    method_cls = method_class(method)
-    scopes = {"method": method_cls.config_class}
-    if task is not None:
-        task_cls, task_values = _task_layers(task)
-        scopes["task"] = task_cls.config_class
-    routed = route_sets(list(sets), scopes)
-    known = {f.name for f in dataclasses.fields(method_cls.config_class)}
-    method_cfg = build(method_cls.config_class, {**{k: v for k, v in config.items() if k in known}, **routed["method"]},
-                       f"method {method}")
-    resolved = Resolved(method, method_cls, method_cfg)
-    if task is not None:
-        layer = profile_overrides(profile, method, task_values["kind"])["task"]
-        resolved.task, resolved.task_cls = task, task_cls
-        resolved.task_cfg = _task_config(task, task_cls, task_values, layer, routed["task"], profile)
     return resolved
 
 

@@ -13,6 +13,10 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+#: an encoder cache folder's metadata, written last: its presence marks a finished encoder (here, not in
+#: the pre-training loop's module, so that commands which only look at the cache need no torch)
+META = "meta.json"
+
 log = logging.getLogger(__name__)
 #: below this much free space, a failed write is taken for a full disk
 FULL_DISK_MARGIN = 64 << 20

@@ -4,7 +4,8 @@ A method supplies model + loss (``Method.training_step``); this loop supplies
 AdamW, cosine warm restarts stepped per iteration with the period set from the
 real iteration count, the device policy's precision (``benchmark.device.policy``: bf16
 autocast and fused AdamW on CUDA, fp16 with a GradScaler on a GPU without bf16, plain fp32
-on CPU unless ``BENCHMARK_DEVICE_POLICY`` stands in for CUDA) and channels_last, checkpoints that resume to the same result, progress, and a loss curve
+on CPU unless ``BENCHMARK_DEVICE_POLICY`` stands in for CUDA) and channels_last,
+checkpoints that resume to the same result, progress, and a loss curve
 (``losses.csv``) with every loss term in its own column. The same loop runs in
 each process of a DDP run (``ddp_workers > 1``, ``benchmark.ddp``): rank 0
 writes the files, the loss curve holds the terms averaged over processes.
@@ -60,6 +61,7 @@ from benchmark.errors import TrainingDiverged, UserError, overflow_as_divergence
 from benchmark.loggers import open_logger
 from benchmark.methods.base import MethodConfig
 from benchmark.paths import (
+    META,
     atomic_json,
     atomic_safetensors_save,
     atomic_torch_save,
@@ -80,7 +82,6 @@ ENCODER = "encoder.safetensors"  # the transferred image encoder (its architectu
 MODEL = "model.safetensors"
 #: what caches from before safetensors hold instead (read, never written)
 LEGACY = {ENCODER: "encoder.pt", MODEL: "model.pt"}
-META = "meta.json"  # written last: its presence marks a finished encoder
 RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "method_rng", "torch_rng", "step", "history"})
 
 

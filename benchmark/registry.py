@@ -50,8 +50,7 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def ordered(self) -> list[str]:
-        """The names in registration order (tables list methods so: the order
-        ``benchmark/methods/__init__.py`` imports them, then any a config folder adds)."""
+        """The names in registration order (the order their modules were imported in)."""
         return list(self._entries)
 
     def __contains__(self, name: str) -> bool:

@@ -189,7 +189,7 @@ def train_head(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(round(cfg.warmup_epochs * per_epoch), epochs * per_epoch))
     sign = -1.0 if val_score is not None else 1.0  # minimise loss, or -score
     best, best_state, stale, epochs_run, steps = math.inf, copy.deepcopy(trained.state_dict()), 0, 0, 0
-    candidates, defined = 0, False  # validation passes at or after min_steps; whether any had a value
+    defined = False  # whether a validation pass at or after min_steps had a value
     for epoch in range(epochs):
         trained.train()
         seen, total_loss = 0, 0.0
@@ -210,7 +210,6 @@ def train_head(
         epochs_run = epoch + 1
         if steps < cfg.min_steps and epochs_run < epochs:
             continue  # too close to the initialisation to be selected: no validation pass at all
-        candidates += 1
         trained.eval()
         with torch.no_grad():
             if val_score is None:
